@@ -1,0 +1,66 @@
+# qemu-hook: libvirt QEMU hook that hands a GPU between the Linux host and vfio-pci.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+VERSION    := 0.1.0
+CC         ?= cc
+PKGS       := libsystemd libudev inih libxml-2.0 libkmod
+CFLAGS     ?= -O2 -g
+CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+LDLIBS     += $(shell pkg-config --libs $(PKGS))
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRC    := $(filter-out src/main.c,$(wildcard src/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNITS      := $(UNIT_SRC:tests/unit/%.c=build/%)
+UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
+
+all: qemu-hook
+
+qemu-hook: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+	$(CC) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+
+build/san/qemu-hook: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+
+build/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+build/fakesys: tests/host/fakesys.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(shell pkg-config --libs fuse3) -lpthread
+
+deps:
+	@tests/deps.sh
+
+unit: $(UNITS) $(UNITS_SAN)
+	@tests/run-units.sh $(UNITS) $(UNITS_SAN)
+
+integration: qemu-hook build/san/qemu-hook build/fakesys
+	@tests/integration/run.sh
+
+check: deps
+	@$(MAKE) --no-print-directory unit integration
+
+demo: deps
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@tests/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@tests/bench.sh
+
+install: qemu-hook
+	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
+	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
+
+clean:
+	rm -rf qemu-hook build
+
+.PHONY: all deps unit integration check demo bench install clean

@@ -1,0 +1,45 @@
+/* kvm.conf, read with inih: the shell scripts' original KEY="value" format and a native INI format
+ * with sections. See conf/kvm.conf for every key. */
+#pragma once
+#include <stdbool.h>
+#include "util.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/libvirt/hooks/kvm.conf"
+#define CONFIG_MAX_ADDRS 8
+#define CONFIG_MAX_UNITS 16
+
+struct vm_config {
+        char *name;
+        int handle;             /* -1: decide from the domain XML, 0: never, 1: always */
+        char *host_cpus;        /* NULL: the global value */
+        unsigned timeout_ms;    /* 0: the global value */
+};
+
+struct config {
+        char *path;
+        bool original;          /* VIRSH_* keys: the shell scripts' kvm.conf and their behaviour */
+        struct pci_addr gpu[CONFIG_MAX_ADDRS];  /* each stands for every function of its slot */
+        size_t n_gpu;
+        struct pci_addr secondary[CONFIG_MAX_ADDRS];
+        size_t n_secondary;
+        char *secondary_driver; /* display driver of the secondary GPU; NULL: resolve from the host */
+        char *park_driver;      /* where the secondary GPU idles while the host has the big one */
+        char *user;             /* the desktop user; NULL: none */
+        char *user_bus;         /* that user's bus address; NULL: unix:path=/run/user/UID/bus */
+        char *display_manager;  /* "auto" (display-manager.service), "none" or a unit name */
+        char *user_units[CONFIG_MAX_UNITS + 1]; /* NULL-terminated */
+        char *host_cpus;        /* CPU list for the host while a VM runs; NULL: no restriction */
+        unsigned timeout_ms;    /* deadline of every wait */
+        bool vtconsoles;        /* unbind frame-buffer vtconsoles around the move */
+        bool framebuffer;       /* unbind the boot framebuffer when it sits on the GPU */
+        struct vm_config *vms;
+        size_t n_vms;
+};
+
+/* Loads path into *ret (defaults filled in first). On error logs one message naming the file, the
+ * line and the key and what was expected, and returns a negative errno; *ret is then freed.
+ * With check_owner, refuses (-EPERM) a file not owned by root or writable by group or others. */
+int config_load(const char *path, bool check_owner, struct config *ret);
+void config_free(struct config *c);
+/* The [vm NAME] section for vm, or NULL. */
+const struct vm_config *config_vm(const struct config *c, const char *vm);

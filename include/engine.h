@@ -1,0 +1,9 @@
+/* The engine executes a plan: for each step it records the intent in the journal, applies it,
+ * records the result; on failure it undoes the steps done so far, in reverse. */
+#pragma once
+#include "plan.h"
+
+/* Returns 0, or the failed step's negative errno after rolling back (the message names the step). */
+int engine_apply(struct run_ctx *c, struct plan *p);
+/* Undoes every started or done step, in reverse; goes on past failures and returns the first. */
+int engine_undo(struct run_ctx *c, struct plan *p);

@@ -1,0 +1,19 @@
+/* The record of a hand-over, /run/qemu-hook/VM.state: written atomically after every step so a
+ * hook killed half way can be undone by the next release. Read back with inih. */
+#pragma once
+#include "plan.h"
+
+#define JOURNAL_DIR "/run/qemu-hook"
+
+/* Escapes a VM name into a file name: [A-Za-z0-9_.-] stay (no leading dot), others become \xNN. */
+int journal_escape(const char *vm, char *buf, size_t size);
+/* Creates JOURNAL_DIR (0700) and takes the exclusive hand-over lock, waiting until deadline.
+ * Returns the lock fd. */
+int journal_lock(usec_t deadline);
+int journal_save(const struct plan *p);
+/* -ENOENT when there is none. */
+int journal_load(const char *vm, struct plan *ret);
+int journal_remove(const char *vm);
+/* Whether any VM has a journal: then the host's state is known, and a VM without one did not
+ * hand the GPU over. */
+bool journal_any(void);

@@ -1,0 +1,38 @@
+/* The planner: a pure function from (config, host snapshot, direction) to an ordered list of
+ * steps. No I/O: unit tests assert plans without touching anything. */
+#pragma once
+#include "config.h"
+#include "host.h"
+#include "step.h"
+
+/* What the D-Bus side of the host looks like; filled by the caller (bus.c), so the planner stays
+ * pure. */
+struct desktop_state {
+        char display_manager[NAME_LEN];         /* resolved unit, "" when none */
+        bool display_manager_active;
+        const char *display_manager_skip;       /* why the DM step is skipped, or NULL */
+        const char *user_units_skip;            /* why the user-unit steps are skipped, or NULL */
+        bool user_unit_active[CONFIG_MAX_UNITS];
+        char cpus_now[3][STEP_FIELD_LEN];       /* AllowedCPUs of user.slice, system.slice, init.scope */
+        char host_cpus[STEP_FIELD_LEN];         /* every CPU of the host, "0-11" */
+};
+
+struct plan {
+        char vm[256];
+        struct step *steps;
+        size_t n_steps;
+};
+
+/* The hand-over (prepare begin). Returns 0, or a negative errno with *error describing what makes
+ * the hand-over impossible (a device on a foreign driver in the GPU's IOMMU group, ...). */
+int plan_hand_over(const struct config *cfg, const char *vm, const struct host *h,
+                   const struct desktop_state *d, struct plan *ret, char *error, size_t size);
+/* The hand-over that must have happened, derived from the config and the host as it is now, for a
+ * hand-back without a journal: steps marked done whose undo is the hand-back. Empty when the GPU
+ * is not on vfio-pci (nothing was handed over). */
+int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct host *h,
+                          const struct desktop_state *d, struct plan *ret);
+struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *target,
+                      const char *from, const char *to);
+void plan_free(struct plan *p);
+void plan_print(const struct plan *p, bool undo, FILE *f);

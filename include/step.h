@@ -1,0 +1,57 @@
+/* A step is data: a kind, a target, the state found before acting (from) and the state to reach
+ * (to). apply() takes the target from `from` to `to`; undo() takes it back. Each kind lives in its
+ * own src/step-*.c; adding one is a new file and an entry in step_kinds[]. */
+#pragma once
+#include <stdbool.h>
+#include "config.h"
+#include "util.h"
+
+typedef struct sd_bus sd_bus;
+
+#define STEP_FIELD_LEN 128
+
+enum step_state {
+        STEP_PLANNED,           /* not started */
+        STEP_SKIPPED,           /* nothing to do: already in place or not applicable (see note) */
+        STEP_STARTED,           /* intent recorded, the outcome unknown: undo on recovery */
+        STEP_DONE,
+        STEP_UNDONE,
+        STEP_FAILED,            /* apply failed; what it did is undone */
+        _STEP_STATE_MAX,
+};
+
+struct step;
+
+struct run_ctx {
+        const struct config *cfg;
+        const char *vm;
+        usec_t timeout;         /* each wait's allowance */
+        bool dry_run;
+        sd_bus *system_bus;     /* opened on first use (bus.c) */
+        sd_bus *user_bus;
+};
+
+struct step_kind {
+        const char *name;       /* journal identifier, e.g. "pci-driver" */
+        int (*apply)(struct run_ctx *c, struct step *s);
+        int (*undo)(struct run_ctx *c, struct step *s);
+        /* What apply (or undo) does, in words, for the plan and the log. */
+        void (*describe)(const struct step *s, bool undo, char *buf, size_t size);
+};
+
+struct step {
+        const struct step_kind *kind;
+        char target[STEP_FIELD_LEN];    /* a device, a unit, a slice */
+        char from[STEP_FIELD_LEN];
+        char to[STEP_FIELD_LEN];
+        char note[STEP_FIELD_LEN];      /* why it is skipped, or what was found */
+        enum step_state state;
+        usec_t duration;
+};
+
+extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
+        step_holders, step_pci_driver, step_cpus;
+const struct step_kind *step_kind_by_name(const char *name);
+const char *step_state_to_string(enum step_state s);
+int step_state_from_string(const char *s);
+void step_describe(const struct step *s, bool undo, char *buf, size_t size);

@@ -1,0 +1,15 @@
+/* Every read and write of sysfs goes through here, relative to one root (/sys). */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SYSFS_ROOT "/sys"
+
+/* Reads the first line of ROOT/path into buf (newline stripped). Negative errno on failure. */
+int sysfs_read(const char *path, char *buf, size_t size);
+/* Writes value to ROOT/path in one write(2) and returns the kernel's verdict (negative errno). */
+int sysfs_write(const char *path, const char *value);
+/* The last component of the target of the symlink ROOT/path ("amdgpu" for .../driver), or
+ * -ENOENT when there is no such link. */
+int sysfs_link_name(const char *path, char *buf, size_t size);
+bool sysfs_exists(const char *path);

@@ -1,0 +1,110 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+
+#include "domain.h"
+
+/* Reads a libvirt address attribute ("0x0d", or decimal) into *ret. */
+static int attr_number(xmlNode *node, const char *name, unsigned max, unsigned *ret) {
+        xmlChar *value = xmlGetProp(node, (const xmlChar *) name);
+        char *end;
+        unsigned long n;
+        int r = -EINVAL;
+
+        if (value) {
+                errno = 0;
+                n = strtoul((const char *) value, &end, 0);
+                if (errno == 0 && end != (char *) value && *end == '\0' && n <= max) {
+                        *ret = (unsigned) n;
+                        r = 0;
+                }
+        }
+        xmlFree(value);
+        return r;
+}
+
+static void silent(void *ctx, const char *msg, ...) {
+}
+
+int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size_t *n_ret,
+                        char **error) {
+        xmlDoc *doc = NULL;
+        xmlXPathContext *xpath = NULL;
+        xmlXPathObject *found = NULL;
+        struct pci_addr *addrs = NULL;
+        size_t n = 0;
+        int r;
+
+        *error = NULL;
+        if (len == 0 || len > INT32_MAX) {
+                *error = xstrdup(len ? "domain XML too large" : "no domain XML on standard input");
+                return -EINVAL;
+        }
+        /* libxml2 prints parse errors to stderr by default; the caller reports one clear line. */
+        xmlSetGenericErrorFunc(NULL, silent);
+        doc = xmlReadMemory(xml, (int) len, "domain.xml", NULL,
+                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        if (!doc) {
+                const xmlError *e = xmlGetLastError();
+                char buf[256];
+
+                snprintf(buf, sizeof(buf), "malformed domain XML: line %d: %s", e ? e->line : 0,
+                         e && e->message ? e->message : "parse error");
+                buf[strcspn(buf, "\n")] = '\0';
+                *error = xstrdup(buf);
+                return -EINVAL;
+        }
+        xmlNode *root = xmlDocGetRootElement(doc);
+        if (!root || !xmlStrEqual(root->name, (const xmlChar *) "domain")) {
+                *error = xstrdup("malformed domain XML: the root element is not <domain>");
+                r = -EINVAL;
+                goto out;
+        }
+
+        xpath = xmlXPathNewContext(doc);
+        found = xpath ? xmlXPathEvalExpression(
+                (const xmlChar *) "/domain/devices/hostdev[@type='pci']/source/address", xpath) : NULL;
+        if (!found) {
+                *error = xstrdup("cannot evaluate the domain XML");
+                r = -ENOMEM;
+                goto out;
+        }
+
+        int count = found->nodesetval ? found->nodesetval->nodeNr : 0;
+        addrs = xcalloc((size_t) count, sizeof(*addrs));
+        for (int i = 0; i < count; i++) {
+                xmlNode *node = found->nodesetval->nodeTab[i];
+                struct pci_addr a = {};
+
+                /* libvirt omits domain='0x0000' in hand-written XML; the kernel's default is 0. */
+                if (!xmlHasProp(node, (const xmlChar *) "domain"))
+                        a.domain = 0;
+                else if (attr_number(node, "domain", 0xffff, &a.domain) < 0)
+                        goto bad;
+                if (attr_number(node, "bus", 0xff, &a.bus) < 0 ||
+                    attr_number(node, "slot", 0x1f, &a.slot) < 0 ||
+                    attr_number(node, "function", 7, &a.func) < 0)
+                        goto bad;
+                addrs[n++] = a;
+                continue;
+        bad:;
+                char buf[128];
+                snprintf(buf, sizeof(buf), "domain XML line %ld: <hostdev type='pci'> has a bad source address",
+                         xmlGetLineNo(node));
+                *error = xstrdup(buf);
+                r = -EINVAL;
+                goto out;
+        }
+        *ret = addrs;
+        *n_ret = n;
+        addrs = NULL;
+        r = 0;
+out:
+        free(addrs);
+        xmlXPathFreeObject(found);
+        xmlXPathFreeContext(xpath);
+        xmlFreeDoc(doc);
+        return r;
+}

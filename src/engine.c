@@ -1,0 +1,83 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+#include "journal.h"
+#include "log.h"
+
+static void log_step_done(const struct plan *p, const struct step *s, size_t index, bool undo) {
+        char what[256];
+
+        step_describe(s, undo, what, sizeof(what));
+        log_info("%s %zu/%zu %s (%.1f ms)", undo ? "undone" : "done", index + 1, p->n_steps, what,
+                 (double) s->duration / USEC_PER_MSEC);
+}
+
+int engine_apply(struct run_ctx *c, struct plan *p) {
+        for (size_t i = 0; i < p->n_steps; i++) {
+                struct step *s = &p->steps[i];
+                char what[256];
+                usec_t start;
+                int r;
+
+                if (s->state != STEP_PLANNED)
+                        continue;
+                log_set_step(s->kind->name);
+                /* Intent first: if the hook dies inside apply, the next release undoes this step too
+                 * (every undo works from any state in between). */
+                s->state = STEP_STARTED;
+                r = journal_save(p);
+                if (r >= 0) {
+                        start = now_usec();
+                        r = s->kind->apply(c, s);
+                        s->duration = now_usec() - start;
+                }
+                if (r < 0) {
+                        step_describe(s, false, what, sizeof(what));
+                        int k = engine_undo(c, p);
+                        log_set_step(s->kind->name);
+                        log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; %s", p->vm, i + 1,
+                                        p->n_steps, what, k < 0 ? "rolling back was incomplete, see the "
+                                        "messages above; the journal in " JOURNAL_DIR " keeps what is left"
+                                        : "the host was restored");
+                        return r;
+                }
+                s->state = STEP_DONE;
+                log_step_done(p, s, i, false);
+                r = journal_save(p);
+                if (r < 0) {
+                        engine_undo(c, p);
+                        return r;
+                }
+        }
+        log_set_step(NULL);
+        return 0;
+}
+
+int engine_undo(struct run_ctx *c, struct plan *p) {
+        int first = 0;
+
+        for (size_t i = p->n_steps; i-- > 0;) {
+                struct step *s = &p->steps[i];
+                usec_t start;
+                int r;
+
+                if (s->state != STEP_DONE && s->state != STEP_STARTED)
+                        continue;
+                log_set_step(s->kind->name);
+                start = now_usec();
+                r = s->kind->undo(c, s);
+                s->duration = now_usec() - start;
+                if (r < 0) {
+                        /* Keep going: every step undone is one less thing wrong with the host. */
+                        first = first ?: r;
+                        continue;
+                }
+                s->state = STEP_UNDONE;
+                log_step_done(p, s, i, true);
+                journal_save(p);
+        }
+        log_set_step(NULL);
+        return first;
+}

@@ -1,0 +1,421 @@
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <libkmod.h>
+#include <libudev.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "log.h"
+#include "sysfs.h"
+
+static void udev_unrefp(struct udev **u) { if (*u) udev_unref(*u); }
+static void udev_enumerate_unrefp(struct udev_enumerate **e) { if (*e) udev_enumerate_unref(*e); }
+static void udev_device_unrefp(struct udev_device **d) { if (*d) udev_device_unref(*d); }
+static void closedirp(DIR **d) { if (*d) closedir(*d); }
+
+static unsigned hex_attr(const char *func, const char *attr) {
+        char path[PATH_MAX], buf[32];
+
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/%s", func, attr);
+        return sysfs_read(path, buf, sizeof(buf)) < 0 ? 0 : (unsigned) strtoul(buf, NULL, 16);
+}
+
+int host_read_func(const char *name, struct pci_func *ret) {
+        char path[PATH_MAX], buf[NAME_LEN];
+        int r;
+
+        memset(ret, 0, sizeof(*ret));
+        r = pci_addr_parse(name, &ret->addr);
+        if (r < 0)
+                return r;
+        pci_addr_format(&ret->addr, ret->name);
+        snprintf(path, sizeof(path), "bus/pci/devices/%s", name);
+        if (!sysfs_exists(path))
+                return -ENODEV;
+
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/driver", name);
+        r = sysfs_link_name(path, ret->driver, sizeof(ret->driver));
+        if (r < 0 && r != -ENOENT)
+                return r;
+        /* Older kernels print an unset override as "(null)", newer ones as an empty line. */
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", name);
+        if (sysfs_read(path, buf, sizeof(buf)) == 0 && strcmp(buf, "(null)") != 0)
+                strscpy(ret->driver_override, buf, sizeof(ret->driver_override));
+
+        ret->vendor = hex_attr(name, "vendor");
+        ret->device = hex_attr(name, "device");
+        ret->class = hex_attr(name, "class");
+        ret->boot_vga = hex_attr(name, "boot_vga") == 1;
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/iommu_group", name);
+        ret->iommu_group = sysfs_link_name(path, buf, sizeof(buf)) < 0 ? -1 : atoi(buf);
+        return 0;
+}
+
+/* Appends every PCI function of the slot of addr to *funcs. */
+static int add_slot(struct udev *udev, const struct pci_addr *addr, struct pci_func **funcs,
+                    size_t *n) {
+        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = udev_enumerate_new(udev);
+        struct udev_list_entry *entry;
+        char want[PCI_ADDR_LEN], pattern[PCI_ADDR_LEN + 1];
+        size_t found = 0;
+        int r;
+
+        pci_addr_format(addr, want);
+        snprintf(pattern, sizeof(pattern), "%.10s*", want);    /* "0000:0d:00.*" */
+        if (!e || udev_enumerate_add_match_subsystem(e, "pci") < 0 ||
+            udev_enumerate_add_match_sysname(e, pattern) < 0 || udev_enumerate_scan_devices(e) < 0)
+                return log_error_errno(ENOMEM, "Failed to enumerate PCI devices: %m");
+        udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
+                const char *syspath = udev_list_entry_get_name(entry);
+                const char *name = strrchr(syspath, '/') + 1;
+
+                *funcs = xreallocarray(*funcs, *n + 1, sizeof(**funcs));
+                r = host_read_func(name, &(*funcs)[*n]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read PCI device %s: %m", name);
+                (*n)++;
+                found++;
+        }
+        if (found == 0)
+                return log_error_errno(ENODEV, "PCI device %s does not exist (no function in its slot)", want);
+        return 0;
+}
+
+static bool has_func(const struct pci_func *funcs, size_t n, const char *name) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(funcs[i].name, name) == 0)
+                        return true;
+        return false;
+}
+
+static int add_group(int group, struct host *h) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        char path[PATH_MAX];
+        struct dirent *de;
+        int r;
+
+        snprintf(path, sizeof(path), SYSFS_ROOT "/kernel/iommu_groups/%d/devices", group);
+        d = opendir(path);
+        if (!d)
+                return log_error_errno(errno, "Failed to list IOMMU group %d: %m", group);
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.' || has_func(h->gpu, h->n_gpu, de->d_name) ||
+                    has_func(h->group, h->n_group, de->d_name))
+                        continue;
+                h->group = xreallocarray(h->group, h->n_group + 1, sizeof(*h->group));
+                r = host_read_func(de->d_name, &h->group[h->n_group]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read %s of IOMMU group %d: %m", de->d_name, group);
+                h->n_group++;
+        }
+        return 0;
+}
+
+static int add_vtcons(struct udev *udev, struct host *h) {
+        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = udev_enumerate_new(udev);
+        struct udev_list_entry *entry;
+
+        if (!e || udev_enumerate_add_match_subsystem(e, "vtconsole") < 0 || udev_enumerate_scan_devices(e) < 0)
+                return log_error_errno(ENOMEM, "Failed to enumerate vtconsoles: %m");
+        udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
+                const char *name = strrchr(udev_list_entry_get_name(entry), '/') + 1;
+                char path[PATH_MAX], buf[128];
+                struct vtcon v = {};
+
+                if (sscanf(name, "vtcon%u", &v.index) != 1)
+                        continue;
+                snprintf(path, sizeof(path), "class/vtconsole/%s/name", name);
+                /* fbcon registers as "(M) frame buffer device"; the dummy console as "(S) dummy device". */
+                v.framebuffer = sysfs_read(path, buf, sizeof(buf)) == 0 && strstr(buf, "frame buffer");
+                snprintf(path, sizeof(path), "class/vtconsole/%s/bind", name);
+                v.bound = sysfs_read(path, buf, sizeof(buf)) == 0 && strcmp(buf, "1") == 0;
+                h->vtcons = xreallocarray(h->vtcons, h->n_vtcons + 1, sizeof(*h->vtcons));
+                h->vtcons[h->n_vtcons++] = v;
+        }
+        return 0;
+}
+
+static int add_fbs(struct udev *udev, struct host *h) {
+        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = udev_enumerate_new(udev);
+        struct udev_list_entry *entry;
+
+        if (!e || udev_enumerate_add_match_subsystem(e, "platform") < 0 ||
+            udev_enumerate_add_match_sysname(e, "efi-framebuffer.*") < 0 ||
+            udev_enumerate_add_match_sysname(e, "simple-framebuffer.*") < 0 ||
+            udev_enumerate_scan_devices(e) < 0)
+                return log_error_errno(ENOMEM, "Failed to enumerate framebuffers: %m");
+        udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
+                _cleanup_(udev_device_unrefp) struct udev_device *dev =
+                        udev_device_new_from_syspath(udev, udev_list_entry_get_name(entry));
+                struct boot_fb fb = {};
+
+                if (!dev)
+                        continue;
+                strscpy(fb.name, udev_device_get_sysname(dev), sizeof(fb.name));
+                if (udev_device_get_driver(dev))
+                        strscpy(fb.driver, udev_device_get_driver(dev), sizeof(fb.driver));
+                /* Since Linux 6.3 sysfb makes the PCI device whose BAR holds the framebuffer the
+                 * platform device's parent; older kernels leave it under /devices/platform. */
+                struct udev_device *parent = udev_device_get_parent_with_subsystem_devtype(dev, "pci", NULL);
+                if (parent)
+                        strscpy(fb.parent, udev_device_get_sysname(parent), sizeof(fb.parent));
+                h->fbs = xreallocarray(h->fbs, h->n_fbs + 1, sizeof(*h->fbs));
+                h->fbs[h->n_fbs++] = fb;
+        }
+        return 0;
+}
+
+int host_snapshot(const struct pci_addr *gpu, size_t n_gpu, const struct pci_addr *secondary,
+                  size_t n_secondary, struct host *ret) {
+        _cleanup_(udev_unrefp) struct udev *udev = udev_new();
+        struct host h = {};
+        int r = 0;
+
+        if (!udev)
+                return log_error_errno(ENOMEM, "Failed to create a udev context: %m");
+        for (size_t i = 0; i < n_gpu && r >= 0; i++)
+                if (!has_func(h.gpu, h.n_gpu, pci_addr_format(&gpu[i], (char[PCI_ADDR_LEN]){})))
+                        r = add_slot(udev, &gpu[i], &h.gpu, &h.n_gpu);
+        for (size_t i = 0; i < n_secondary && r >= 0; i++)
+                if (!has_func(h.secondary, h.n_secondary, pci_addr_format(&secondary[i], (char[PCI_ADDR_LEN]){})))
+                        r = add_slot(udev, &secondary[i], &h.secondary, &h.n_secondary);
+        for (size_t i = 0; i < h.n_gpu && r >= 0; i++) {
+                bool seen = false;
+                for (size_t j = 0; j < i; j++)
+                        seen = seen || h.gpu[j].iommu_group == h.gpu[i].iommu_group;
+                if (!seen && h.gpu[i].iommu_group >= 0)
+                        r = add_group(h.gpu[i].iommu_group, &h);
+        }
+        if (r >= 0)
+                r = add_vtcons(udev, &h);
+        if (r >= 0)
+                r = add_fbs(udev, &h);
+        if (r < 0) {
+                host_free(&h);
+                return r;
+        }
+        *ret = h;
+        return 0;
+}
+
+void host_free(struct host *h) {
+        free(h->gpu);
+        free(h->secondary);
+        free(h->group);
+        free(h->vtcons);
+        free(h->fbs);
+        *h = (struct host) {};
+}
+
+/* Calls fn for every child of the PCI function in subsystem ("drm", "sound"). */
+static int foreach_child(const char *func, const char *subsystem,
+                         int (*fn)(struct udev_device *child, void *data), void *data) {
+        _cleanup_(udev_unrefp) struct udev *udev = udev_new();
+        _cleanup_(udev_device_unrefp) struct udev_device *parent = NULL;
+        _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = NULL;
+        struct udev_list_entry *entry;
+        char syspath[PATH_MAX];
+        int r;
+
+        snprintf(syspath, sizeof(syspath), SYSFS_ROOT "/bus/pci/devices/%s", func);
+        if (!udev || !(parent = udev_device_new_from_syspath(udev, syspath)))
+                return -ENODEV;
+        e = udev_enumerate_new(udev);
+        if (!e || udev_enumerate_add_match_parent(e, parent) < 0 ||
+            udev_enumerate_add_match_subsystem(e, subsystem) < 0 || udev_enumerate_scan_devices(e) < 0)
+                return -ENOMEM;
+        udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
+                _cleanup_(udev_device_unrefp) struct udev_device *child =
+                        udev_device_new_from_syspath(udev, udev_list_entry_get_name(entry));
+                if (child && (r = fn(child, data)) != 0)
+                        return r;
+        }
+        return 0;
+}
+
+struct node_list {
+        char **nodes;
+        size_t n, max;
+};
+
+static int add_node(struct udev_device *child, void *data) {
+        struct node_list *l = data;
+        const char *node = udev_device_get_devnode(child);
+
+        if (node && l->n < l->max)
+                l->nodes[l->n++] = xstrdup(node);
+        return 0;
+}
+
+int host_func_nodes(const char *func, char **nodes, size_t max) {
+        struct node_list l = { .nodes = nodes, .max = max };
+        int r;
+
+        r = foreach_child(func, "drm", add_node, &l);
+        if (r >= 0)
+                r = foreach_child(func, "sound", add_node, &l);
+        return r < 0 ? r : (int) l.n;
+}
+
+static int is_card(struct udev_device *child, void *data) {
+        if (fnmatch("card[0-9]*", udev_device_get_sysname(child), 0) != 0)
+                return 0;
+        /* With udevd running, wait until it processed the card too: the display manager opens
+         * it by the node and permissions udev sets. Without udevd (containers, tests) sysfs is all
+         * there is. */
+        if (access("/run/udev/control", F_OK) == 0 && !udev_device_get_is_initialized(child))
+                return 0;
+        return 1;
+}
+
+int host_func_has_drm_card(const char *func) {
+        return foreach_child(func, "drm", is_card, NULL);
+}
+
+int host_node_holders(char **nodes, size_t n_nodes, char *buf, size_t size) {
+        _cleanup_(closedirp) DIR *proc = opendir("/proc");
+        struct dirent *de;
+        int count = 0;
+        pid_t self = getpid();
+
+        buf[0] = '\0';
+        if (!proc || n_nodes == 0)
+                return proc ? 0 : -errno;
+        while ((de = readdir(proc))) {
+                _cleanup_(closedirp) DIR *fds = NULL;
+                struct dirent *fd;
+                char path[PATH_MAX], target[PATH_MAX];
+                bool holds = false;
+
+                if (!isdigit((unsigned char) de->d_name[0]) || atoi(de->d_name) == self)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
+                fds = opendir(path);
+                if (!fds)
+                        continue;       /* gone, or a kernel thread */
+                while (!holds && (fd = readdir(fds))) {
+                        snprintf(path, sizeof(path), "/proc/%s/fd/%s", de->d_name, fd->d_name);
+                        ssize_t n = readlink(path, target, sizeof(target) - 1);
+                        if (n <= 0)
+                                continue;
+                        target[n] = '\0';
+                        for (size_t i = 0; i < n_nodes && !holds; i++)
+                                holds = strcmp(target, nodes[i]) == 0;
+                }
+                if (!holds)
+                        continue;
+                char comm[64] = "?";
+                _cleanup_fclose_ FILE *f = NULL;
+                snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+                if ((f = fopen(path, "re")) && fgets(comm, sizeof(comm), f))
+                        comm[strcspn(comm, "\n")] = '\0';
+                size_t len = strlen(buf);
+                snprintf(buf + len, size - len, "%s%s (%s)", count ? ", " : "", de->d_name, comm);
+                count++;
+        }
+        return count;
+}
+
+static void kmod_unrefp(struct kmod_ctx **c) { if (*c) kmod_unref(*c); }
+static void kmod_list_unrefp(struct kmod_list **l) { if (*l) kmod_module_unref_list(*l); }
+
+int host_default_driver(const struct pci_func *f, char *buf, size_t size) {
+        _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
+        _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
+        struct kmod_list *l;
+        char modalias[128];
+        int r;
+
+        if (!ctx)
+                return -ENOMEM;
+        /* The same modalias the kernel announces in the device's uevent. */
+        snprintf(modalias, sizeof(modalias), "pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X",
+                 f->vendor, f->device, hex_attr(f->name, "subsystem_vendor"),
+                 hex_attr(f->name, "subsystem_device"), f->class >> 16, (f->class >> 8) & 0xff,
+                 f->class & 0xff);
+        r = kmod_module_new_from_lookup(ctx, modalias, &list);
+        if (r < 0)
+                return r;
+        kmod_list_foreach(l, list) {
+                struct kmod_module *m = kmod_module_get_module(l);
+                const char *name = kmod_module_get_name(m);
+
+                r = strcmp(name, "vfio_pci") == 0 || strcmp(name, "pci_stub") == 0 ? 0 :
+                        strscpy(buf, name, size) == 0 ? 1 : -ENAMETOOLONG;
+                kmod_module_unref(m);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
+        return -ENOENT;
+}
+
+int host_load_driver(const char *driver) {
+        _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
+        _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
+        struct kmod_list *l;
+        int r = -ENOENT;
+
+        if (!ctx)
+                return -ENOMEM;
+        r = kmod_module_new_from_lookup(ctx, driver, &list);
+        if (r < 0)
+                return r;
+        r = -ENOENT;
+        kmod_list_foreach(l, list) {
+                struct kmod_module *m = kmod_module_get_module(l);
+                r = kmod_module_probe_insert_module(m, 0, NULL, NULL, NULL, NULL);
+                kmod_module_unref(m);
+                if (r >= 0)
+                        return 0;
+        }
+        return r;
+}
+
+int host_pci_driver_available(const char *driver) {
+        char path[PATH_MAX];
+        _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = NULL;
+        _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
+        int r;
+
+        snprintf(path, sizeof(path), "bus/pci/drivers/%s", driver);
+        if (sysfs_exists(path))
+                return 1;
+        ctx = kmod_new(NULL, NULL);
+        if (!ctx)
+                return -ENOMEM;
+        r = kmod_module_new_from_lookup(ctx, driver, &list);
+        return r < 0 ? r : list ? 0 : -ENOENT;
+}
+
+struct unused_wait {
+        char *nodes[16];
+        size_t n_nodes;
+        char *holders;
+        size_t size;
+};
+
+static int nobody_holds(void *data) {
+        struct unused_wait *w = data;
+        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size);
+        return r < 0 ? r : r == 0;
+}
+
+int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t size) {
+        struct unused_wait w = { .holders = holders, .size = size };
+        int r;
+
+        holders[0] = '\0';
+        r = host_func_nodes(func, w.nodes, ELEMENTSOF(w.nodes));
+        if (r < 0)
+                return r;
+        w.n_nodes = (size_t) r;
+        r = wait_until(deadline, nobody_holds, &w);
+        for (size_t i = 0; i < w.n_nodes; i++)
+                free(w.nodes[i]);
+        return r;
+}

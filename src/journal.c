@@ -1,0 +1,204 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "journal.h"
+#include "log.h"
+
+int journal_escape(const char *vm, char *buf, size_t size) {
+        size_t n = 0;
+
+        if (!vm[0])
+                return -EINVAL;
+        for (const unsigned char *p = (const unsigned char *) vm; *p; p++) {
+                bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                             (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
+                             (*p == '.' && p != (const unsigned char *) vm);
+                int w = plain ? snprintf(buf + n, size - n, "%c", *p)
+                              : snprintf(buf + n, size - n, "\\x%02x", *p);
+                if (w < 0 || (size_t) w >= size - n)
+                        return -ENAMETOOLONG;
+                n += (size_t) w;
+        }
+        return 0;
+}
+
+static int journal_path(const char *vm, char buf[static PATH_MAX]) {
+        char name[NAME_MAX - 16];
+        int r = journal_escape(vm, name, sizeof(name));
+
+        if (r < 0)
+                return r;
+        snprintf(buf, PATH_MAX, JOURNAL_DIR "/%s.state", name);
+        return 0;
+}
+
+static int make_dir(void) {
+        struct stat st;
+
+        if (mkdir(JOURNAL_DIR, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create " JOURNAL_DIR ": %m");
+        /* The journal decides what a root process undoes: nobody else may write it. */
+        if (lstat(JOURNAL_DIR, &st) < 0)
+                return log_error_errno(errno, "Failed to stat " JOURNAL_DIR ": %m");
+        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077))
+                return log_error_errno(EPERM, JOURNAL_DIR " is not a directory of ours with mode 0700");
+        return 0;
+}
+
+int journal_lock(usec_t deadline) {
+        const struct timespec interval = { .tv_nsec = 5 * 1000 * 1000 };
+        int fd, r;
+
+        r = make_dir();
+        if (r < 0)
+                return r;
+        fd = open(JOURNAL_DIR "/lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open " JOURNAL_DIR "/lock: %m");
+        /* Another VM's hand-over may be running: wait for it, but not forever. */
+        while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK || now_usec() >= deadline) {
+                        r = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+                        close(fd);
+                        return log_error_errno(r, "Failed to lock " JOURNAL_DIR "/lock (another hand-over running?): %m");
+                }
+                nanosleep(&interval, NULL);
+        }
+        return fd;
+}
+
+/* inih would take a ';' or '#' after a blank as a comment, and a newline ends a value. */
+static void put_value(FILE *f, const char *key, const char *value) {
+        fprintf(f, "%s = ", key);
+        for (const char *p = value; *p; p++)
+                fputc(strchr(";#\n\r", *p) ? ' ' : *p, f);
+        fputc('\n', f);
+}
+
+int journal_save(const struct plan *p) {
+        char path[PATH_MAX], tmp[PATH_MAX + 8];
+        _cleanup_fclose_ FILE *f = NULL;
+        int fd, r;
+
+        r = journal_path(p->vm, path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to name the journal of %s: %m", p->vm);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 || !(f = fdopen(fd, "w"))) {
+                r = errno;
+                if (fd >= 0)
+                        close(fd);
+                return log_error_errno(r, "Failed to write %s: %m", tmp);
+        }
+        fprintf(f, "# qemu-hook hand-over journal: what was done, to be undone in reverse.\n[hand-over]\n");
+        put_value(f, "vm", p->vm);
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+
+                fprintf(f, "\n[step %zu]\n", i + 1);
+                put_value(f, "kind", s->kind->name);
+                put_value(f, "target", s->target);
+                put_value(f, "from", s->from);
+                put_value(f, "to", s->to);
+                put_value(f, "note", s->note);
+                put_value(f, "state", step_state_to_string(s->state));
+        }
+        /* fsync before rename: after a crash the journal is the old or the new one, whole. */
+        if (fflush(f) != 0 || fsync(fileno(f)) < 0 || rename(tmp, path) < 0) {
+                r = errno;
+                unlink(tmp);
+                return log_error_errno(r, "Failed to write %s: %m", path);
+        }
+        return 0;
+}
+
+struct load_state {
+        struct plan *plan;
+        const char *path;
+        char error[256];
+};
+
+static int load_key(void *user, const char *section, const char *key, const char *value) {
+        struct load_state *ls = user;
+        struct plan *p = ls->plan;
+        unsigned index;
+        struct step *s;
+
+        if (strcmp(section, "hand-over") == 0)
+                return strcmp(key, "vm") == 0 ? strscpy(p->vm, value, sizeof(p->vm)) == 0 : 1;
+        if (sscanf(section, "step %u", &index) != 1 || index == 0 || index > p->n_steps + 1) {
+                snprintf(ls->error, sizeof(ls->error), "unexpected section [%s]", section);
+                return 0;
+        }
+        if (index == p->n_steps + 1)
+                plan_add(p, &step_holders, "", "", "");         /* kind set by its key */
+        s = &p->steps[index - 1];
+        if (strcmp(key, "kind") == 0) {
+                s->kind = step_kind_by_name(value);
+                if (!s->kind)
+                        snprintf(ls->error, sizeof(ls->error), "[%s]: unknown step kind \"%s\"", section, value);
+                return s->kind != NULL;
+        }
+        if (strcmp(key, "state") == 0) {
+                int st = step_state_from_string(value);
+                s->state = st < 0 ? STEP_PLANNED : (enum step_state) st;
+                if (st < 0)
+                        snprintf(ls->error, sizeof(ls->error), "[%s]: unknown state \"%s\"", section, value);
+                return st >= 0;
+        }
+        char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
+                      strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
+        return field && strscpy(field, value, STEP_FIELD_LEN) == 0;
+}
+
+int journal_load(const char *vm, struct plan *ret) {
+        struct load_state ls = {};
+        char path[PATH_MAX];
+        int r;
+
+        r = journal_path(vm, path);
+        if (r < 0)
+                return r;
+        *ret = (struct plan) {};
+        ls.plan = ret;
+        ls.path = path;
+        r = ini_parse(path, load_key, &ls);
+        if (r == -1)
+                return -errno ? -errno : -ENOENT;
+        if (r != 0 || ls.error[0]) {
+                log_error("%s:%d: %s", path, r, ls.error[0] ? ls.error : "malformed journal");
+                plan_free(ret);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+int journal_remove(const char *vm) {
+        char path[PATH_MAX];
+        int r = journal_path(vm, path);
+
+        if (r < 0)
+                return r;
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+bool journal_any(void) {
+        DIR *d = opendir(JOURNAL_DIR);
+        struct dirent *de;
+        bool found = false;
+
+        while (d && !found && (de = readdir(d)))
+                found = strlen(de->d_name) > 6 && strcmp(de->d_name + strlen(de->d_name) - 6, ".state") == 0;
+        if (d)
+                closedir(d);
+        return found;
+}

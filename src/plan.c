@@ -1,0 +1,244 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "plan.h"
+
+#define VFIO "vfio-pci"
+
+static const char *const cpu_units[3] = { "user.slice", "system.slice", "init.scope" };
+
+struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *target,
+                      const char *from, const char *to) {
+        struct step *s;
+
+        p->steps = xreallocarray(p->steps, p->n_steps + 1, sizeof(*p->steps));
+        s = &p->steps[p->n_steps++];
+        *s = (struct step) { .kind = kind };
+        /* Targets and states are unit names, device names and CPU lists, all far below the field
+         * size; a config that produces a longer one was refused when it was read. */
+        strscpy(s->target, target, sizeof(s->target));
+        strscpy(s->from, from, sizeof(s->from));
+        strscpy(s->to, to, sizeof(s->to));
+        return s;
+}
+
+static void skip(struct step *s, const char *why) {
+        s->state = STEP_SKIPPED;
+        strscpy(s->note, why, sizeof(s->note));
+}
+
+static bool is_display(const struct pci_func *f) {
+        return (f->class >> 16) == 0x03;
+}
+
+static bool is_bridge(const struct pci_func *f) {
+        return (f->class >> 8) == 0x0604;
+}
+
+static bool fb_on_gpu(const struct boot_fb *fb, const struct host *h) {
+        for (size_t i = 0; i < h->n_gpu; i++)
+                /* Without a parent link (kernels before 6.3), the firmware framebuffer is the boot
+                 * VGA device's. */
+                if (fb->parent[0] ? strcmp(fb->parent, h->gpu[i].name) == 0 : h->gpu[i].boot_vga)
+                        return true;
+        return false;
+}
+
+static const char *host_cpus(const struct config *cfg, const char *vm) {
+        const struct vm_config *v = config_vm(cfg, vm);
+        return v && v->host_cpus ? v->host_cpus : cfg->host_cpus;
+}
+
+/* The steps of a hand-over, in SPEC order. With derive, every step is marked done and its `from`
+ * is what the config says the host had, so that undoing the plan is the hand-back. */
+static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
+                       const struct desktop_state *d, bool derive, struct plan *p) {
+        const char *cpus = host_cpus(cfg, vm);
+        const char *dm = d->display_manager[0] ? d->display_manager : cfg->display_manager;
+        size_t first_vtcon, n_vtcon;
+        struct step *s;
+
+        /* 1. The display manager lets go of the GPU. */
+        if (strcmp(cfg->display_manager, "none") != 0) {
+                s = plan_add(p, &step_unit, dm, "active", "inactive");
+                if (d->display_manager_skip)
+                        skip(s, d->display_manager_skip);
+                else if (!d->display_manager_active && !derive)
+                        skip(s, "not active");
+        }
+        /* 2. So do the desktop user's audio units, which hold the GPU's HDMI audio. */
+        for (size_t i = 0; cfg->user && cfg->user_units[i]; i++) {
+                s = plan_add(p, &step_user_unit, cfg->user_units[i], "active", "inactive");
+                if (d->user_units_skip)
+                        skip(s, d->user_units_skip);
+                else if (!d->user_unit_active[i] && !derive)
+                        skip(s, "not active");
+        }
+        /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
+        first_vtcon = p->n_steps;
+        for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
+                char name[32];
+                const struct vtcon *v = &h->vtcons[i];
+
+                if (!v->framebuffer || (!v->bound && !derive))
+                        continue;
+                snprintf(name, sizeof(name), "vtcon%u", v->index);
+                plan_add(p, &step_vtcon, name, "1", "0");
+        }
+        n_vtcon = p->n_steps - first_vtcon;
+        /* 4. The firmware framebuffer on the GPU holds its memory. */
+        for (size_t i = 0; cfg->framebuffer && !derive && i < h->n_fbs; i++)
+                if (h->fbs[i].driver[0] && fb_on_gpu(&h->fbs[i], h))
+                        plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "");
+        /* 5. Unbinding a driver from a device in use can hang the machine: wait until nobody holds
+         * the GPU's nodes (the processes of steps 1 and 2 take a moment to exit). */
+        for (size_t i = 0; !derive && i < h->n_gpu; i++)
+                if (strcmp(h->gpu[i].driver, VFIO) != 0 && h->gpu[i].driver[0])
+                        plan_add(p, &step_holders, h->gpu[i].name, h->gpu[i].driver, "");
+        /* 6. Every function of the GPU to vfio-pci, each remembering its driver. */
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                const struct pci_func *f = &h->gpu[i];
+
+                if (derive) {
+                        /* "*": back to whatever the kernel binds without an override. */
+                        if (strcmp(f->driver, VFIO) == 0 && strcmp(f->driver_override, VFIO) == 0)
+                                plan_add(p, &step_pci_driver, f->name, "*", VFIO);
+                        continue;
+                }
+                s = plan_add(p, &step_pci_driver, f->name, f->driver, VFIO);
+                if (strcmp(f->driver, VFIO) == 0)
+                        skip(s, "already on vfio-pci");
+        }
+        /* 7. The secondary GPU's display function to its display driver. */
+        for (size_t i = 0; i < h->n_secondary; i++) {
+                const struct pci_func *f = &h->secondary[i];
+                const char *park = derive && cfg->park_driver ? cfg->park_driver : f->driver;
+
+                if (!is_display(f))
+                        continue;
+                s = plan_add(p, &step_pci_driver, f->name, park, h->secondary_driver);
+                if (derive ? strcmp(f->driver, h->secondary_driver) != 0
+                           : strcmp(f->driver, h->secondary_driver) == 0)
+                        skip(s, derive ? "not on its display driver" : "already on its display driver");
+        }
+        /* 8. The consoles of step 3 come back, now on the secondary GPU. */
+        for (size_t i = 0; i < n_vtcon; i++)
+                plan_add(p, &step_vtcon, p->steps[first_vtcon + i].target, "0", "1");
+        /* 9. Host CPUs restricted while the VM runs. */
+        for (size_t i = 0; cpus && i < ELEMENTSOF(cpu_units); i++) {
+                s = plan_add(p, &step_cpus, cpu_units[i], derive ? d->host_cpus : d->cpus_now[i], cpus);
+                if (!derive && strcmp(d->cpus_now[i], cpus) == 0)
+                        skip(s, "already set");
+        }
+        /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
+        size_t n = p->n_steps;
+        for (size_t i = n; i-- > 0;) {
+                const struct step *stop = &p->steps[i];
+                if ((stop->kind != &step_unit && stop->kind != &step_user_unit) ||
+                    strcmp(stop->to, "inactive") != 0)
+                        continue;
+                bool skipped = stop->state == STEP_SKIPPED;
+                char note[STEP_FIELD_LEN];
+                strscpy(note, stop->note, sizeof(note));
+                s = plan_add(p, stop->kind, stop->target, "inactive", "active");
+                if (skipped)
+                        skip(s, note);
+        }
+        if (derive)
+                for (size_t i = 0; i < p->n_steps; i++)
+                        if (p->steps[i].state == STEP_PLANNED)
+                                p->steps[i].state = STEP_DONE;
+}
+
+static int check_group(const struct host *h, char *error, size_t size) {
+        for (size_t i = 0; i < h->n_group; i++) {
+                const struct pci_func *f = &h->group[i];
+
+                if (is_bridge(f) || strcmp(f->driver, VFIO) == 0)
+                        continue;
+                snprintf(error, size,
+                         "IOMMU group %d of the GPU also holds %s (%04x:%04x) on %s: it would have to go "
+                         "to the VM too; bind it to vfio-pci or move the GPU to another slot",
+                         f->iommu_group, f->name, f->vendor, f->device, f->driver[0] ? f->driver : "no driver");
+                return -EBUSY;
+        }
+        return 0;
+}
+
+int plan_hand_over(const struct config *cfg, const char *vm, const struct host *h,
+                   const struct desktop_state *d, struct plan *ret, char *error, size_t size) {
+        struct plan p = {};
+        bool all_vfio = true;
+        int r;
+
+        r = check_group(h, error, size);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                if (h->gpu[i].iommu_group < 0) {
+                        snprintf(error, size, "%s has no IOMMU group: is the IOMMU on (amd_iommu=on or "
+                                 "intel_iommu=on on the kernel command line)?", h->gpu[i].name);
+                        return -ENODEV;
+                }
+                all_vfio = all_vfio && strcmp(h->gpu[i].driver, VFIO) == 0;
+        }
+        for (size_t i = 0; i < h->n_secondary; i++)
+                if (is_display(&h->secondary[i]) && !h->secondary_driver[0]) {
+                        snprintf(error, size, "no display driver known for the secondary GPU %s: set "
+                                 "driver in the [secondary] section of the config", h->secondary[i].name);
+                        return -ENOENT;
+                }
+
+        strscpy(p.vm, vm, sizeof(p.vm));
+        if (all_vfio) {
+                /* Handed over already (another VM has it, or by hand): like start.sh, touch nothing. */
+                for (size_t i = 0; i < h->n_gpu; i++)
+                        skip(plan_add(&p, &step_pci_driver, h->gpu[i].name, VFIO, VFIO), "already on vfio-pci");
+        } else
+                plan_steps(cfg, vm, h, d, false, &p);
+        *ret = p;
+        return 0;
+}
+
+int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct host *h,
+                          const struct desktop_state *d, struct plan *ret) {
+        struct plan p = {};
+        bool handed_over = false;
+
+        /* Our hand-over leaves driver_override=vfio-pci on the GPU: without it, nothing of ours
+         * is in place and the hand-back must not restart anybody's desktop. */
+        for (size_t i = 0; i < h->n_gpu; i++)
+                handed_over = handed_over || (strcmp(h->gpu[i].driver, VFIO) == 0 &&
+                                              strcmp(h->gpu[i].driver_override, VFIO) == 0);
+        strscpy(p.vm, vm, sizeof(p.vm));
+        if (handed_over)
+                plan_steps(cfg, vm, h, d, true, &p);
+        *ret = p;
+        return 0;
+}
+
+void plan_free(struct plan *p) {
+        free(p->steps);
+        *p = (struct plan) {};
+}
+
+void plan_print(const struct plan *p, bool undo, FILE *f) {
+        size_t n = 0;
+
+        for (size_t k = 0; k < p->n_steps; k++) {
+                const struct step *s = &p->steps[undo ? p->n_steps - 1 - k : k];
+                char what[256];
+
+                if (undo && s->state != STEP_DONE && s->state != STEP_STARTED)
+                        continue;
+                step_describe(s, undo, what, sizeof(what));
+                if (s->state == STEP_SKIPPED)
+                        fprintf(f, "%2zu. (skip) %s: %s\n", ++n, what, s->note);
+                else
+                        fprintf(f, "%2zu. %s\n", ++n, what);
+        }
+        if (n == 0)
+                fprintf(f, "nothing to do\n");
+}

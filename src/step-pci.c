@@ -1,0 +1,135 @@
+/* One PCI function from one driver to another, the way libvirt does it: driver_override, unbind,
+ * drivers_probe, and read the driver link back. Never new_id: a dynamic id stays in the driver's
+ * table and makes identical or later-probed devices bind to the wrong driver. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "host.h"
+#include "log.h"
+#include "step.h"
+#include "sysfs.h"
+
+#define ANY_DRIVER "*"          /* whatever the kernel binds without an override */
+
+struct bound_wait {
+        const char *func;
+        const char *driver;
+};
+
+static int is_bound(void *data) {
+        struct bound_wait *w = data;
+        struct pci_func f;
+        int r = host_read_func(w->func, &f);
+
+        return r < 0 ? r : strcmp(f.driver, w->driver) == 0;
+}
+
+static int has_card(void *data) {
+        return host_func_has_drm_card(data);
+}
+
+static int write_attr(const char *func, const char *attr, const char *value) {
+        char path[128];
+
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/%s", func, attr);
+        return sysfs_write(path, value);
+}
+
+/* Moves func to driver ("" leaves it unbound, ANY_DRIVER lets the kernel choose). Works from any
+ * state, so the same function undoes a move that failed half way. */
+static int move(struct run_ctx *c, const char *func, const char *driver, const char *final_override) {
+        usec_t deadline = now_usec() + c->timeout;
+        bool named = driver[0] && strcmp(driver, ANY_DRIVER) != 0;
+        const char *to = driver[0] ? driver : "no driver";
+        struct pci_func f;
+        char path[128], holders[512];
+        int r;
+
+        r = host_read_func(func, &f);
+        if (r < 0)
+                return log_error_errno(r, "moving %s to %s: cannot read the device: %m", func, to);
+        if (named && strcmp(f.driver, driver) == 0 && strcmp(f.driver_override, final_override) == 0)
+                return 0;
+        if (named && !sysfs_exists((snprintf(path, sizeof(path), "bus/pci/drivers/%s", driver), path))) {
+                r = host_load_driver(driver);
+                if (r < 0)
+                        return log_error_errno(r, "moving %s to %s: the driver is not loaded and loading it failed: %m", func, to);
+        }
+        if (f.driver[0] && strcmp(f.driver, driver) != 0) {
+                r = host_wait_unused(func, deadline, holders, sizeof(holders));
+                if (r == -ETIMEDOUT)
+                        return log_error_errno(EBUSY, "moving %s to %s: still in use by %s", func, to, holders);
+                if (r < 0)
+                        return log_error_errno(r, "moving %s to %s: checking who holds it failed: %m", func, to);
+        }
+        /* The override decides what drivers_probe binds; "\n" clears it. */
+        r = write_attr(func, "driver_override", named ? driver : "\n");
+        if (r < 0)
+                return log_error_errno(r, "moving %s to %s: setting driver_override failed: %m", func, to);
+        if (f.driver[0] && strcmp(f.driver, driver) != 0) {
+                snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", f.driver);
+                r = sysfs_write(path, func);
+                if (r < 0 && r != -ENODEV)      /* ENODEV: it let go by itself meanwhile */
+                        return log_error_errno(r, "moving %s to %s: unbind from %s failed: %m", func, to, f.driver);
+        }
+        if (driver[0]) {
+                r = sysfs_write("bus/pci/drivers_probe", func);
+                if (r < 0)
+                        return log_error_errno(r, "moving %s to %s: drivers_probe failed: %m", func, to);
+        }
+        if (named) {
+                r = wait_until(deadline, is_bound, &(struct bound_wait) { func, driver });
+                if (r < 0) {
+                        host_read_func(func, &f);
+                        return log_error_errno(r, "moving %s to %s: the driver did not bind (%s): %m", func, to,
+                                               f.driver[0] ? f.driver : "unbound");
+                }
+        }
+        if (strcmp(final_override, named ? driver : "") != 0) {
+                r = write_attr(func, "driver_override", final_override[0] ? final_override : "\n");
+                if (r < 0)
+                        return log_error_errno(r, "moving %s to %s: resetting driver_override failed: %m", func, to);
+        }
+        return 0;
+}
+
+static bool is_display_driver(const struct step *s) {
+        return strcmp(s->to, "vfio-pci") != 0;
+}
+
+static int pci_apply(struct run_ctx *c, struct step *s) {
+        struct pci_func f;
+        int r;
+
+        /* The override found before stays recorded in the note so the undo puts it back. */
+        r = host_read_func(s->target, &f);
+        if (r == 0 && f.driver_override[0] && strcmp(f.driver_override, s->to) != 0)
+                snprintf(s->note, sizeof(s->note), "override=%s", f.driver_override);
+        /* The override stays while handed over: it is what marks the GPU as ours. */
+        r = move(c, s->target, s->to, s->to);
+        if (r < 0 || !is_display_driver(s))
+                return r;
+        /* The display manager restarted next needs the secondary GPU's card, and udev's rules for it. */
+        r = wait_until(now_usec() + c->timeout, has_card, s->target);
+        if (r < 0)
+                return log_error_errno(r, "%s is bound to %s but has no DRM card: %m", s->target, s->to);
+        return 0;
+}
+
+static int pci_undo(struct run_ctx *c, struct step *s) {
+        const char *override = strncmp(s->note, "override=", 9) == 0 ? s->note + 9 : "";
+        return move(c, s->target, s->from, override);
+}
+
+static void pci_describe(const struct step *s, bool undo, char *buf, size_t size) {
+        const char *from = undo ? s->to : s->from, *to = undo ? s->from : s->to;
+
+        if (strcmp(to, ANY_DRIVER) == 0)
+                to = "its default driver";
+        snprintf(buf, size, "move %s from %s to %s", s->target, from[0] ? from : "no driver", to[0] ? to : "no driver");
+}
+
+const struct step_kind step_pci_driver = {
+        .name = "pci-driver", .apply = pci_apply, .undo = pci_undo, .describe = pci_describe,
+};

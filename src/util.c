@@ -1,0 +1,82 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+int pci_addr_parse(const char *s, struct pci_addr *ret) {
+        struct pci_addr a;
+        int n = 0;
+
+        if (!s || sscanf(s, "%4x:%2x:%2x.%1x%n", &a.domain, &a.bus, &a.slot, &a.func, &n) != 4 ||
+            s[n] != '\0' || n != (int) PCI_ADDR_LEN - 1 || a.slot > 0x1f || a.func > 7)
+                return -EINVAL;
+        *ret = a;
+        return 0;
+}
+
+char *pci_addr_format(const struct pci_addr *a, char buf[static PCI_ADDR_LEN]) {
+        snprintf(buf, PCI_ADDR_LEN, "%04x:%02x:%02x.%x", a->domain & 0xffff, a->bus & 0xff,
+                 a->slot & 0x1f, a->func & 7);
+        return buf;
+}
+
+bool pci_addr_same_slot(const struct pci_addr *a, const struct pci_addr *b) {
+        return a->domain == b->domain && a->bus == b->bus && a->slot == b->slot;
+}
+
+bool pci_addr_equal(const struct pci_addr *a, const struct pci_addr *b) {
+        return pci_addr_same_slot(a, b) && a->func == b->func;
+}
+
+usec_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
+
+int wait_until(usec_t deadline, int (*check)(void *data), void *data) {
+        /* 2 ms: sysfs reads are cheap, and a probe or a unit stop takes tens of milliseconds at
+         * least, so this adds at most a few percent to any wait. */
+        const struct timespec interval = { .tv_nsec = 2 * 1000 * 1000 };
+
+        for (;;) {
+                int r = check(data);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+                if (now_usec() >= deadline)
+                        return -ETIMEDOUT;
+                nanosleep(&interval, NULL);
+        }
+}
+
+static void *oom(void *p) {
+        if (!p) {
+                fputs("qemu-hook: out of memory\n", stderr);
+                abort();
+        }
+        return p;
+}
+
+char *xstrdup(const char *s) {
+        return oom(strdup(s));
+}
+
+void *xcalloc(size_t n, size_t size) {
+        return oom(calloc(n ? n : 1, size ? size : 1));
+}
+
+void *xreallocarray(void *p, size_t n, size_t size) {
+        return oom(reallocarray(p, n ? n : 1, size ? size : 1));
+}
+
+int strscpy(char *dst, const char *src, size_t n) {
+        size_t len = strlen(src);
+
+        if (len >= n)
+                return -ENAMETOOLONG;
+        memcpy(dst, src, len + 1);
+        return 0;
+}
