@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages that building and testing qemu-hook need, only those missing.
+set -eu
+pkgs="gcc make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
+      libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux"
+missing=""
+for p in $pkgs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
+                missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: missing Debian packages:$missing (run as root to install them)" >&2
+        exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
