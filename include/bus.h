@@ -2,30 +2,43 @@
  * user's bus, which refuses root and is reached with the user's credentials. */
 #pragma once
 #include <stdbool.h>
+#include <systemd/sd-bus.h>
 #include "plan.h"
 #include "step.h"
 
-/* The connections of a run, opened on first use; negative errno when there is no such bus. */
+/* The connections of a run, opened on first use; negative errno when there is no such bus
+ * (-ENOENT, -ECONNREFUSED: nobody listens there). */
 int bus_system(struct run_ctx *c, sd_bus **ret);
 int bus_user(struct run_ctx *c, sd_bus **ret);
 void bus_close(struct run_ctx *c);
 
+/* The functions below return a negative errno and, when the bus said why, fill error (which the
+ * caller frees with sd_bus_error_free); bus_error_text() gives the words for a message. */
+const char *bus_error_text(const sd_bus_error *error, int r);
+
 /* Resolves unit (an alias like display-manager.service included) to its Id, and whether it is
- * active (or activating). -ENOENT: no such unit. */
-int bus_unit_state(sd_bus *bus, const char *unit, char *id, size_t size, bool *active);
-/* StartUnit or StopUnit in "replace" mode, waiting for the job's JobRemoved signal until deadline;
- * anything but the result "done" is an error. */
-int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline);
-int bus_reset_failed(sd_bus *bus, const char *unit);
-/* AllowedCPUs of a slice or scope as a CPU list ("" for all). */
-int bus_get_allowed_cpus(sd_bus *bus, const char *unit, char *list, size_t size);
-int bus_set_allowed_cpus(sd_bus *bus, const char *unit, const char *list);
+ * active (or activating, reloading). -ENOENT: no such unit. */
+int bus_unit_state(sd_bus *bus, const char *unit, char *id, size_t size, bool *active,
+                   sd_bus_error *error);
+/* StartUnit or StopUnit in "replace" mode, waiting for the job's JobRemoved signal until deadline
+ * (-ETIMEDOUT); any result but "done" is an error (-EIO, error says "job failed" and the like). */
+int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
+                 sd_bus_error *error);
+/* A unit that failed refuses to start again quickly (start rate limit); clear that first. */
+int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error);
+/* AllowedCPUs of a slice or scope as a CPU list ("" for all). Set at runtime only. */
+int bus_get_allowed_cpus(sd_bus *bus, const char *unit, char *list, size_t size, sd_bus_error *error);
+int bus_set_allowed_cpus(sd_bus *bus, const char *unit, const char *list, sd_bus_error *error);
 
 /* The live state the planner needs: display manager, user units, CPUs. Errors the user must fix
- * (a configured unit that does not exist, a CPU the host lacks) are returned; a missing bus or a
- * user not logged in only makes the steps skip, with the reason. */
+ * (a configured unit that does not exist, a CPU the host lacks) are logged and returned; a missing
+ * bus or a user not logged in only makes the steps skip, with the reason. The reasons point to
+ * static storage that lives until the next call. */
 int bus_desktop_state(struct run_ctx *c, struct desktop_state *ret);
 
-/* CPU lists ("0-3,8") to and from bit masks as systemd's AllowedCPUs (ay) holds them. */
+/* CPU lists ("0-3,8") to and from bit masks as systemd's AllowedCPUs (ay) holds them: bit n of
+ * byte n/8. "" is the empty mask, which systemd reads as "all CPUs". cpu_list_to_mask: -EINVAL on
+ * a malformed list, -ERANGE on a CPU beyond size * 8; *len is the bytes used. cpu_mask_to_list
+ * returns -ENAMETOOLONG when the list does not fit (list is then truncated, still terminated). */
 int cpu_list_to_mask(const char *list, uint8_t *mask, size_t size, size_t *len);
-void cpu_mask_to_list(const uint8_t *mask, size_t len, char *list, size_t size);
+int cpu_mask_to_list(const uint8_t *mask, size_t len, char *list, size_t size);
