@@ -1,0 +1,399 @@
+"""The emulated host for integration tests, demo and bench (stdlib only, run as root).
+
+    enter_namespace()           re-exec under `unshare -m`, then set up the private world
+    Host(**variant)             fresh BACKING tree + build/fakesys mounted over /sys
+    check_safe()                exit 99 unless /sys is the emulation
+    run_hook(args, xml, env_extra) -> (rc, stdout, stderr, seconds)
+    domain_xml(name, addrs)     a libvirt domain passing the given PCI functions
+
+Safety: the real /sys holds this machine's disk and network. Nothing here writes to /sys
+before check_safe() has seen /sys/.fakesys/marker, a file only fakesys serves; the real /sys is
+remounted read-only inside the namespace before the emulation is mounted over it.
+"""
+import collections
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "host"))
+import origin  # noqa: E402  (the tree builder lives beside fakesys.c)
+
+FAKESYS = os.path.join(REPO, "build", "fakesys")
+MARKER = "/sys/.fakesys/marker"
+NS_ENV = "FAKEHOST_NAMESPACE"
+SCRATCH = "/run/fakehost"
+PY = "/usr/bin/python3"
+
+# Fake kernel modules for libkmod: name, file, aliases. Enough for kmod_module_new_from_lookup
+# to map the GPUs' modaliases to their drivers the way the real modules.alias does.
+MODULES = [
+    ("amdgpu", "kernel/drivers/gpu/drm/amd/amdgpu/amdgpu.ko", ["pci:v00001002d0000687Fsv*sd*bc*sc*i*"]),
+    ("radeon", "kernel/drivers/gpu/drm/radeon/radeon.ko", ["pci:v00001002d00006613sv*sd*bc*sc*i*"]),
+    ("vfio_pci", "kernel/drivers/vfio/pci/vfio-pci.ko", ["vfio_pci:v*d*sv*sd*bc*sc*i*"]),
+    ("snd_hda_intel", "kernel/sound/pci/hda/snd-hda-intel.ko",
+     ["pci:v00001002d0000AAF8sv*sd*bc*sc*i*", "pci:v00001002d0000AAB0sv*sd*bc*sc*i*"]),
+]
+
+
+def die(msg, code=99):
+    sys.stderr.write(f"fakehost: {msg}\n")
+    sys.exit(code)
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+# ---------------------------------------------------------------- namespace
+
+def enter_namespace(dev=True, modules=True):
+    """Re-exec this script in a private mount namespace (once), then make the world private:
+    real /sys read-only, tmpfs /run (scratch lives in /run/fakehost), an overlay /usr/lib with
+    fake modules for libkmod, an overlay /dev where /dev/dri/... nodes can be created."""
+    if os.geteuid() != 0:
+        die("must run as root (mount namespaces, FUSE)", 2)
+    outer = os.environ.get(NS_ENV)
+    if not outer:
+        env = dict(os.environ, **{NS_ENV: _mntns()})
+        env.pop(NS_ENV + "_READY", None)
+        argv = ["unshare", "-m", "--propagation", "private", PY, os.path.abspath(sys.argv[0])] + sys.argv[1:]
+        os.execvpe("unshare", argv, env)
+    if outer == _mntns():
+        # A leaked variable must not make us mount over the host's /run and /sys.
+        die("FAKEHOST_NAMESPACE set but this is not a private mount namespace", 99)
+    if os.environ.get(NS_ENV + "_READY") == "1":
+        return          # a child of an already prepared process
+    # In our own namespace now: nothing below reaches the host's mounts.
+    sh("mount", "-o", "remount,bind,ro", "/sys")
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
+    os.makedirs(SCRATCH)
+    if modules:
+        _fake_modules()
+    if dev:
+        _private_dev()
+    os.environ[NS_ENV + "_READY"] = "1"
+
+
+def _overlay(lower, name, target):
+    up, work = f"{SCRATCH}/{name}/upper", f"{SCRATCH}/{name}/work"
+    os.makedirs(up)
+    os.makedirs(work)
+    sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={up},workdir={work}", target)
+
+
+def _fake_modules():
+    """/lib/modules does not exist here: give libkmod a /usr/lib/modules/$(uname -r) whose
+    modules.alias (made by depmod from tiny objects with a .modinfo section) lists our drivers."""
+    rel = os.uname().release
+    build = f"{SCRATCH}/modbuild"
+    os.makedirs(build)
+    objs = []
+    for name, path, aliases in MODULES:
+        src = f"{build}/{name}.c"
+        infos = [f"alias={a}" for a in aliases] + [f"name={name}", "license=GPL", "vermagic=" + rel + " SMP mod_unload "]
+        with open(src, "w") as f:
+            for i, s in enumerate(infos):
+                f.write(f'static const char m{i}[] __attribute__((section(".modinfo"), used, aligned(1))) = "{s}";\n')
+            f.write('char this_module[64] __attribute__((section(".gnu.linkonce.this_module"))) = { 0 };\n')
+        sh("gcc", "-c", "-o", f"{build}/{name}.o", src)
+        objs.append((f"{build}/{name}.o", path))
+    _overlay("/usr/lib", "usrlib", "/usr/lib")
+    base = f"/usr/lib/modules/{rel}"
+    for obj, path in objs:
+        os.makedirs(os.path.dirname(f"{base}/{path}"), exist_ok=True)
+        shutil.copy(obj, f"{base}/{path}")
+    # depmod wants these three; empty builtin lists mean "everything is a module"
+    with open(f"{base}/modules.order", "w") as f:
+        f.write("".join(path + "\n" for _, path, _ in MODULES))
+    for name in ("modules.builtin", "modules.builtin.modinfo"):
+        open(f"{base}/{name}", "w").close()
+    sh("depmod", rel)      # /lib is a link to usr/lib: this writes only into the overlay
+
+
+def _private_dev():
+    """An overlay over devtmpfs (tried: works) so tests can create /dev/dri/card0 and such
+    without touching the real /dev; /dev/pts and /dev/shm are carried over."""
+    target = f"{SCRATCH}/dev"
+    os.makedirs(target)
+    _overlay("/dev", "devov", target)
+    for sub in ("pts", "shm", "mqueue", "hugepages"):
+        if os.path.ismount(f"/dev/{sub}") and os.path.isdir(f"{target}/{sub}"):
+            sh("mount", "--rbind", f"/dev/{sub}", f"{target}/{sub}")
+    sh("mount", "--move", target, "/dev")
+
+
+def _mntns():
+    return os.readlink("/proc/self/ns/mnt")
+
+
+def in_namespace():
+    """True in a namespace prepared by enter_namespace() (not the one we were started in)."""
+    outer = os.environ.get(NS_ENV)
+    return os.environ.get(NS_ENV + "_READY") == "1" and bool(outer) and outer != _mntns()
+
+
+# ---------------------------------------------------------------- safety and running
+
+def check_safe():
+    """Abort (exit 99) unless /sys is the emulation: never let a test write the real sysfs."""
+    try:
+        with open(MARKER) as f:
+            ok = f.read().startswith("fakesys")
+    except OSError:
+        ok = False
+    if not ok or not in_namespace():
+        die(f"{MARKER} missing: /sys is not the emulated sysfs, refusing to run anything", 99)
+
+
+def hook_env(env_extra=None):
+    """The scrubbed environment libvirt gives a hook, plus what libudev needs for a fake /sys."""
+    env = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": "/root", "USER": "root", "LOGNAME": "root", "SYSTEMD_DEVICE_VERIFY_SYSFS": "0"}
+    env.update(env_extra or {})
+    return env
+
+
+def run_hook(args, xml="", env_extra=None, timeout=120):
+    """Run ARGS (binary first) with XML on stdin like libvirt does.
+    Returns (rc, stdout, stderr, wall seconds)."""
+    check_safe()
+    t0 = time.monotonic()
+    p = subprocess.run(args, input=xml, capture_output=True, text=True, env=hook_env(env_extra),
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
+
+
+def domain_xml(name, addrs):
+    """A domain passing the PCI functions ADDRS ("0000:0d:00.0", ...) as managed hostdevs."""
+    devs = []
+    for a in addrs:
+        dom, bus, rest = a.split(":")
+        slot, fn = rest.split(".")
+        devs.append("    <hostdev mode='subsystem' type='pci' managed='yes'>\n"
+                    f"      <source><address domain='0x{dom}' bus='0x{bus}' slot='0x{slot}' function='0x{fn}'/></source>\n"
+                    "    </hostdev>\n")
+    return (f"<domain type='kvm'>\n  <name>{name}</name>\n  <memory unit='MiB'>64</memory>\n"
+            f"  <devices>\n{''.join(devs)}  </devices>\n</domain>\n")
+
+
+# ---------------------------------------------------------------- the host
+
+Write = collections.namedtuple("Write", "path value result")
+
+
+class Host:
+    """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
+    origin.Origin: vega_driver, secondary, secondary_driver, audio_driver, foreign,
+    framebuffer, vtcons."""
+    count = 0
+
+    def __init__(self, **variant):
+        if not in_namespace():
+            die("Host() outside the private namespace: call enter_namespace() first", 99)
+        if not os.access(FAKESYS, os.X_OK):
+            die(f"{FAKESYS} missing: run `make build/fakesys`", 2)
+        Host.count += 1
+        self.dir = f"{SCRATCH}/host{Host.count}"
+        self.backing = origin.build(f"{self.dir}/backing", **variant)
+        self.variant = variant
+        self.stderr = open(f"{self.dir}/fakesys.stderr", "w")
+        self.proc = subprocess.Popen([FAKESYS, self.backing, "/sys"], stdout=self.stderr, stderr=self.stderr)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(MARKER):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                die(f"fakesys did not mount (see {self.dir}/fakesys.stderr)", 99)
+            time.sleep(0.005)
+        self._make_nodes()
+
+    def stop(self):
+        if self.proc is None:
+            return
+        subprocess.run(["umount", "/sys"], stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            subprocess.run(["umount", "-l", "/sys"], stderr=subprocess.DEVNULL)
+        self.proc = None
+        self.stderr.close()
+        if os.path.exists(MARKER):
+            die("fakesys still mounted after stop()", 99)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- state readers
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path) as f:
+                return f.read().rstrip("\n")
+        except OSError:
+            return None
+
+    @staticmethod
+    def _link(path):
+        try:
+            return os.path.basename(os.readlink(path))
+        except OSError:
+            return None
+
+    def driver(self, name):
+        """Driver bound to PCI function NAME ("0000:0d:00.0"), or None."""
+        return self._link(f"/sys/bus/pci/devices/{name}/driver")
+
+    def override(self, name):
+        """driver_override of NAME, None when unset."""
+        v = self._read(f"/sys/bus/pci/devices/{name}/driver_override")
+        return None if v in (None, "", "(null)") else v
+
+    def vtcon_bound(self, n):
+        return self._read(f"/sys/class/vtconsole/vtcon{n}/bind") == "1"
+
+    def fb_driver(self):
+        return self._link("/sys/bus/platform/devices/efi-framebuffer.0/driver")
+
+    def drm_cards(self, name):
+        """Sorted cardN names under the function's drm/ directory."""
+        try:
+            return sorted(c for c in os.listdir(f"/sys/bus/pci/devices/{name}/drm") if c.startswith("card"))
+        except OSError:
+            return []
+
+    def sound_cards(self, name):
+        try:
+            return sorted(os.listdir(f"/sys/bus/pci/devices/{name}/sound"))
+        except OSError:
+            return []
+
+    def pci_devices(self):
+        return sorted(os.listdir("/sys/bus/pci/devices"))
+
+    def uevent(self, name):
+        text = self._read(f"/sys/bus/pci/devices/{name}/uevent") or ""
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def snapshot(self):
+        """Everything a hand-over may change, as a comparable dict."""
+        s = {"pci": {}, "vtcon": {}, "fb": self.fb_driver(),
+             "class_drm": sorted(os.listdir("/sys/class/drm")),
+             "class_sound": sorted(os.listdir("/sys/class/sound"))}
+        for name in self.pci_devices():
+            s["pci"][name] = {"driver": self.driver(name), "override": self.override(name),
+                              "uevent_driver": self.uevent(name).get("DRIVER"),
+                              "drm": self.drm_cards(name), "sound": self.sound_cards(name)}
+        for v in sorted(os.listdir("/sys/class/vtconsole")):
+            s["vtcon"][v] = self._read(f"/sys/class/vtconsole/{v}/bind")
+        s["driver_links"] = {d: sorted(e for e in os.listdir(f"/sys/bus/pci/drivers/{d}") if ":" in e)
+                             for d in sorted(os.listdir("/sys/bus/pci/drivers"))}
+        return s
+
+    # -- control files
+    def log(self):
+        """Every attribute write so far: [Write(path, value, result)], result "0" or "EBUSY"..."""
+        out = []
+        for line in (self._read("/sys/.fakesys/log") or "").splitlines():
+            path, rest = line.split(" ", 1)
+            value, result = rest.rsplit(" ", 1)
+            out.append(Write(path, "" if value == '""' else value, result))
+        return out
+
+    def clear_log(self):
+        with open("/sys/.fakesys/log", "w"):
+            pass
+
+    def writes(self):
+        return len(self.log())
+
+    def fail(self, path, errno_name, count=None):
+        """Make the next COUNT (default: all) writes to PATH fail with ERRNO_NAME, changing
+        nothing. PATH may be /sys/... or relative, symlinked or not."""
+        with open("/sys/.fakesys/fail", "a") as f:
+            f.write(f"{path} {errno_name}" + (f" {count}" if count is not None else "") + "\n")
+
+    def clear_fail(self):
+        with open("/sys/.fakesys/fail", "w"):
+            pass
+
+    def delay(self, probe=None, drm=None, unbind=None):
+        """Milliseconds: probe (bind/drivers_probe until the driver link appears; the write
+        returns at once), drm (bind until drm/cardN appears), unbind (the unbind write itself)."""
+        cur = {}
+        for line in (self._read("/sys/.fakesys/delay") or "").splitlines():
+            k, v = line.split()
+            cur[k] = v
+        for k, v in (("probe", probe), ("drm", drm), ("unbind", unbind)):
+            if v is not None:
+                cur[k] = str(int(v))
+        with open("/sys/.fakesys/delay", "w") as f:
+            f.write("".join(f"{k} {v}\n" for k, v in cur.items()))
+
+    def write(self, rel, value):
+        """Write VALUE to /sys/REL in one write(2), like sysfs users. Returns 0 or the errno."""
+        check_safe()
+        try:
+            fd = os.open(f"/sys/{rel}", os.O_WRONLY)
+        except OSError as e:
+            return e.errno
+        try:
+            os.write(fd, value.encode())
+            return 0
+        except OSError as e:
+            return e.errno
+        finally:
+            os.close(fd)
+
+    def wait(self, cond, timeout=5.0):
+        """Poll COND() every ms until true; returns seconds waited; raises on timeout."""
+        t0 = time.monotonic()
+        while not cond():
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"condition not met within {timeout}s")
+            time.sleep(0.001)
+        return time.monotonic() - t0
+
+    # -- device nodes
+    def _make_nodes(self):
+        """Plain files for the DEVNAMEs in the tree: enough for holder detection (a readlink of
+        /proc/PID/fd/N) when the private /dev overlay is in place."""
+        if not in_namespace() or not os.path.isdir(f"{SCRATCH}/devov"):
+            return
+        for top, _, files in os.walk(self.backing):
+            if "uevent" in files:
+                with open(os.path.join(top, "uevent")) as f:
+                    for line in f:
+                        if line.startswith("DEVNAME="):
+                            self.node(line.strip().split("=", 1)[1])
+
+    @staticmethod
+    def node(devname):
+        path = devname if devname.startswith("/dev/") else "/dev/" + devname
+        if not os.path.isdir(f"{SCRATCH}/devov"):
+            die("no private /dev: refusing to create device nodes in the real one", 99)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            open(path, "w").close()
+        return path
+
+    @contextlib.contextmanager
+    def hold(self, node):
+        """A child process holding NODE ("/dev/dri/card0" or "dri/card0") open; yields its pid."""
+        path = self.node(node)
+        child = subprocess.Popen([PY, "-c", "import sys; f = open(sys.argv[1]); print('ready', flush=True); sys.stdin.read()",
+                                  path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"holder of {path} did not start")
+            yield child.pid
+        finally:
+            child.stdin.close()
+            child.wait()
