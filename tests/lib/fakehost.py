@@ -182,6 +182,14 @@ def domain_xml(name, addrs):
 
 # ---------------------------------------------------------------- the host
 
+def variant(**opts):
+    """Decorator for tests: the runner builds the test's Host with these origin options."""
+    def mark(fn):
+        fn.host_variant = opts
+        return fn
+    return mark
+
+
 Write = collections.namedtuple("Write", "path value result")
 
 

@@ -1,0 +1,68 @@
+"""Tiny test runner for the integration tests: runs every test_* function of the modules named
+on the command line, each with a fresh emulated Host, inside a private mount namespace.
+
+    python3 tests/integration/runner.py [-k SUBSTRING] tests/integration/test_*.py
+
+A test takes either no argument or `host` (a fakehost.Host, built with the variant set by
+@fakehost.variant(...)). It fails by raising. Output: "ok NAME (ms)" or "FAIL NAME: reason",
+then "N passed, M failed"; exit status 1 on any failure.
+"""
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import traceback
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
+import fakehost  # noqa: E402
+
+
+def load(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # definition order, so output reads like the file
+    return [(f"{name}.{n}", f) for n, f in vars(mod).items() if n.startswith("test_") and callable(f)]
+
+
+def run_one(fn):
+    params = inspect.signature(fn).parameters
+    if "host" not in params:
+        fn()
+        return
+    with fakehost.Host(**getattr(fn, "host_variant", {})) as host:
+        fn(host)
+
+
+def main(argv):
+    pattern = None
+    if argv[:1] == ["-k"]:
+        pattern, argv = argv[1], argv[2:]
+    if not argv:
+        sys.exit(__doc__)
+    os.chdir(REPO)
+    fakehost.enter_namespace()
+    tests = [t for path in argv for t in load(path) if not pattern or pattern in t[0]]
+    passed = failed = 0
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            run_one(fn)
+        except (Exception, SystemExit) as e:
+            failed += 1
+            reason = str(e) or type(e).__name__
+            print(f"FAIL {name}: {reason}", flush=True)
+            tb = traceback.format_exc().rstrip().splitlines()
+            print("\n".join("    " + line for line in tb[-8:]), flush=True)
+            continue
+        passed += 1
+        print(f"ok {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
