@@ -1,0 +1,204 @@
+'''A systemd manager for python-dbusmock, closer to the real one than dbusmock's own template.
+
+Loaded with `python3 -m dbusmock [--session] -t tests/lib/systemd_mock.py -p JSON`, where JSON is
+{"units": {"gdm.service": "active", ...}, "aliases": {"display-manager.service": "gdm.service"}}.
+
+Like systemd: unit objects at /org/freedesktop/systemd1/unit/<escaped name>, LoadUnit (a unit
+that does not exist gets an object with LoadState "not-found"), GetUnit, StartUnit, StopUnit,
+RestartUnit and ResetFailedUnit raising org.freedesktop.systemd1.NoSuchUnit, Subscribe (once per
+client, then AlreadySubscribed) and Unsubscribe, JobNew and JobRemoved after the reply,
+SetUnitProperties for AllowedCPUs, AllowedCPUs (ay) on the Slice, Scope and Service interfaces.
+
+Test controls on org.freedesktop.DBus.Mock: AddUnit, SetActiveState, FailNextJob (the next job of
+a unit ends with that result, or with "hang" never ends), FailNextCall (the next job method on a
+unit raises that D-Bus error), SetEarlySignals (JobRemoved before the method's reply).
+'''
+
+import dbus
+from gi.repository import GLib
+
+from dbusmock import MOCK_IFACE, mockobject
+
+BUS_NAME = 'org.freedesktop.systemd1'
+MAIN_OBJ = '/org/freedesktop/systemd1'
+MAIN_IFACE = BUS_NAME + '.Manager'
+UNIT_IFACE = BUS_NAME + '.Unit'
+SYSTEM_BUS = True
+
+NO_SUCH_UNIT = BUS_NAME + '.NoSuchUnit'
+TYPE_IFACES = {'slice': 'Slice', 'scope': 'Scope', 'service': 'Service', 'socket': 'Socket'}
+CPU_TYPES = ('slice', 'scope', 'service')
+
+
+def escape(name):
+    '''systemd's bus_label_escape(): [A-Za-z0-9] stay, anything else becomes _xx.'''
+    return ''.join(c if c.isascii() and c.isalnum() else f'_{ord(c):02x}' for c in name)
+
+
+def load(mock, parameters):
+    mock.units = {}             # every name, aliases included -> object path
+    mock.next_job_id = 1
+    mock.fail_job = {}          # unit Id -> job result for its next job
+    mock.fail_call = {}         # unit Id -> (error name, message) for its next job method
+    mock.subscribers = set()
+    mock.early_signals = False
+    mock.AddProperties(MAIN_IFACE, {'Version': 'v252', 'Virtualization': ''})
+    for name, state in (parameters or {}).get('units', {}).items():
+        add_unit(mock, str(name), str(state))
+    for alias, target in (parameters or {}).get('aliases', {}).items():
+        add_alias(mock, str(alias), str(target))
+
+
+def add_unit(mock, name, state='inactive', load_state='loaded'):
+    path = f'{MAIN_OBJ}/unit/{escape(name)}'
+    mock.units[name] = path
+    mock.AddObject(path, UNIT_IFACE, {
+        'Id': name,
+        'Names': dbus.Array([name], signature='s'),
+        'LoadState': load_state,
+        'ActiveState': state,
+        'SubState': {'active': 'running', 'failed': 'failed'}.get(state, 'dead'),
+    }, [])
+    kind = name.rsplit('.', 1)[-1]
+    if kind in CPU_TYPES:
+        mockobject.objects[path].AddProperties(f'{BUS_NAME}.{TYPE_IFACES[kind]}',
+                                               {'AllowedCPUs': dbus.Array([], signature='y')})
+    return path
+
+
+def add_alias(mock, alias, target):
+    path = mock.units[target]
+    mock.units[alias] = path
+    obj = mockobject.objects[path]
+    obj.props[UNIT_IFACE]['Names'] = dbus.Array(list(obj.props[UNIT_IFACE]['Names']) + [alias], signature='s')
+
+
+def unit_object(mock, name):
+    path = mock.units.get(str(name))
+    obj = mockobject.objects.get(path) if path else None
+    if obj is None or obj.props[UNIT_IFACE]['LoadState'] == 'not-found':
+        raise dbus.exceptions.DBusException(f'Unit {name} not loaded.', name=NO_SUCH_UNIT)
+    return obj
+
+
+def set_state(obj, state):
+    obj.UpdateProperties(UNIT_IFACE, {
+        'ActiveState': state,
+        'SubState': {'active': 'running', 'failed': 'failed'}.get(state, 'dead'),
+    })
+
+
+def job(mock, name, target_state):
+    obj = unit_object(mock, name)
+    unit_id = str(obj.props[UNIT_IFACE]['Id'])
+    if unit_id in mock.fail_call:
+        error, message = mock.fail_call.pop(unit_id)
+        raise dbus.exceptions.DBusException(message, name=error)
+    result = mock.fail_job.pop(unit_id, 'done')
+    job_id = mock.next_job_id
+    mock.next_job_id += 1
+    job_path = f'{MAIN_OBJ}/job/{job_id}'
+
+    def finish():
+        if result == 'done':
+            set_state(obj, target_state)
+        elif result == 'failed' and target_state == 'active':
+            set_state(obj, 'failed')
+        mock.EmitSignal(MAIN_IFACE, 'JobRemoved', 'uoss', [job_id, job_path, unit_id, result])
+        return False
+
+    mock.EmitSignal(MAIN_IFACE, 'JobNew', 'uos', [job_id, job_path, unit_id])
+    if result != 'hang':
+        if mock.early_signals:
+            finish()            # sent before the reply: clients must not miss it
+        else:
+            GLib.idle_add(finish)
+    return job_path
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='o')
+def LoadUnit(self, name):
+    name = str(name)
+    if name not in self.units:
+        add_unit(self, name, 'inactive', 'not-found')
+    return self.units[name]
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='o')
+def GetUnit(self, name):
+    unit_object(self, name)
+    return self.units[str(name)]
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
+def StartUnit(self, name, _mode):
+    return job(self, name, 'active')
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
+def StopUnit(self, name, _mode):
+    return job(self, name, 'inactive')
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
+def RestartUnit(self, name, _mode):
+    return job(self, name, 'active')
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='')
+def ResetFailedUnit(self, name):
+    obj = unit_object(self, name)
+    if obj.props[UNIT_IFACE]['ActiveState'] == 'failed':
+        set_state(obj, 'inactive')
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='sba(sv)', out_signature='')
+def SetUnitProperties(self, name, _runtime, properties):
+    obj = unit_object(self, name)
+    kind = str(name).rsplit('.', 1)[-1]
+    for prop, value in properties:
+        if prop != 'AllowedCPUs' or kind not in CPU_TYPES:
+            raise dbus.exceptions.DBusException(f'Cannot set property {prop}, or unknown property.',
+                                                name='org.freedesktop.DBus.Error.PropertyReadOnly')
+        obj.UpdateProperties(f'{BUS_NAME}.{TYPE_IFACES[kind]}',
+                             {'AllowedCPUs': dbus.Array([dbus.Byte(b) for b in value], signature='y')})
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='', out_signature='', sender_keyword='sender')
+def Subscribe(self, sender=None):
+    if sender in self.subscribers:
+        raise dbus.exceptions.DBusException('Client is already subscribed.',
+                                            name=BUS_NAME + '.AlreadySubscribed')
+    self.subscribers.add(sender)
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='', out_signature='', sender_keyword='sender')
+def Unsubscribe(self, sender=None):
+    if sender not in self.subscribers:
+        raise dbus.exceptions.DBusException('Client is not subscribed.', name=BUS_NAME + '.NotSubscribed')
+    self.subscribers.discard(sender)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='ss', out_signature='o')
+def AddUnit(self, name, state):
+    return add_unit(self, str(name), str(state))
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='ss', out_signature='')
+def SetActiveState(self, name, state):
+    set_state(unit_object(self, name), str(state))
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='ss', out_signature='')
+def FailNextJob(self, name, result):
+    self.fail_job[str(unit_object(self, name).props[UNIT_IFACE]['Id'])] = str(result)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='sss', out_signature='')
+def FailNextCall(self, name, error, message):
+    self.fail_call[str(unit_object(self, name).props[UNIT_IFACE]['Id'])] = (str(error), str(message))
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='b', out_signature='')
+def SetEarlySignals(self, early):
+    self.early_signals = bool(early)
