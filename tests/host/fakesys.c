@@ -713,8 +713,10 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         full(p, path);
         if (is_control(path)) {         /* control files are plain files */
                 pthread_mutex_lock(&lock);
-                int fd = open(p, O_WRONLY);
-                ssize_t n = fd < 0 ? -1 : pwrite(fd, buf, size, off);
+                /* an appending writer's offset may come from a stale size: append here */
+                int fd = open(p, O_WRONLY | (fi->flags & O_APPEND));
+                ssize_t n = fd < 0 ? -1 : (fi->flags & O_APPEND) ? write(fd, buf, size)
+                                                                 : pwrite(fd, buf, size, off);
                 r = n < 0 ? -errno : (int) n;
                 if (fd >= 0)
                         close(fd);

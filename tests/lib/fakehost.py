@@ -1,10 +1,14 @@
 """The emulated host for integration tests, demo and bench (stdlib only, run as root).
 
-    enter_namespace()           re-exec under `unshare -m`, then set up the private world
+    enter_namespace()           call first: re-execs the script under `unshare -m`, then sets
+                                up the private world (ro real /sys, tmpfs /run, fake modules,
+                                overlay /dev); a no-op in children of a prepared process
     Host(**variant)             fresh BACKING tree + build/fakesys mounted over /sys
+                                (variants: see origin.Origin); stop() or `with Host() as h:`
     check_safe()                exit 99 unless /sys is the emulation
     run_hook(args, xml, env_extra) -> (rc, stdout, stderr, seconds)
     domain_xml(name, addrs)     a libvirt domain passing the given PCI functions
+    variant(**opts)             test decorator: the runner builds that test's Host with opts
 
 Safety: the real /sys holds this machine's disk and network. Nothing here writes to /sys
 before check_safe() has seen /sys/.fakesys/marker, a file only fakesys serves; the real /sys is
@@ -21,6 +25,7 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "host"))
 import origin  # noqa: E402  (the tree builder lives beside fakesys.c)
+from origin import VEGA, VEGA_AUDIO, R5, R5_AUDIO, FOREIGN  # noqa: E402,F401
 
 FAKESYS = os.path.join(REPO, "build", "fakesys")
 MARKER = "/sys/.fakesys/marker"
@@ -190,6 +195,13 @@ def variant(**opts):
     return mark
 
 
+def _die_with_parent():
+    """fakesys must not outlive a killed runner (it would keep the namespace alive)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)      # PR_SET_PDEATHSIG
+
+
 Write = collections.namedtuple("Write", "path value result")
 
 
@@ -209,7 +221,8 @@ class Host:
         self.backing = origin.build(f"{self.dir}/backing", **variant)
         self.variant = variant
         self.stderr = open(f"{self.dir}/fakesys.stderr", "w")
-        self.proc = subprocess.Popen([FAKESYS, self.backing, "/sys"], stdout=self.stderr, stderr=self.stderr)
+        self.proc = subprocess.Popen([FAKESYS, self.backing, "/sys"], stdout=self.stderr, stderr=self.stderr,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 10
         while not os.path.exists(MARKER):
             if self.proc.poll() is not None or time.monotonic() > deadline:
