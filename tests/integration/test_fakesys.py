@@ -191,7 +191,7 @@ def test_delays_are_honoured(host):
     assert host.write(f"bus/pci/devices/{R5}/driver_override", "radeon") == 0
     t0 = time.monotonic()
     assert host.write("bus/pci/drivers_probe", R5) == 0
-    assert time.monotonic() - t0 < 0.1                      # async probe: returns at once
+    assert time.monotonic() - t0 < 0.15                     # async probe: returns at once (probe is 0.2 s)
     assert host.driver(R5) is None
     assert host.write("bus/pci/drivers/radeon/bind", R5) == errno.EBUSY   # probe in flight
     host.wait(lambda: host.driver(R5) == "radeon")
