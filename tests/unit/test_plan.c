@@ -1,0 +1,665 @@
+/* The planner, without any I/O: config, host snapshot and desktop state are built by hand (the
+ * hardware of origin/ORIGINAL-SCRIPTS.md), and each test asserts the exact list of steps. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "plan.h"
+
+#define VFIO "vfio-pci"
+#define ORIGIN_CPUS "0,1,6,7"
+
+/* Everything one planner call reads, with the host's arrays inside so that the pointers of
+ * struct host stay valid; filled in place, never copied. */
+struct world {
+        struct config cfg;
+        struct host h;
+        struct desktop_state d;
+        struct pci_func gpu[2], secondary[2], group[2];
+        struct vtcon vtcons[2];
+        struct boot_fb fbs[2];
+        struct vm_config vms[1];
+};
+
+static struct pci_func func(const char *name, const char *driver, const char *override,
+                            unsigned vendor, unsigned device, unsigned class, int group, bool boot_vga) {
+        struct pci_func f = { .vendor = vendor, .device = device, .class = class,
+                              .iommu_group = group, .boot_vga = boot_vga };
+
+        assert_int_equal(pci_addr_parse(name, &f.addr), 0);
+        strscpy(f.name, name, sizeof(f.name));
+        strscpy(f.driver, driver, sizeof(f.driver));
+        strscpy(f.driver_override, override, sizeof(f.driver_override));
+        return f;
+}
+
+/* The origin's host before a hand-over: the Vega 64 drives the desktop (amdgpu), its HDMI audio
+ * is claimed by vfio-pci for good (`options vfio-pci ids=`), the R5 240 idles on vfio-pci, gdm
+ * and the user's pipewire run, and the host CPUs are to be restricted to 0,1,6,7 of 12. */
+static void origin(struct world *w) {
+        *w = (struct world) {};
+
+        w->cfg = (struct config) {
+                .path = (char *) "/etc/libvirt/hooks/kvm.conf",
+                .n_gpu = 2,
+                .gpu = { { 0, 0x0d, 0, 0 }, { 0, 0x0d, 0, 1 } },
+                .n_secondary = 2,
+                .secondary = { { 0, 0x08, 0, 0 }, { 0, 0x08, 0, 1 } },
+                .park_driver = (char *) VFIO,
+                .user = (char *) "liss",
+                .display_manager = (char *) "auto",
+                .user_units = { (char *) "pipewire.service", (char *) "pipewire-pulse.service", NULL },
+                .host_cpus = (char *) ORIGIN_CPUS,
+                .timeout_ms = 20000,
+                .vtconsoles = true,
+                .framebuffer = true,
+        };
+
+        w->gpu[0] = func("0000:0d:00.0", "amdgpu", "", 0x1002, 0x687f, 0x030000, 17, true);
+        w->gpu[1] = func("0000:0d:00.1", VFIO, "", 0x1002, 0xaaf8, 0x040300, 17, false);
+        w->secondary[0] = func("0000:08:00.0", VFIO, "", 0x1002, 0x6613, 0x030000, 14, false);
+        w->secondary[1] = func("0000:08:00.1", VFIO, "", 0x1002, 0xaab0, 0x040300, 14, false);
+        /* The PCIe switch above the Vega shares its group; a bridge is fine. */
+        w->group[0] = func("0000:0c:00.0", "pcieport", "", 0x1022, 0x1471, 0x060400, 17, false);
+        w->vtcons[0] = (struct vtcon) { .index = 0, .framebuffer = false, .bound = true };
+        w->vtcons[1] = (struct vtcon) { .index = 1, .framebuffer = true, .bound = true };
+        w->fbs[0] = (struct boot_fb) { .name = "efi-framebuffer.0", .driver = "efi-framebuffer",
+                                       .parent = "0000:0d:00.0" };
+
+        w->h = (struct host) {
+                .gpu = w->gpu, .n_gpu = 2,
+                .secondary = w->secondary, .n_secondary = 2,
+                .group = w->group, .n_group = 1,
+                .vtcons = w->vtcons, .n_vtcons = 2,
+                .fbs = w->fbs, .n_fbs = 1,
+                .secondary_driver = "radeon",
+        };
+
+        w->d = (struct desktop_state) {
+                .display_manager = "gdm.service",
+                .display_manager_active = true,
+                .user_unit_active = { true, true },
+                .cpus_now = { "", "", "" },
+                .host_cpus = "0-11",
+        };
+}
+
+/* The origin's host while the VM runs, as our hand-over leaves it: both functions of the Vega on
+ * vfio-pci with the override that marks them as ours, the R5 240 on radeon driving the desktop,
+ * the firmware framebuffer gone (amdgpu took it over before), CPUs restricted. */
+static void handed_over(struct world *w) {
+        origin(w);
+        strscpy(w->gpu[0].driver, VFIO, NAME_LEN);
+        strscpy(w->gpu[0].driver_override, VFIO, NAME_LEN);
+        strscpy(w->gpu[1].driver_override, VFIO, NAME_LEN);
+        strscpy(w->secondary[0].driver, "radeon", NAME_LEN);
+        strscpy(w->secondary[0].driver_override, "radeon", NAME_LEN);
+        w->h.n_fbs = 0;
+        for (size_t i = 0; i < 3; i++)
+                strscpy(w->d.cpus_now[i], ORIGIN_CPUS, STEP_FIELD_LEN);
+}
+
+struct want {
+        const struct step_kind *kind;
+        const char *target, *from, *to;
+        enum step_state state;
+        const char *note;               /* NULL: "" */
+};
+
+static void step_line(const struct step_kind *kind, const char *target, const char *from, const char *to,
+                      enum step_state state, const char *note, char *buf, size_t size) {
+        snprintf(buf, size, "%s %s [%s -> %s] %s%s%s", kind ? kind->name : "(null kind)", target, from, to,
+                 step_state_to_string(state), note && note[0] ? ": " : "", note ? note : "");
+}
+
+static void print_plan(const struct plan *p) {
+        char line[1024];
+
+        print_message("plan of %s, %zu steps:\n", p->vm, p->n_steps);
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+                step_line(s->kind, s->target, s->from, s->to, s->state, s->note, line, sizeof(line));
+                print_message("  %2zu. %s\n", i + 1, line);
+        }
+}
+
+/* Compares step by step, as text so a failure shows the step expected and the one found. */
+static void assert_plan(const struct plan *p, const struct want *want, size_t n_want) {
+        char got[1024], exp[1024];
+
+        for (size_t i = 0; i < p->n_steps && i < n_want; i++) {
+                const struct step *s = &p->steps[i];
+                const struct want *w = &want[i];
+
+                step_line(s->kind, s->target, s->from, s->to, s->state, s->note, got, sizeof(got));
+                step_line(w->kind, w->target, w->from, w->to, w->state, w->note ? w->note : "", exp, sizeof(exp));
+                if (strcmp(got, exp) != 0 || s->kind != w->kind) {
+                        print_plan(p);
+                        print_message("step %zu differs:\n", i + 1);
+                        assert_string_equal(got, exp);
+                        assert_ptr_equal(s->kind, w->kind);
+                }
+        }
+        if (p->n_steps != n_want)
+                print_plan(p);
+        assert_int_equal(p->n_steps, n_want);
+}
+
+#define P STEP_PLANNED, NULL
+#define S STEP_SKIPPED
+#define D STEP_DONE, NULL
+
+static struct plan hand_over_ok(const struct world *w) {
+        struct plan p = {};
+        char error[512] = "";
+        int r = plan_hand_over(&w->cfg, "win10", &w->h, &w->d, &p, error, sizeof(error));
+
+        if (r < 0)
+                print_message("plan_hand_over: %s\n", error);
+        assert_int_equal(r, 0);
+        assert_string_equal(p.vm, "win10");
+        return p;
+}
+
+static struct plan derive(const struct world *w) {
+        struct plan p = {};
+
+        assert_int_equal(plan_derive_hand_back(&w->cfg, "win10", &w->h, &w->d, &p), 0);
+        assert_string_equal(p.vm, "win10");
+        return p;
+}
+
+/* SPEC section 4, steps 1 to 10, on the origin's hardware. */
+static void test_origin_hand_over(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", P },                 /* 1 */
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },       /* 2 */
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
+                { &step_vtcon, "vtcon1", "1", "0", P },                                  /* 3: fbcon only */
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },    /* 4 */
+                { &step_holders, "0000:0d:00.0", "amdgpu", "", P },                      /* 5 */
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },                 /* 6 */
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },                 /* 7: display function only */
+                { &step_vtcon, "vtcon1", "0", "1", P },                                  /* 8 */
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },                        /* 9 */
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", P },  /* 10 */
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", P },
+        };
+
+        origin(&w);
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+        assert_null(p.steps);
+        assert_int_equal(p.n_steps, 0);
+}
+
+/* A GPU whose audio is not claimed by vfio-pci: both functions are waited for and moved. */
+static void test_audio_on_its_driver(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
+                { &step_vtcon, "vtcon1", "1", "0", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },
+                { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
+                { &step_holders, "0000:0d:00.1", "snd_hda_intel", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", "snd_hda_intel", VFIO, P },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+                { &step_vtcon, "vtcon1", "0", "1", P },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", P },
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", P },
+        };
+
+        origin(&w);
+        strscpy(w.gpu[1].driver, "snd_hda_intel", NAME_LEN);
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
+/* Handed over already (another VM, or by hand): like start.sh, touch nothing at all. */
+static void test_gpu_already_on_vfio(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_pci_driver, "0000:0d:00.0", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+        };
+
+        handed_over(&w);
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        for (size_t i = 0; i < p.n_steps; i++)
+                assert_int_equal(p.steps[i].state, STEP_SKIPPED);
+        plan_free(&p);
+
+        /* The same when the GPU sits on vfio-pci without our override (bound at boot). */
+        origin(&w);
+        strscpy(w.gpu[0].driver, VFIO, NAME_LEN);
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
+static void test_no_secondary_gpu(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
+                { &step_vtcon, "vtcon1", "1", "0", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },
+                { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_vtcon, "vtcon1", "0", "1", P },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", P },
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", P },
+        };
+
+        origin(&w);
+        w.cfg.n_secondary = 0;
+        w.h.n_secondary = 0;
+        w.h.secondary_driver[0] = '\0';       /* nothing to resolve: not an error */
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
+/* The origin's audio function, claimed by `options vfio-pci ids=` for good: the hand-over skips
+ * it, and the hand-back derived without a journal must not move it either (it carries no
+ * override of ours), while the video function, which does, goes back. */
+static void test_audio_permanently_on_vfio(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        p = hand_over_ok(&w);
+        assert_int_equal(p.n_steps, 16);
+        assert_ptr_equal(p.steps[7].kind, &step_pci_driver);
+        assert_string_equal(p.steps[7].target, "0000:0d:00.1");
+        assert_int_equal(p.steps[7].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[7].note, "already on vfio-pci");
+        /* No holders step for it: vfio-pci has no sound nodes anybody could hold. */
+        for (size_t i = 0; i < p.n_steps; i++)
+                if (p.steps[i].kind == &step_holders)
+                        assert_string_equal(p.steps[i].target, "0000:0d:00.0");
+        plan_free(&p);
+
+        handed_over(&w);
+        w.gpu[1].driver_override[0] = '\0';   /* what our hand-over leaves on a skipped function */
+        p = derive(&w);
+        print_plan(&p);
+        size_t n_gpu_steps = 0;
+        for (size_t i = 0; i < p.n_steps; i++) {
+                const struct step *s = &p.steps[i];
+                assert_string_not_equal(s->target, "0000:0d:00.1");
+                if (s->kind == &step_pci_driver && strcmp(s->target, "0000:0d:00.0") == 0) {
+                        n_gpu_steps++;
+                        assert_string_equal(s->from, "*");
+                        assert_string_equal(s->to, VFIO);
+                        assert_int_equal(s->state, STEP_DONE);
+                }
+        }
+        assert_int_equal(n_gpu_steps, 1);
+        plan_free(&p);
+}
+
+static void test_foreign_device_in_group(void **state) {
+        static const struct {
+                const char *driver;
+                const char *error;
+        } cases[] = {
+                { "xhci_hcd", "IOMMU group 17 of the GPU also holds 0000:0c:00.3 (1022:43d5) on xhci_hcd: it would "
+                              "have to go to the VM too; bind it to vfio-pci or move the GPU to another slot" },
+                { "", "IOMMU group 17 of the GPU also holds 0000:0c:00.3 (1022:43d5) on no driver: it would "
+                      "have to go to the VM too; bind it to vfio-pci or move the GPU to another slot" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct world w;
+                struct plan p = {};
+                char error[512] = "";
+
+                origin(&w);
+                w.group[1] = func("0000:0c:00.3", cases[i].driver, "", 0x1022, 0x43d5, 0x0c0330, 17, false);
+                w.h.n_group = 2;
+                assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EBUSY);
+                assert_string_equal(error, cases[i].error);
+                assert_null(p.steps);
+                assert_int_equal(p.n_steps, 0);
+        }
+}
+
+/* A device of the group already on vfio-pci goes to the VM with it: allowed. */
+static void test_group_member_on_vfio_allowed(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        w.group[1] = func("0000:0c:00.3", VFIO, "", 0x1022, 0x43d5, 0x0c0330, 17, false);
+        w.h.n_group = 2;
+        p = hand_over_ok(&w);
+        assert_int_equal(p.n_steps, 16);
+        plan_free(&p);
+}
+
+static void test_no_iommu_group(void **state) {
+        struct world w;
+        struct plan p = {};
+        char error[512] = "";
+
+        origin(&w);
+        w.gpu[0].iommu_group = -1;
+        w.gpu[1].iommu_group = -1;
+        w.h.n_group = 0;
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -ENODEV);
+        assert_string_equal(error, "0000:0d:00.0 has no IOMMU group: is the IOMMU on (amd_iommu=on or "
+                                   "intel_iommu=on on the kernel command line)?");
+        assert_null(p.steps);
+}
+
+/* Without a display driver for the secondary GPU the host would be left without a display. */
+static void test_secondary_without_display_driver(void **state) {
+        struct world w;
+        struct plan p = {};
+        char error[512] = "";
+
+        origin(&w);
+        w.h.secondary_driver[0] = '\0';
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -ENOENT);
+        assert_string_equal(error, "no display driver known for the secondary GPU 0000:08:00.0: set driver in "
+                                   "the [secondary] section of the config");
+        assert_null(p.steps);
+}
+
+/* What the desktop state says is not running is neither stopped nor restarted; a skip reason
+ * from the bus (no user bus) is carried to both steps. */
+static void test_desktop_partly_inactive(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        w.d.display_manager_active = false;
+        w.d.user_unit_active[1] = false;
+        p = hand_over_ok(&w);
+        assert_int_equal(p.n_steps, 16);
+        const struct want first[] = {
+                { &step_unit, "gdm.service", "active", "inactive", S, "not active" },
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", S, "not active" },
+        };
+        const struct want last[] = {
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", S, "not active" },
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", S, "not active" },
+        };
+        struct plan head = { .steps = p.steps, .n_steps = 3 }, tail = { .steps = p.steps + 13, .n_steps = 3 };
+        assert_plan(&head, first, 3);
+        assert_plan(&tail, last, 3);
+        plan_free(&p);
+
+        origin(&w);
+        w.d.user_units_skip = "liss is not logged in";
+        w.d.display_manager_skip = "no system bus";
+        p = hand_over_ok(&w);
+        assert_int_equal(p.n_steps, 16);
+        for (size_t i = 0; i < p.n_steps; i++) {
+                const struct step *s = &p.steps[i];
+                if (s->kind == &step_unit) {
+                        assert_int_equal(s->state, STEP_SKIPPED);
+                        assert_string_equal(s->note, "no system bus");
+                } else if (s->kind == &step_user_unit) {
+                        assert_int_equal(s->state, STEP_SKIPPED);
+                        assert_string_equal(s->note, "liss is not logged in");
+                } else if (s->kind == &step_pci_driver && strcmp(s->target, "0000:0d:00.1") != 0)
+                        assert_int_equal(s->state, STEP_PLANNED);
+        }
+        plan_free(&p);
+}
+
+/* Features the config turns off produce no steps at all. */
+static void test_config_switches(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+        };
+
+        origin(&w);
+        w.cfg.display_manager = (char *) "none";
+        w.cfg.user = NULL;
+        w.cfg.host_cpus = NULL;
+        w.cfg.vtconsoles = false;
+        w.cfg.framebuffer = false;
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
+static void test_cpus(void **state) {
+        struct world w;
+        struct plan p;
+
+        /* Already restricted (a previous VM's run that was not handed back): nothing to set. */
+        origin(&w);
+        strscpy(w.d.cpus_now[0], ORIGIN_CPUS, STEP_FIELD_LEN);
+        p = hand_over_ok(&w);
+        const struct want set[] = {
+                { &step_cpus, "user.slice", ORIGIN_CPUS, ORIGIN_CPUS, S, "already set" },
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+        };
+        struct plan part = { .steps = p.steps + 10, .n_steps = 3 };
+        assert_plan(&part, set, 3);
+        plan_free(&p);
+
+        /* A [vm win10] section's host CPUs win over the global value; other VMs keep it. */
+        origin(&w);
+        w.vms[0] = (struct vm_config) { .name = (char *) "win10", .handle = -1, .host_cpus = (char *) "0-3" };
+        w.cfg.vms = w.vms;
+        w.cfg.n_vms = 1;
+        p = hand_over_ok(&w);
+        for (size_t i = 10; i < 13; i++) {
+                assert_ptr_equal(p.steps[i].kind, &step_cpus);
+                assert_string_equal(p.steps[i].to, "0-3");
+        }
+        plan_free(&p);
+        char error[64];
+        assert_int_equal(plan_hand_over(&w.cfg, "other", &w.h, &w.d, &p, error, sizeof(error)), 0);
+        assert_ptr_equal(p.steps[10].kind, &step_cpus);
+        assert_string_equal(p.steps[10].to, ORIGIN_CPUS);
+        plan_free(&p);
+}
+
+/* Which firmware framebuffer is the GPU's: its parent link, or on kernels without one the boot
+ * VGA device's; one on another device, or unbound, is left alone. */
+static void test_framebuffers(void **state) {
+        struct world w;
+        struct plan p;
+        size_t n_fb = 0;
+
+        origin(&w);
+        w.fbs[0] = (struct boot_fb) { .name = "efi-framebuffer.0", .driver = "efi-framebuffer", .parent = "" };
+        w.fbs[1] = (struct boot_fb) { .name = "simple-framebuffer.0", .driver = "simple-framebuffer",
+                                      .parent = "0000:08:00.0" };
+        w.h.n_fbs = 2;
+        p = hand_over_ok(&w);
+        for (size_t i = 0; i < p.n_steps; i++)
+                if (p.steps[i].kind == &step_framebuffer) {
+                        n_fb++;
+                        assert_string_equal(p.steps[i].target, "efi-framebuffer.0");
+                        assert_int_equal(i, 4);
+                }
+        assert_int_equal(n_fb, 1);
+        plan_free(&p);
+
+        /* Boot VGA is the R5 240: the parentless framebuffer is not the Vega's. */
+        w.gpu[0].boot_vga = false;
+        p = hand_over_ok(&w);
+        for (size_t i = 0; i < p.n_steps; i++)
+                assert_ptr_not_equal(p.steps[i].kind, &step_framebuffer);
+        plan_free(&p);
+
+        /* Unbound already: nothing to do. */
+        origin(&w);
+        w.fbs[0].driver[0] = '\0';
+        p = hand_over_ok(&w);
+        for (size_t i = 0; i < p.n_steps; i++)
+                assert_ptr_not_equal(p.steps[i].kind, &step_framebuffer);
+        plan_free(&p);
+}
+
+/* A secondary GPU left on its display driver (the user moved it by hand) is not moved again. */
+static void test_secondary_already_on_display_driver(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        strscpy(w.secondary[0].driver, "radeon", NAME_LEN);
+        p = hand_over_ok(&w);
+        assert_ptr_equal(p.steps[8].kind, &step_pci_driver);
+        assert_string_equal(p.steps[8].target, "0000:08:00.0");
+        assert_int_equal(p.steps[8].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[8].note, "already on its display driver");
+        plan_free(&p);
+}
+
+/* Without a journal: the hand-over that must have happened, every step done, so that undoing it
+ * in reverse is the hand-back of SPEC section 5. */
+static void test_derive_hand_back(void **state) {
+        struct world w;
+        struct plan p;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", D },
+                { &step_user_unit, "pipewire.service", "active", "inactive", D },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", D },
+                { &step_vtcon, "vtcon1", "1", "0", D },
+                { &step_pci_driver, "0000:0d:00.0", "*", VFIO, D },
+                { &step_pci_driver, "0000:0d:00.1", "*", VFIO, D },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", D },
+                { &step_vtcon, "vtcon1", "0", "1", D },
+                { &step_cpus, "user.slice", "0-11", ORIGIN_CPUS, D },
+                { &step_cpus, "system.slice", "0-11", ORIGIN_CPUS, D },
+                { &step_cpus, "init.scope", "0-11", ORIGIN_CPUS, D },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", D },
+                { &step_user_unit, "pipewire.service", "inactive", "active", D },
+                { &step_unit, "gdm.service", "inactive", "active", D },
+        };
+
+        handed_over(&w);
+        p = derive(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
+/* Nothing of ours in place (GPU on amdgpu, or on vfio-pci without our override): an empty
+ * hand-back, which must not restart anybody's desktop. */
+static void test_derive_not_handed_over(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        p = derive(&w);
+        assert_int_equal(p.n_steps, 0);
+        plan_free(&p);
+
+        origin(&w);
+        strscpy(w.gpu[0].driver, VFIO, NAME_LEN);     /* bound at boot by ids=, no override */
+        p = derive(&w);
+        assert_int_equal(p.n_steps, 0);
+        plan_free(&p);
+}
+
+static char *print_to_string(const struct plan *p, bool undo) {
+        char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        assert_non_null(f);
+        plan_print(p, undo, f);
+        fclose(f);
+        return buf;
+}
+
+static void test_print(void **state) {
+        struct plan p = {};
+        char *out;
+
+        out = print_to_string(&p, false);
+        assert_string_equal(out, "nothing to do\n");
+        free(out);
+
+        plan_add(&p, &step_vtcon, "vtcon1", "1", "0")->state = STEP_DONE;
+        struct step *s = plan_add(&p, &step_pci_driver, "0000:0d:00.1", VFIO, VFIO);
+        s->state = STEP_SKIPPED;
+        strscpy(s->note, "already on vfio-pci", sizeof(s->note));
+        plan_add(&p, &step_pci_driver, "0000:08:00.0", VFIO, "radeon")->state = STEP_STARTED;
+        plan_add(&p, &step_vtcon, "vtcon1", "0", "1");          /* planned: never done */
+
+        out = print_to_string(&p, false);
+        assert_string_equal(out,
+                " 1. unbind vtcon1\n"
+                " 2. (skip) move 0000:0d:00.1 from vfio-pci to vfio-pci: already on vfio-pci\n"
+                " 3. move 0000:08:00.0 from vfio-pci to radeon\n"
+                " 4. bind vtcon1\n");
+        free(out);
+
+        /* The undo: only what was started or done, in reverse. */
+        out = print_to_string(&p, true);
+        assert_string_equal(out,
+                " 1. move 0000:08:00.0 from radeon to vfio-pci\n"
+                " 2. bind vtcon1\n");
+        free(out);
+        plan_free(&p);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_origin_hand_over),
+                cmocka_unit_test(test_audio_on_its_driver),
+                cmocka_unit_test(test_gpu_already_on_vfio),
+                cmocka_unit_test(test_no_secondary_gpu),
+                cmocka_unit_test(test_audio_permanently_on_vfio),
+                cmocka_unit_test(test_foreign_device_in_group),
+                cmocka_unit_test(test_group_member_on_vfio_allowed),
+                cmocka_unit_test(test_no_iommu_group),
+                cmocka_unit_test(test_secondary_without_display_driver),
+                cmocka_unit_test(test_desktop_partly_inactive),
+                cmocka_unit_test(test_config_switches),
+                cmocka_unit_test(test_cpus),
+                cmocka_unit_test(test_framebuffers),
+                cmocka_unit_test(test_secondary_already_on_display_driver),
+                cmocka_unit_test(test_derive_hand_back),
+                cmocka_unit_test(test_derive_not_handed_over),
+                cmocka_unit_test(test_print),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
