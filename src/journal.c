@@ -4,7 +4,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <ctype.h>
 #include <dirent.h>
+#include <inttypes.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -30,12 +32,20 @@ int journal_escape(const char *vm, char *buf, size_t size) {
         return 0;
 }
 
+/* A file name of at most NAME_MAX bytes for any VM name libvirt takes (escaping may quadruple
+ * it): long ones keep a readable prefix and end in a hash of the whole name. */
 static int journal_path(const char *vm, char buf[static PATH_MAX]) {
-        char name[NAME_MAX - 16];
+        char name[4 * 256 + 1];
+        uint64_t hash = 14695981039346656037ULL;        /* FNV-1a */
         int r = journal_escape(vm, name, sizeof(name));
 
         if (r < 0)
                 return r;
+        if (strlen(name) > 200) {
+                for (const unsigned char *p = (const unsigned char *) vm; *p; p++)
+                        hash = (hash ^ *p) * 1099511628211ULL;
+                snprintf(name + 160, sizeof(name) - 160, "~%016" PRIx64, hash);
+        }
         snprintf(buf, PATH_MAX, JOURNAL_DIR "/%s.state", name);
         return 0;
 }
@@ -75,12 +85,38 @@ int journal_lock(usec_t deadline) {
         return fd;
 }
 
-/* inih would take a ';' or '#' after a blank as a comment, and a newline ends a value. */
+/* inih takes a ';' or '#' after a blank as a comment, trims blanks at both ends, and a newline
+ * ends a value: those bytes, and the escape character itself, are written as \xNN. */
 static void put_value(FILE *f, const char *key, const char *value) {
+        size_t len = strlen(value);
+
         fprintf(f, "%s = ", key);
-        for (const char *p = value; *p; p++)
-                fputc(strchr(";#\n\r", *p) ? ' ' : *p, f);
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char) value[i];
+                bool edge_blank = (i == 0 || i == len - 1) && (c == ' ' || c == '\t');
+
+                if (c < 0x20 || c == 0x7f || strchr(";#\\", c) || edge_blank)
+                        fprintf(f, "\\x%02x", c);
+                else
+                        fputc(c, f);
+        }
         fputc('\n', f);
+}
+
+static int get_value(const char *value, char *buf, size_t size) {
+        size_t n = 0;
+
+        for (const char *p = value; *p; p++) {
+                unsigned c = (unsigned char) *p;
+
+                if (*p == '\\' && sscanf(p, "\\x%2x", &c) == 1 && isxdigit(p[2]) && isxdigit(p[3]))
+                        p += 3;
+                if (n + 1 >= size)
+                        return -ENAMETOOLONG;
+                buf[n++] = (char) c;
+        }
+        buf[n] = '\0';
+        return 0;
 }
 
 int journal_save(const struct plan *p) {
@@ -99,8 +135,11 @@ int journal_save(const struct plan *p) {
                         close(fd);
                 return log_error_errno(r, "Failed to write %s: %m", tmp);
         }
-        fprintf(f, "# qemu-hook hand-over journal: what was done, to be undone in reverse.\n[hand-over]\n");
-        put_value(f, "vm", p->vm);
+        fprintf(f, "# qemu-hook hand-over journal: what was done, to be undone in reverse.\n[hand-over]\n"
+                "version = 1\n");
+        /* For the reader; the loader takes the name it was asked for (inih's lines are short). */
+        if (strlen(p->vm) < 100)
+                put_value(f, "vm", p->vm);
         for (size_t i = 0; i < p->n_steps; i++) {
                 const struct step *s = &p->steps[i];
 
@@ -123,7 +162,7 @@ int journal_save(const struct plan *p) {
 
 struct load_state {
         struct plan *plan;
-        const char *path;
+        bool header;            /* [hand-over] seen */
         char error[256];
 };
 
@@ -133,14 +172,17 @@ static int load_key(void *user, const char *section, const char *key, const char
         unsigned index;
         struct step *s;
 
-        if (strcmp(section, "hand-over") == 0)
-                return strcmp(key, "vm") == 0 ? strscpy(p->vm, value, sizeof(p->vm)) == 0 : 1;
+        if (strcmp(section, "hand-over") == 0) {
+                ls->header = true;
+                return strcmp(key, "version") == 0 || strcmp(key, "vm") == 0;
+        }
         if (sscanf(section, "step %u", &index) != 1 || index == 0 || index > p->n_steps + 1) {
                 snprintf(ls->error, sizeof(ls->error), "unexpected section [%s]", section);
                 return 0;
         }
         if (index == p->n_steps + 1)
-                plan_add(p, &step_holders, "", "", "");         /* kind set by its key */
+                /* Kind and state must follow; _STEP_STATE_MAX marks "not read yet". */
+                plan_add(p, NULL, "", "", "")->state = _STEP_STATE_MAX;
         s = &p->steps[index - 1];
         if (strcmp(key, "kind") == 0) {
                 s->kind = step_kind_by_name(value);
@@ -150,32 +192,44 @@ static int load_key(void *user, const char *section, const char *key, const char
         }
         if (strcmp(key, "state") == 0) {
                 int st = step_state_from_string(value);
-                s->state = st < 0 ? STEP_PLANNED : (enum step_state) st;
                 if (st < 0)
                         snprintf(ls->error, sizeof(ls->error), "[%s]: unknown state \"%s\"", section, value);
+                s->state = st < 0 ? _STEP_STATE_MAX : (enum step_state) st;
                 return st >= 0;
         }
         char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
                       strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
-        return field && strscpy(field, value, STEP_FIELD_LEN) == 0;
+        return field && get_value(value, field, STEP_FIELD_LEN) == 0;
 }
 
 int journal_load(const char *vm, struct plan *ret) {
         struct load_state ls = {};
+        _cleanup_fclose_ FILE *f = NULL;
         char path[PATH_MAX];
+        struct stat st;
         int r;
 
         r = journal_path(vm, path);
         if (r < 0)
                 return r;
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
         *ret = (struct plan) {};
+        strscpy(ret->vm, vm, sizeof(ret->vm));
         ls.plan = ret;
-        ls.path = path;
-        r = ini_parse(path, load_key, &ls);
-        if (r == -1)
-                return -errno ? -errno : -ENOENT;
+        r = fstat(fileno(f), &st) < 0 ? -1 : !S_ISREG(st.st_mode) ? -2 : ini_parse_file(f, load_key, &ls);
+        /* An undo trusts every step it reads: a step without its kind or state is a broken file. */
+        for (size_t i = 0; r == 0 && !ls.error[0] && i < ret->n_steps; i++)
+                if (!ret->steps[i].kind || ret->steps[i].state == _STEP_STATE_MAX)
+                        snprintf(ls.error, sizeof(ls.error), "[step %zu] lacks its kind or state", i + 1);
+        if (r == 0 && !ls.error[0] && !ls.header)
+                snprintf(ls.error, sizeof(ls.error), "no [hand-over] section");
         if (r != 0 || ls.error[0]) {
-                log_error("%s:%d: %s", path, r, ls.error[0] ? ls.error : "malformed journal");
+                if (r > 0)
+                        log_error("%s:%d: %s", path, r, ls.error[0] ? ls.error : "malformed journal");
+                else
+                        log_error("%s: %s", path, ls.error[0] ? ls.error : "not a readable journal file");
                 plan_free(ret);
                 return -EBADMSG;
         }

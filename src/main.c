@@ -313,10 +313,8 @@ static int run(const struct args *a) {
                 return EXIT_DONE;
         log_setup(a->vm, a->verbose, !a->dry_run);
         r = config_load(a->config, geteuid() == 0, &cfg);
-        if (r == -ENOENT && !a->explicit_config) {
-                log_warning("%s does not exist: no GPU configured, nothing to do", a->config);
-                return EXIT_DONE;
-        }
+        if (r == -ENOENT && !a->explicit_config)
+                return EXIT_DONE;       /* installed, not configured yet: the message said so */
         if (r < 0)
                 return EXIT_USAGE;
 

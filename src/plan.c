@@ -124,8 +124,11 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                         skip(s, derive ? "not on its display driver" : "already on its display driver");
         }
         /* 8. The consoles of step 3 come back, now on the secondary GPU. */
-        for (size_t i = 0; i < n_vtcon; i++)
-                plan_add(p, &step_vtcon, p->steps[first_vtcon + i].target, "0", "1");
+        for (size_t i = 0; i < n_vtcon; i++) {
+                char name[STEP_FIELD_LEN];      /* plan_add moves the steps */
+                strscpy(name, p->steps[first_vtcon + i].target, sizeof(name));
+                plan_add(p, &step_vtcon, name, "0", "1");
+        }
         /* 9. Host CPUs restricted while the VM runs. */
         for (size_t i = 0; cpus && i < ELEMENTSOF(cpu_units); i++) {
                 s = plan_add(p, &step_cpus, cpu_units[i], derive ? d->host_cpus : d->cpus_now[i], cpus);
@@ -139,10 +142,12 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 if ((stop->kind != &step_unit && stop->kind != &step_user_unit) ||
                     strcmp(stop->to, "inactive") != 0)
                         continue;
+                const struct step_kind *kind = stop->kind;
                 bool skipped = stop->state == STEP_SKIPPED;
-                char note[STEP_FIELD_LEN];
+                char unit[STEP_FIELD_LEN], note[STEP_FIELD_LEN];       /* plan_add moves the steps */
+                strscpy(unit, stop->target, sizeof(unit));
                 strscpy(note, stop->note, sizeof(note));
-                s = plan_add(p, stop->kind, stop->target, "inactive", "active");
+                s = plan_add(p, kind, unit, "inactive", "active");
                 if (skipped)
                         skip(s, note);
         }
