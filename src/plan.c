@@ -56,7 +56,8 @@ static const char *host_cpus(const struct config *cfg, const char *vm) {
 static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
                        const struct desktop_state *d, bool derive, struct plan *p) {
         const char *cpus = host_cpus(cfg, vm);
-        const char *dm = d->display_manager[0] ? d->display_manager : cfg->display_manager;
+        const char *dm = d->display_manager[0] ? d->display_manager :
+                         strcmp(cfg->display_manager, "auto") == 0 ? "display-manager.service" : cfg->display_manager;
         size_t first_vtcon, n_vtcon;
         struct step *s;
 
