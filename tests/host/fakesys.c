@@ -8,7 +8,8 @@
  * Control files in BACKING/.fakesys/ (see tests/lib/fakehost.py):
  *   drivers  "BUS DRIVER ID..." in registration order (pci ids vendor:device, platform names)
  *   log      one line per attribute write: "PATH VALUE RESULT"
- *   fail     "PATH ERRNO [COUNT]": make the next COUNT (or all) writes to PATH fail
+ *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
+ *            only, when given) fail
  *   delay    "probe MS", "drm MS", "unbind MS"
  * /.fakesys/marker exists only in the mounted emulation, never in BACKING: the harness refuses
  * to run anything unless it sees it at /sys/.fakesys/marker.
@@ -205,8 +206,9 @@ static void canonical(const char *in, char out[PATH_MAX]) {
                 snprintf(out, PATH_MAX, "%s", in);
 }
 
-/* Returns the errno to inject for a write to REL (0 for none), consuming one of its count. */
-static int injected(const char *rel) {
+/* Returns the errno to inject for a write of VALUE to REL (0 for none), consuming one of its
+ * count. */
+static int injected(const char *rel, const char *value) {
         char buf[8192], out[8192] = "", path[PATH_MAX], canon[PATH_MAX], name[32];
         size_t len = 0;
         int ret = 0, changed = 0;
@@ -216,8 +218,13 @@ static int injected(const char *rel) {
                 long count = -1;
                 int n = sscanf(l, "%4095s %31s %ld", path, name, &count);
                 if (n >= 2 && !ret) {
+                        char *want = strchr(path, '=');
+                        if (want)
+                                *want++ = '\0';
                         canonical(path, canon);
-                        if (strcmp(canon, rel) == 0 && count != 0) {
+                        if (want)
+                                want[-1] = '=';        /* the line is written back whole */
+                        if (strcmp(canon, rel) == 0 && (!want || strcmp(want, value) == 0) && count != 0) {
                                 ret = errnum(name);
                                 if (n == 3) {
                                         count--;
@@ -729,7 +736,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         value[size] = '\0';
         strip_nl(value);
         pthread_mutex_lock(&lock);
-        r = injected(rel);
+        r = injected(rel, value);
         if (r)
                 r = -r;
         else

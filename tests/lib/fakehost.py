@@ -335,11 +335,12 @@ class Host:
     def writes(self):
         return len(self.log())
 
-    def fail(self, path, errno_name, count=None):
-        """Make the next COUNT (default: all) writes to PATH fail with ERRNO_NAME, changing
-        nothing. PATH may be /sys/... or relative, symlinked or not."""
+    def fail(self, path, errno_name, count=None, value=None):
+        """Make the next COUNT (default: all) writes to PATH (of VALUE only, when given) fail with
+        ERRNO_NAME, changing nothing. PATH may be /sys/... or relative, symlinked or not."""
+        target = path if value is None else f"{path}={value}"
         with open("/sys/.fakesys/fail", "a") as f:
-            f.write(f"{path} {errno_name}" + (f" {count}" if count is not None else "") + "\n")
+            f.write(f"{target} {errno_name}" + (f" {count}" if count is not None else "") + "\n")
 
     def clear_fail(self):
         with open("/sys/.fakesys/fail", "w"):
