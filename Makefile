@@ -61,6 +61,7 @@ bench: deps
 install: qemu-hook
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
+	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
 
 clean:
 	rm -rf qemu-hook build
