@@ -8,8 +8,21 @@
 #include "step.h"
 #include "sysfs.h"
 
+struct fb_wait {
+        const char *link;
+        bool bound;
+};
+
+static int fb_settled(void *data) {
+        struct fb_wait *w = data;
+        char driver[64];
+        int r = sysfs_link_name(w->link, driver, sizeof(driver));
+
+        return w->bound ? r == 0 : r == -ENOENT;
+}
+
 static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
-        char path[256], driver[64];
+        char path[256], link[256], driver[64];
         int r;
 
         snprintf(path, sizeof(path), "bus/platform/devices/%s", s->target);
@@ -21,8 +34,8 @@ static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
                 log_notice("%s is gone; not rebinding it", s->target);
                 return 0;
         }
-        snprintf(path, sizeof(path), "bus/platform/devices/%s/driver", s->target);
-        r = sysfs_link_name(path, driver, sizeof(driver));
+        snprintf(link, sizeof(link), "bus/platform/devices/%s/driver", s->target);
+        r = sysfs_link_name(link, driver, sizeof(driver));
         if (bind ? r == 0 : r == -ENOENT)
                 return 0;       /* already as wanted */
         snprintf(path, sizeof(path), "bus/platform/drivers/%s/%s", s->from, bind ? "bind" : "unbind");
@@ -30,6 +43,11 @@ static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
         if (r < 0)
                 return log_error_errno(r, "%s %s %s %s failed: %m", bind ? "binding" : "unbinding",
                                        s->target, bind ? "to" : "from", s->from);
+        /* The write may return before the probe or the release is done. */
+        r = wait_until(now_usec() + c->timeout, fb_settled, &(struct fb_wait) { link, bind });
+        if (r < 0)
+                return log_error_errno(r, "%s %s %s %s: the driver link did not follow: %m",
+                                       bind ? "binding" : "unbinding", s->target, bind ? "to" : "from", s->from);
         return 0;
 }
 

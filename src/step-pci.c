@@ -94,8 +94,21 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
         return 0;
 }
 
-static bool is_display_driver(const struct step *s) {
-        return strcmp(s->to, "vfio-pci") != 0;
+/* A display function that lands on a display driver is only of use to the desktop started next
+ * once its DRM card exists (and udev has processed it): both ways, the secondary GPU going to
+ * its display driver and the GPU coming back to amdgpu. */
+static int wait_display(struct run_ctx *c, const char *func) {
+        struct pci_func f;
+        int r;
+
+        r = host_read_func(func, &f);
+        if (r < 0 || (f.class >> 16) != 0x03 || !f.driver[0] || strcmp(f.driver, "vfio-pci") == 0 ||
+            strcmp(f.driver, "pci-stub") == 0)
+                return r;
+        r = wait_until(now_usec() + c->timeout, has_card, (void *) func);
+        if (r < 0)
+                return log_error_errno(r, "%s is bound to %s but has no DRM card: %m", func, f.driver);
+        return 0;
 }
 
 static int pci_apply(struct run_ctx *c, struct step *s) {
@@ -108,18 +121,14 @@ static int pci_apply(struct run_ctx *c, struct step *s) {
                 snprintf(s->note, sizeof(s->note), "override=%s", f.driver_override);
         /* The override stays while handed over: it is what marks the GPU as ours. */
         r = move(c, s->target, s->to, s->to);
-        if (r < 0 || !is_display_driver(s))
-                return r;
-        /* The display manager restarted next needs the secondary GPU's card, and udev's rules for it. */
-        r = wait_until(now_usec() + c->timeout, has_card, s->target);
-        if (r < 0)
-                return log_error_errno(r, "%s is bound to %s but has no DRM card: %m", s->target, s->to);
-        return 0;
+        return r < 0 ? r : wait_display(c, s->target);
 }
 
 static int pci_undo(struct run_ctx *c, struct step *s) {
         const char *override = strncmp(s->note, "override=", 9) == 0 ? s->note + 9 : "";
-        return move(c, s->target, s->from, override);
+        int r = move(c, s->target, s->from, override);
+
+        return r < 0 ? r : wait_display(c, s->target);
 }
 
 static void pci_describe(const struct step *s, bool undo, char *buf, size_t size) {

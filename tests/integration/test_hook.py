@@ -85,6 +85,18 @@ def test_hand_over_and_back(host):
     assert not os.path.exists(JOURNAL)
 
 
+def test_cycle_with_realistic_delays_ends_when_the_host_is_there(host):
+    """Probes and DRM cards take time: the hook returns only when each is in place, so the
+    desktop started next finds its GPU (checked the moment the hook exits)."""
+    config()
+    before = host.snapshot()
+    host.delay(probe=40, drm=60, unbind=10)
+    expect(hook("prepare", "begin"), 0)
+    assert_handed_over(host)
+    expect(hook("release", "end"), 0)
+    assert host.snapshot() == before
+
+
 def test_primary_synonyms(host):
     config(ORIGINAL.replace("VIRSH_GPU_", "VIRSH_PRIMARY_GPU_"))
     expect(hook("prepare", "begin"), 0)
