@@ -448,9 +448,19 @@ def test_cpu_isolation(host):
         check(rc == 0, f"dry-run exit {rc}", err)
         for u, was in (("user.slice", "all"), ("system.slice", "1"), ("init.scope", "0-1")):
             check(f"restrict {u} to CPUs 0 (was {was})" in out, f"the plan does not show {u}'s CPUs", out)
-        rc, out, err = hook(conf, "prepare", "begin")
+        trace = f"{host.dir}/prepare.trace" if have_strace() else None
+        rc, out, err = hook(conf, "prepare", "begin", trace=trace)
         check(rc == 0, f"prepare begin exit {rc}", err)
         check(d.cpus() == {u: [1] for u in CPU_UNITS}, "AllowedCPUs after prepare", d.cpus())
+        if trace:
+            # SPEC 4: CPUs (step 9) after the last sysfs write, before the desktop restarts (10).
+            events = trace_events(trace)
+            kinds = [e[0] for e in events]
+            last_write = max(i for i, k in enumerate(kinds) if k == "write")
+            first_start = kinds.index("StartUnit")
+            sets = [e[1] for e in events[last_write:first_start] if e[0] == "SetUnitProperties"]
+            check(sets == CPU_UNITS and kinds.count("SetUnitProperties") == 3,
+                  "AllowedCPUs not set between the sysfs steps and the restarts", events)
         sets = [a for n, a in d.buses.system_calls() if n == "SetUnitProperties"]
         check([a[0] for a in sets] == CPU_UNITS and all(a[1] is True for a in sets),
               "SetUnitProperties not runtime, or not on the three units in order", sets)
