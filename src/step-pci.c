@@ -37,8 +37,10 @@ static int write_attr(const char *func, const char *attr, const char *value) {
 }
 
 /* Moves func to driver ("" leaves it unbound, ANY_DRIVER lets the kernel choose). Works from any
- * state, so the same function undoes a move that failed half way. */
-static int move(struct run_ctx *c, const char *func, const char *driver, const char *final_override) {
+ * state, so the same function undoes a move that failed half way. With check_holders, first waits
+ * until no process holds the function's DRM and sound nodes. */
+static int move(struct run_ctx *c, const char *func, const char *driver, const char *final_override,
+                bool check_holders) {
         usec_t deadline = now_usec() + c->timeout;
         bool named = driver[0] && strcmp(driver, ANY_DRIVER) != 0;
         const char *to = driver[0] ? driver : "no driver";
@@ -56,7 +58,7 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                 if (r < 0)
                         return log_error_errno(r, "moving %s to %s: the driver is not loaded and loading it failed: %m", func, to);
         }
-        if (f.driver[0] && strcmp(f.driver, driver) != 0) {
+        if (check_holders && f.driver[0] && strcmp(f.driver, driver) != 0) {
                 r = host_wait_unused(func, deadline, holders, sizeof(holders));
                 if (r == -ETIMEDOUT)
                         return log_error_errno(EBUSY, "moving %s to %s: still in use by %s", func, to, holders);
@@ -119,14 +121,18 @@ static int pci_apply(struct run_ctx *c, struct step *s) {
         r = host_read_func(s->target, &f);
         if (r == 0 && f.driver_override[0] && strcmp(f.driver_override, s->to) != 0)
                 snprintf(s->note, sizeof(s->note), "override=%s", f.driver_override);
-        /* The override stays while handed over: it is what marks the GPU as ours. */
-        r = move(c, s->target, s->to, s->to);
+        /* The override stays while handed over: it is what marks the GPU as ours. The plan's
+         * holders step has just waited for the GPU's nodes; the secondary GPU leaves its parking
+         * driver, which has none. */
+        r = move(c, s->target, s->to, s->to, false);
         return r < 0 ? r : wait_display(c, s->target);
 }
 
 static int pci_undo(struct run_ctx *c, struct step *s) {
         const char *override = strncmp(s->note, "override=", 9) == 0 ? s->note + 9 : "";
-        int r = move(c, s->target, s->from, override);
+        /* Back to the parking driver, the secondary GPU may still be held by the desktop that was
+         * just stopped. */
+        int r = move(c, s->target, s->from, override, true);
 
         return r < 0 ? r : wait_display(c, s->target);
 }
