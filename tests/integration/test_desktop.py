@@ -560,3 +560,42 @@ def test_release_after_killed_prepare(host):
         check(not journal_exists(), "journal left after release end")
         rc, out, err = hook(conf, "release", "end")
         check(rc == 0 and d.states() == states0, f"second release end: rc={rc}", err)
+
+
+# ---------------------------------------------------------------- more job outcomes
+
+def test_user_unit_stop_fails_rolls_back_gdm(host):
+    """pipewire.service refuses to stop: gdm and pipewire.socket (stopped before it) come back,
+    no sysfs file is touched, exit 1 naming the unit and the user."""
+    conf = original_conf()
+    with Desktop() as d:
+        before, states0 = host.snapshot(), d.states()
+        d.buses.fail_next_job("pipewire.service", "failed", user=True)
+        rc, out, err = hook(conf, "prepare", "begin")
+        check(rc == 1, f"prepare begin exit {rc}, expected 1", err)
+        check("pipewire.service" in err and USER in err, "the message does not name the unit and user", err)
+        check(host.writes() == 0, "sysfs written", *host.log())
+        check(host.snapshot() == before and d.states() == states0, "host not restored",
+              *diff(states0, d.states()))
+        check(d.jobs() == [("StopUnit", "gdm.service"), ("StartUnit", "gdm.service")], "gdm not restarted", d.jobs())
+        check(d.jobs(user=True)[-1:] == [("StartUnit", "pipewire.socket")], "pipewire.socket not restarted last",
+              d.jobs(user=True))
+        check(not any(u.startswith("pipewire-pulse") for _, u in d.jobs(user=True)),
+              "units after the failed one were touched", d.jobs(user=True))
+
+
+def test_job_signal_before_reply(host):
+    """JobRemoved arriving before the StopUnit/StartUnit reply (a fast job) must not be missed."""
+    conf = original_conf()
+    with Desktop() as d:
+        d.buses.early_signals()
+        d.buses.early_signals(user=True)
+        before, states0 = host.snapshot(), d.states()
+        t0 = time.monotonic()
+        for args in (("prepare", "begin"), ("release", "end")):
+            rc, out, err = hook(conf, *args)
+            check(rc == 0, f"{' '.join(args)} exit {rc}", err)
+        check(time.monotonic() - t0 < 10, "a job was waited for until the deadline")
+        check(host.snapshot() == before and d.states() == states0, "host not restored",
+              *diff(before, host.snapshot()), *diff(states0, d.states()))
+        check(len(d.jobs()) == 4 and len(d.jobs(user=True)) == 16, "jobs", d.jobs(), d.jobs(user=True))
