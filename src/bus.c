@@ -624,19 +624,19 @@ static int cpus_state(struct run_ctx *c, struct desktop_state *d) {
                 return log_error_errno(r, "reading the CPUs of this host: %m");
         r = cpu_list_to_mask(cpus, want, sizeof(want), &want_len);
         if (r < 0)
-                return log_error_errno(r, "host_cpus \"%s\" is not a CPU list like 0-3,8", cpus);
+                return log_error_errno(r, "%s: cpus = %s is not a CPU list like 0-3,8", c->cfg->path, cpus);
         r = cpu_list_to_mask(d->host_cpus, have, sizeof(have), &have_len);
         if (r < 0)
                 return log_error_errno(r, "cannot read the CPU list \"%s\" of this host", d->host_cpus);
         for (size_t cpu = 0; cpu < want_len * 8; cpu++)
                 if (cpu_set(want, want_len, cpu) && !cpu_set(have, have_len, cpu))
-                        return log_error_errno(EINVAL, "host_cpus \"%s\" names CPU %zu, which this host does "
-                                               "not have (it has %s)", cpus, cpu, d->host_cpus);
+                        return log_error_errno(EINVAL, "%s: cpus = %s names CPU %zu, which this host does not have "
+                                               "(it has %s)", c->cfg->path, cpus, cpu, d->host_cpus);
 
         r = bus_system(c, &bus);
         if (r < 0)
-                return log_error_errno(r, "host_cpus is set, but there is no system bus to restrict "
-                                       "the host's CPUs with: %m");
+                return log_error_errno(r, "%s: cpus is set, but there is no system bus to restrict "
+                                       "the host's CPUs with: %m", c->cfg->path);
         for (size_t i = 0; i < ELEMENTSOF(cpu_units); i++) {
                 _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
 

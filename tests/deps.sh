@@ -2,7 +2,7 @@
 # Installs the Debian packages that building and testing qemu-hook need, only those missing.
 set -eu
 pkgs="gcc make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
-      libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux"
+      libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time"
 missing=""
 for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' ||

@@ -20,7 +20,7 @@ import busmock
 import fakehost
 from fakehost import R5, VEGA, VEGA_AUDIO
 
-HOOK = os.path.join(fakehost.REPO, "qemu-hook")
+HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", os.path.join(fakehost.REPO, "qemu-hook")))
 USER = "liss"
 VM = "win10"
 JOURNAL_DIR = "/run/qemu-hook"
@@ -79,10 +79,12 @@ def hook(conf, op, sub, *opts, trace=None):
     """The hook as libvirt runs it (scrubbed environment, domain XML on stdin), optionally under
     strace. Returns (rc, stdout, stderr)."""
     argv = [HOOK, "--verbose", "--config", conf, *opts, VM, op, sub, "-"]
+    env = None
     if trace:
         argv = ["strace", "-f", "-ttt", "-s", "512", "-o", trace,
                 "-e", "trace=openat,sendmsg,writev", "-e", "signal=none"] + argv
-    rc, out, err, _ = fakehost.run_hook(argv, XML)
+        env = {"ASAN_OPTIONS": "detect_leaks=0"}     # LeakSanitizer cannot run under ptrace
+    rc, out, err, _ = fakehost.run_hook(argv, XML, env)
     return rc, out, err
 
 
