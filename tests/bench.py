@@ -42,6 +42,7 @@ class Run:
 def spawn(argv, stdin_path, keep_stderr=False):
     """fork/exec ARGV with the hook's scrubbed environment, stdin from STDIN_PATH; wall time
     around the process."""
+    fakehost.check_safe()       # before every run, outside the timed part
     err = open(os.path.join(fakehost.SCRATCH, "bench.stderr"), "w+")
     with open(stdin_path) as fin:
         env = fakehost.hook_env()

@@ -187,21 +187,28 @@ def test_release_without_journal_and_nothing_handed_over(host):
     assert host.writes() == 0, host.log()
 
 
+def spawn_prepare():
+    """prepare begin in the background, as libvirt starts it; the safety check comes first."""
+    fakehost.check_safe()
+    p = subprocess.Popen([HOOK, "--config", CONF, "win10", "prepare", "begin", "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=fakehost.hook_env(), text=True)
+    p.stdin.write(XML)
+    p.stdin.close()
+    return p
+
+
 def kill_during_unbind(host):
     """Starts a hand-over and SIGKILLs it inside its (slow) unbind of the Vega from amdgpu; the
     unbind itself completes, as the kernel's would."""
     host.delay(unbind=1000)
-    p = subprocess.Popen([HOOK, "--config", CONF, "win10", "prepare", "begin", "-"],
-                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env=fakehost.hook_env(), text=True)
-    fakehost.check_safe()
-    p.stdin.write(XML)
-    p.stdin.close()
+    p = spawn_prepare()
     host.wait(lambda: any(w.path.endswith("0d:00.0/driver_override") and w.value == "vfio-pci"
                           for w in host.log()))
     time.sleep(0.3)
     p.kill()
     p.wait()
+    p.stderr.close()
     host.wait(lambda: any(w.path.endswith("amdgpu/unbind") for w in host.log()))
     host.delay(unbind=0)
     assert host.driver(VEGA) is None and host.override(VEGA) == "vfio-pci"
@@ -238,15 +245,9 @@ def test_process_holding_the_gpu_fails_naming_it(host):
 def test_holder_that_lets_go_is_waited_for(host):
     config(NATIVE.format(timeout="5s"))
     with host.hold("/dev/dri/card0"):
-        p = subprocess.Popen([HOOK, "--config", CONF, "win10", "prepare", "begin", "-"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=fakehost.hook_env(), text=True)
-        fakehost.check_safe()
-        p.stdin.write(XML)
-        p.stdin.close()
+        p = spawn_prepare()
         time.sleep(0.3)
     assert p.wait(timeout=10) == 0, p.stderr.read()
-    p.stdout.close()
     p.stderr.close()
     assert host.driver(VEGA) == "vfio-pci"
 
