@@ -25,7 +25,21 @@ static int attr_number(xmlNode *node, const char *name, unsigned max, unsigned *
         return r;
 }
 
-static void silent(void *ctx, const char *msg, ...) {
+struct first_error {
+        int line;
+        char message[200];
+};
+
+/* libxml2 reports every error; the first one is where the document went wrong, the last one
+ * often only says where the parser gave up ("Premature end of data"). */
+static void keep_first(void *data, xmlErrorPtr e) {
+        struct first_error *first = data;
+
+        if (first->message[0] || !e)
+                return;
+        first->line = e->line;
+        strscpy(first->message, e->message ? e->message : "parse error", sizeof(first->message));
+        first->message[strcspn(first->message, "\n")] = '\0';
 }
 
 int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size_t *n_ret,
@@ -43,16 +57,15 @@ int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size
                 return -EINVAL;
         }
         /* libxml2 prints parse errors to stderr by default; the caller reports one clear line. */
-        xmlSetGenericErrorFunc(NULL, silent);
-        doc = xmlReadMemory(xml, (int) len, "domain.xml", NULL,
-                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        struct first_error first = {};
+        xmlSetStructuredErrorFunc(&first, keep_first);
+        doc = xmlReadMemory(xml, (int) len, "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOWARNING);
+        xmlSetStructuredErrorFunc(NULL, NULL);
         if (!doc) {
-                const xmlError *e = xmlGetLastError();
                 char buf[256];
 
-                snprintf(buf, sizeof(buf), "malformed domain XML: line %d: %s", e ? e->line : 0,
-                         e && e->message ? e->message : "parse error");
-                buf[strcspn(buf, "\n")] = '\0';
+                snprintf(buf, sizeof(buf), "malformed domain XML: line %d: %s", first.line,
+                         first.message[0] ? first.message : "parse error");
                 *error = xstrdup(buf);
                 return -EINVAL;
         }

@@ -268,6 +268,7 @@ static void test_malformed_names_the_line(void **state) {
         /* An unquoted attribute on line 3: libvirt users edit XML by hand with virsh edit. */
         static const char xml[] = "<domain>\n<devices>\n<hostdev type=pci>\n</devices>\n</domain>\n";
         static const char not_xml[] = "not xml at all";
+        static const char mismatched[] = "<domain>\n<devices>\n<hostdev type='pci'>\n</devices>\n</domain>\n";
         struct parsed p = parse(xml, strlen(xml));
 
         assert_int_equal(p.r, -EINVAL);
@@ -279,6 +280,13 @@ static void test_malformed_names_the_line(void **state) {
         p = parse(not_xml, strlen(not_xml));
         assert_int_equal(p.r, -EINVAL);
         assert_string_equal(p.error, "malformed domain XML: line 1: Start tag expected, '<' not found");
+        parsed_free(&p);
+
+        /* The first error is the one to fix, not the parser giving up at the end. */
+        p = parse(mismatched, strlen(mismatched));
+        assert_int_equal(p.r, -EINVAL);
+        assert_string_equal(p.error, "malformed domain XML: line 4: Opening and ending tag mismatch: "
+                                     "hostdev line 3 and devices");
         parsed_free(&p);
 }
 
