@@ -11,6 +11,8 @@ int journal_escape(const char *vm, char *buf, size_t size);
  * Returns the lock fd. */
 int journal_lock(usec_t deadline);
 int journal_save(const struct plan *p);
+/* Whether the VM has a journal, without reading it. */
+bool journal_exists(const char *vm);
 /* -ENOENT when there is none. */
 int journal_load(const char *vm, struct plan *ret);
 int journal_remove(const char *vm);

@@ -236,6 +236,12 @@ int journal_load(const char *vm, struct plan *ret) {
         return 0;
 }
 
+bool journal_exists(const char *vm) {
+        char path[PATH_MAX];
+
+        return journal_path(vm, path) == 0 && access(path, F_OK) == 0;
+}
+
 int journal_remove(const char *vm) {
         char path[PATH_MAX];
         int r = journal_path(vm, path);

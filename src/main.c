@@ -322,11 +322,9 @@ static int run(const struct args *a) {
         const struct vm_config *v = config_vm(&cfg, a->vm);
         c.timeout = (v && v->timeout_ms ? v->timeout_ms : cfg.timeout_ms) * USEC_PER_MSEC;
 
-        /* A recorded hand-over is handed back whatever the XML says now. */
-        struct plan recorded = {};
-        bool has_journal = release && journal_load(a->vm, &recorded) >= 0;
-        plan_free(&recorded);
-        r = has_journal ? 1 : vm_is_ours(&cfg, a->vm);
+        /* A recorded hand-over is handed back whatever the XML says now; hand_back() reads it,
+         * under the lock. */
+        r = release && journal_exists(a->vm) ? 1 : vm_is_ours(&cfg, a->vm);
         if (r <= 0) {
                 config_free(&cfg);
                 return r < 0 ? EXIT_USAGE : EXIT_DONE;
