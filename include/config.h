@@ -4,9 +4,10 @@
 #include <stdbool.h>
 #include "util.h"
 
-#define CONFIG_DEFAULT_PATH "/etc/libvirt/hooks/kvm.conf"
 #define CONFIG_MAX_ADDRS 8
 #define CONFIG_MAX_UNITS 16
+#define CONFIG_TIMEOUT_DEFAULT_MS 20000U
+#define CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS 60000U
 
 struct vm_config {
         char *name;
@@ -30,6 +31,7 @@ struct config {
         char *user_units[CONFIG_MAX_UNITS + 1]; /* NULL-terminated */
         char *host_cpus;        /* CPU list for the host while a VM runs; NULL: no restriction */
         unsigned timeout_ms;    /* deadline of every wait */
+        unsigned script_timeout_ms;     /* deadline of every hook script of qemu.d */
         bool vtconsoles;        /* unbind frame-buffer vtconsoles around the move */
         bool framebuffer;       /* unbind the boot framebuffer when it sits on the GPU */
         struct vm_config *vms;

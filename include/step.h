@@ -27,6 +27,10 @@ struct run_ctx {
         const char *vm;
         usec_t timeout;         /* each wait's allowance */
         bool dry_run;
+        const char *qemu_d;     /* where the hook scripts are (step-script.c) */
+        char *hook_args[4];     /* VM OPERATION SUB-OPERATION EXTRA, for the scripts */
+        int xml_fd;             /* the domain XML, the scripts' stdin */
+        usec_t script_timeout;  /* each script's allowance */
         sd_bus *system_bus;     /* opened on first use (bus.c) */
         sd_bus *user_bus;
 };
@@ -50,7 +54,7 @@ struct step {
 };
 
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
-        step_holders, step_pci_driver, step_cpus;
+        step_holders, step_pci_driver, step_cpus, step_script;
 const struct step_kind *step_kind_by_name(const char *name);
 const char *step_state_to_string(enum step_state s);
 int step_state_from_string(const char *s);

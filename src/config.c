@@ -18,7 +18,6 @@
 #define CPUS_MAX_LEN 127
 #define USER_MAX_LEN 32         /* useradd's limit */
 #define CPU_MAX 8192            /* the kernel's largest NR_CPUS */
-#define TIMEOUT_DEFAULT_MS 20000U
 #define TIMEOUT_MAX_MS 600000U
 /* inih copies section names into a 50-byte buffer and silently cuts longer ones. */
 #define SECTION_MAX_LEN 49
@@ -426,6 +425,7 @@ static const struct native_key {
         { SECTION_DESKTOP, "units", parse_units, offsetof(struct config, user_units) },
         { SECTION_HOST, "cpus", parse_cpus, offsetof(struct config, host_cpus) },
         { SECTION_HOST, "timeout", parse_timeout, offsetof(struct config, timeout_ms) },
+        { SECTION_HOST, "script_timeout", parse_timeout, offsetof(struct config, script_timeout_ms) },
         { SECTION_HOST, "vtconsoles", parse_bool_key, offsetof(struct config, vtconsoles) },
         { SECTION_HOST, "framebuffer", parse_bool_key, offsetof(struct config, framebuffer) },
         { SECTION_VM, "handle", parse_handle, offsetof(struct vm_config, handle) },
@@ -599,7 +599,9 @@ static int finish(struct parser *p) {
         if (!c->display_manager)
                 c->display_manager = xstrdup("auto");
         if (c->timeout_ms == 0)
-                c->timeout_ms = TIMEOUT_DEFAULT_MS;
+                c->timeout_ms = CONFIG_TIMEOUT_DEFAULT_MS;
+        if (c->script_timeout_ms == 0)
+                c->script_timeout_ms = CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS;
         return 1;
 }
 

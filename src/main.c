@@ -1,8 +1,10 @@
 /* qemu-hook: libvirt's QEMU hook. `prepare begin` hands the GPU over to vfio-pci, `release end`
- * hands it back; everything else is a no-op, because a failing hook on `reconnect` or `started`
- * makes libvirt kill a running VM. */
+ * hands it back, and every call runs the scripts of qemu.d/VM/OPERATION/SUB-OPERATION; a failure
+ * on `reconnect` or `started` is only logged, because a failing hook there makes libvirt kill a
+ * running VM. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include "journal.h"
 #include "log.h"
 #include "plan.h"
+#include "scripts.h"
 
 #define XML_MAX (16u << 20)
 
@@ -23,10 +26,20 @@ enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 struct args {
         const char *config;
         bool explicit_config;
+        const char *hooks_dir;  /* kvm.conf and qemu.d */
+        char config_buf[PATH_MAX];
         bool dry_run;
         bool verbose;
         bool as_hook;           /* called as `qemu`: libvirt's, nothing on stdout, ever */
-        const char *vm, *op, *sub;
+        const char *vm, *op, *sub, *extra;
+        bool recover;
+};
+
+/* The domain XML on stdin, read once, when first needed. */
+struct input {
+        bool read;
+        char *xml;
+        size_t len;
 };
 
 static void help(FILE *f) {
@@ -34,10 +47,12 @@ static void help(FILE *f) {
                 "Usage: qemu-hook [OPTIONS] VM OPERATION SUB-OPERATION [EXTRA]\n"
                 "       qemu-hook [OPTIONS] --recover VM\n\n"
                 "libvirt's QEMU hook (/etc/libvirt/hooks/qemu): `prepare begin` hands the GPU of\n"
-                "kvm.conf to vfio-pci, `release end` hands it back; other operations do nothing.\n"
-                "The domain XML is read from standard input.\n\n"
+                "kvm.conf to vfio-pci, `release end` hands it back, and every call runs the\n"
+                "scripts in qemu.d/VM/OPERATION/SUB-OPERATION. The domain XML is read from\n"
+                "standard input.\n\n"
                 "  -n, --dry-run       print the plan for the live system, change nothing\n"
-                "  -c, --config FILE   configuration (default " CONFIG_DEFAULT_PATH ")\n"
+                "  -c, --config FILE   configuration (default HOOKS-DIR/kvm.conf)\n"
+                "  -d, --hooks-dir DIR where kvm.conf and qemu.d are (default " HOOKS_DIR_DEFAULT ")\n"
                 "  -r, --recover VM    undo what the journal of VM records (as `release end`)\n"
                 "  -v, --verbose       log every step to standard error\n"
                 "  -h, --help          this text\n"
@@ -50,6 +65,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
         static const struct option options[] = {
                 { "dry-run", no_argument, NULL, 'n' },
                 { "config", required_argument, NULL, 'c' },
+                { "hooks-dir", required_argument, NULL, 'd' },
                 { "recover", required_argument, NULL, 'r' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
@@ -60,11 +76,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
         const char *recover = NULL;
         int c, n;
 
-        *a = (struct args) { .config = CONFIG_DEFAULT_PATH };
-        while ((c = getopt_long(argc, argv, "nc:r:vhV", options, NULL)) >= 0)
+        *a = (struct args) { .hooks_dir = HOOKS_DIR_DEFAULT };
+        while ((c = getopt_long(argc, argv, "nc:d:r:vhV", options, NULL)) >= 0)
                 switch (c) {
                 case 'n': a->dry_run = true; break;
                 case 'c': a->config = optarg; a->explicit_config = true; break;
+                case 'd': a->hooks_dir = optarg; break;
                 case 'r': recover = optarg; break;
                 case 'v': a->verbose = true; break;
                 case 'h': help(stdout); return 0;
@@ -72,10 +89,20 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 default: return -EINVAL;
                 }
         n = argc - optind;
+        if (!a->config) {
+                if (snprintf(a->config_buf, sizeof(a->config_buf), "%s/kvm.conf", a->hooks_dir) >=
+                    (int) sizeof(a->config_buf)) {
+                        fprintf(stderr, "qemu-hook: --hooks-dir %s: path too long\n", a->hooks_dir);
+                        return -EINVAL;
+                }
+                a->config = a->config_buf;
+        }
         if (recover && n == 0) {
-                *a = (struct args) { .config = a->config, .explicit_config = a->explicit_config,
-                                     .dry_run = a->dry_run, .verbose = a->verbose,
-                                     .vm = recover, .op = "release", .sub = "end" };
+                a->vm = recover;
+                a->op = "release";
+                a->sub = "end";
+                a->extra = "-";
+                a->recover = true;
                 return 1;
         }
         if (recover || n < 3 || n > 4) {
@@ -86,19 +113,20 @@ static int parse_args(int argc, char **argv, struct args *a) {
         a->vm = argv[optind];
         a->op = argv[optind + 1];
         a->sub = argv[optind + 2];
+        a->extra = n == 4 ? argv[optind + 3] : "-";
         return 1;
 }
 
-/* The domain XML from stdin; empty when stdin is a terminal (a run by hand without XML). */
-static int read_stdin(char **ret, size_t *len) {
+/* The domain XML from stdin; NULL when stdin is a terminal (a run by hand without XML). */
+static int input_get(struct input *in) {
         size_t size = 0, n = 0;
         char *buf = NULL;
 
-        if (isatty(STDIN_FILENO)) {
-                *ret = NULL;
-                *len = 0;
+        if (in->read)
                 return 0;
-        }
+        in->read = true;
+        if (isatty(STDIN_FILENO))
+                return 0;
         for (;;) {
                 if (n == size) {
                         if (size >= XML_MAX) {
@@ -120,28 +148,28 @@ static int read_stdin(char **ret, size_t *len) {
                 n += (size_t) k;
         }
         buf[n] = '\0';
-        *ret = buf;
-        *len = n;
+        in->xml = buf;
+        in->len = n;
         return 0;
 }
 
 /* Whether the VM is ours: the config names it, or its XML passes a function of the GPU. */
-static int vm_is_ours(const struct config *cfg, const char *vm) {
+static int vm_is_ours(const struct config *cfg, const char *vm, struct input *in) {
         const struct vm_config *v = config_vm(cfg, vm);
         _cleanup_free_ struct pci_addr *addrs = NULL;
-        _cleanup_free_ char *xml = NULL, *error = NULL;
-        size_t len, n;
+        _cleanup_free_ char *error = NULL;
+        size_t n;
         int r;
 
         if (v && v->handle >= 0)
                 return v->handle;
-        r = read_stdin(&xml, &len);
+        r = input_get(in);
         if (r < 0)
                 return r;
-        if (!xml)
+        if (!in->xml)
                 return log_error_errno(EINVAL, "%s: no domain XML on standard input, and the config does not "
                                        "name the VM ([vm %s] handle = yes)", vm, vm);
-        r = domain_pci_hostdevs(xml, len, &addrs, &n, &error);
+        r = domain_pci_hostdevs(in->xml, in->len, &addrs, &n, &error);
         if (r < 0)
                 return log_error_errno(r, "%s: domain XML on standard input: %s", vm, error);
         for (size_t i = 0; i < n; i++)
@@ -208,7 +236,9 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
         return EXIT_DONE;
 }
 
-static int hand_over(struct run_ctx *c, bool dry_run, FILE *out) {
+/* The hand-over, then the scripts of prepare/begin as its last steps: they find the GPU on
+ * vfio-pci, and one failing undoes the hand-over like any other step. */
+static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_run, FILE *out) {
         struct host h = {};
         struct desktop_state d = {};
         struct plan p = {};
@@ -237,6 +267,15 @@ static int hand_over(struct run_ctx *c, bool dry_run, FILE *out) {
         if (r < 0) {
                 log_error_errno(r, "hand-over of %s refused: %s; nothing was changed", c->vm, error);
                 goto out;
+        }
+        for (size_t i = 0; i < scripts->n; i++) {
+                if (strlen(scripts->paths[i]) >= STEP_FIELD_LEN) {
+                        log_error("hand-over of %s refused: hook script %s: name longer than the journal "
+                                  "keeps (%d characters); nothing was changed", c->vm, scripts->paths[i],
+                                  STEP_FIELD_LEN - 1);
+                        goto out;
+                }
+                plan_add(&p, &step_script, scripts->paths[i], "", "run");
         }
         if (dry_run) {
                 fprintf(out, "hand-over of %s:\n", c->vm);
@@ -298,48 +337,144 @@ out:
         return ret;
 }
 
-static int run(const struct args *a) {
+/* A script failing on `started` or `reconnect` is only logged: a hook failing there makes libvirt
+ * kill the running VM. On `stopped` and `release` libvirt ignores the hook's status. */
+static bool failure_ignored(const char *op) {
+        return strcmp(op, "started") == 0 || strcmp(op, "reconnect") == 0;
+}
+
+static bool failure_stops(const char *op) {
+        return !failure_ignored(op) && strcmp(op, "stopped") != 0 && strcmp(op, "release") != 0;
+}
+
+/* The scripts of a call outside a hand-over (other operations, VMs not ours, release): in order;
+ * where a failure fails the operation the first one ends the run, elsewhere every script runs
+ * (each cleans up something of its own). Returns the first failure. */
+static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
+        char path[PATH_MAX];
+        int first = 0;
+
+        for (size_t i = 0; i < s->n && !(first && failure_stops(c->hook_args[1])); i++) {
+                snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->paths[i]);
+                if (c->dry_run) {
+                        fprintf(out, "run hook script %s\n", path);
+                        continue;
+                }
+                log_set_step("script");
+                int r = script_run(path, c->hook_args, c->xml_fd, -1, now_usec() + c->script_timeout);
+                first = first ?: r;
+        }
+        log_set_step(NULL);
+        return first;
+}
+
+static int scripts_input(struct run_ctx *c, struct input *in) {
+        int r = input_get(in);
+
+        if (r < 0)
+                return r;
+        c->xml_fd = memfd_with("domain-xml", in->xml ? in->xml : "", in->len);
+        if (c->xml_fd < 0)
+                return log_error_errno(c->xml_fd, "hook scripts: holding the domain XML for them: %m");
+        return 0;
+}
+
+static int run(struct args *a) {
         _cleanup_close_ int lock = -1;
-        struct config cfg;
+        struct config cfg = {};
+        struct scripts scripts = {};
+        struct input in = {};
         bool prepare = strcmp(a->op, "prepare") == 0 && strcmp(a->sub, "begin") == 0;
         bool release = strcmp(a->op, "release") == 0 && strcmp(a->sub, "end") == 0;
         /* libvirt never passes options, and takes stdout of `migrate` and `restore` as a new
          * domain XML: only the plan that --dry-run was asked for goes there, and not even that
          * when running as the installed hook. */
         FILE *out = a->as_hook ? stderr : stdout;
-        int r;
+        char qemu_d[PATH_MAX];
+        struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1,
+                             .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
+        int r, ret = EXIT_DONE, scripts_r = 0;
 
-        if (!prepare && !release)
-                return EXIT_DONE;
-        log_setup(a->vm, a->verbose, !a->dry_run);
-        r = config_load(a->config, geteuid() == 0, &cfg);
-        if (r == -ENOENT && !a->explicit_config)
-                return EXIT_DONE;       /* installed, not configured yet: the message said so */
-        if (r < 0)
+        if (snprintf(qemu_d, sizeof(qemu_d), "%s/qemu.d", a->hooks_dir) >= (int) sizeof(qemu_d))
                 return EXIT_USAGE;
+        log_setup(a->vm, a->verbose, !a->dry_run);
+        /* One stat() when there are none: the path of every VM that is not ours. */
+        if (!a->recover)
+                scripts_r = scripts_find(qemu_d, a->vm, a->op, a->sub, geteuid() == 0, &scripts);
+        if (!prepare && !release && scripts.n == 0 && scripts_r == 0)
+                return EXIT_DONE;
 
-        struct run_ctx c = { .cfg = &cfg, .vm = a->vm, .dry_run = a->dry_run };
-        const struct vm_config *v = config_vm(&cfg, a->vm);
-        c.timeout = (v && v->timeout_ms ? v->timeout_ms : cfg.timeout_ms) * USEC_PER_MSEC;
+        /* Without the default kvm.conf qemu-hook is only the scripts' dispatcher. */
+        bool configured = a->explicit_config || access(a->config, F_OK) == 0 || errno != ENOENT;
+        r = configured ? config_load(a->config, geteuid() == 0, &cfg) : 0;
+        if (r < 0) {
+                configured = false;
+                /* Elsewhere the scripts still run, with the default deadline. */
+                if (prepare || release) {
+                        ret = EXIT_USAGE;
+                        goto out;
+                }
+        }
+        c.cfg = &cfg;
+        const struct vm_config *v = configured ? config_vm(&cfg, a->vm) : NULL;
+        c.timeout = (v && v->timeout_ms ? v->timeout_ms : configured ? cfg.timeout_ms : CONFIG_TIMEOUT_DEFAULT_MS) *
+                    USEC_PER_MSEC;
+        c.script_timeout = (configured ? cfg.script_timeout_ms : CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS) * USEC_PER_MSEC;
+        if (scripts.n && scripts_r == 0)
+                scripts_r = scripts_input(&c, &in);
+
+        if (!prepare && !release) {
+                if (scripts_r == 0)
+                        scripts_r = run_scripts(&c, &scripts, out);
+                if (scripts_r < 0 && failure_ignored(a->op))
+                        log_warning("%s %s %s: a hook script failed; exiting 0 all the same, since libvirt kills a "
+                                    "running VM when its hook fails on `%s`", a->vm, a->op, a->sub, a->op);
+                ret = scripts_r < 0 && !failure_ignored(a->op) ? EXIT_FAILED : EXIT_DONE;
+                goto out;
+        }
+        /* Release: the scripts first, while the GPU is still the VM's (they may need it); a failing
+         * one does not keep the host from getting its GPU back. */
+        if (release) {
+                if (scripts_r == 0)
+                        scripts_r = run_scripts(&c, &scripts, out);
+                scripts_free(&scripts);
+        } else if (scripts_r < 0) {
+                ret = EXIT_USAGE;       /* a script refused before anything was done */
+                goto out;
+        }
 
         /* A recorded hand-over is handed back whatever the XML says now; hand_back() reads it,
          * under the lock. */
-        r = release && journal_exists(a->vm) ? 1 : vm_is_ours(&cfg, a->vm);
-        if (r <= 0) {
-                config_free(&cfg);
-                return r < 0 ? EXIT_USAGE : EXIT_DONE;
+        r = !configured ? 0 : release && journal_exists(a->vm) ? 1 : vm_is_ours(&cfg, a->vm, &in);
+        if (r < 0) {
+                ret = EXIT_USAGE;
+                goto out;
+        }
+        if (r == 0) {
+                /* Not ours: prepare's scripts run on their own. */
+                if (prepare && run_scripts(&c, &scripts, out) < 0)
+                        ret = EXIT_FAILED;
+                goto out;
         }
         if (!a->dry_run) {
                 lock = journal_lock(now_usec() + c.timeout);
                 if (lock < 0) {
-                        config_free(&cfg);
-                        return EXIT_FAILED;
+                        ret = EXIT_FAILED;
+                        goto out;
                 }
         }
-        r = prepare ? hand_over(&c, a->dry_run, out) : hand_back(&c, a->dry_run, out);
+        ret = prepare ? hand_over(&c, &scripts, a->dry_run, out) : hand_back(&c, a->dry_run, out);
         bus_close(&c);
-        config_free(&cfg);
-        return r;
+out:
+        if (release && scripts_r < 0 && ret == EXIT_DONE)
+                ret = EXIT_FAILED;
+        if (c.xml_fd >= 0)
+                close(c.xml_fd);
+        free(in.xml);
+        scripts_free(&scripts);
+        if (configured)
+                config_free(&cfg);
+        return ret;
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,238 @@
+#define _GNU_SOURCE 1    /* memfd_create, sigabbrev_np */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "scripts.h"
+
+extern char **environ;
+
+static void closedirp(DIR **d) {
+        if (*d)
+                closedir(*d);
+}
+
+/* A name libvirt could not have made into a path of its own: "", ".", "..", or one with '/'. */
+static bool name_ok(const char *s) {
+        return *s && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/');
+}
+
+static int check_safe(const char *path, const struct stat *st, bool check_owner) {
+        if (check_owner && st->st_uid != 0)
+                return log_error_errno(EPERM, "hook scripts: refusing %s, owned by uid %u, not root "
+                                       "(chown root %s)", path, (unsigned) st->st_uid, path);
+        if (check_owner && (st->st_mode & 022))
+                return log_error_errno(EPERM, "hook scripts: refusing %s, writable by group or others "
+                                       "(mode %04o; chmod go-w %s)", path, (unsigned) (st->st_mode & 07777), path);
+        return 0;
+}
+
+static void add(struct scripts *s, const char *rel) {
+        s->paths = xreallocarray(s->paths, s->n + 1, sizeof(*s->paths));
+        s->paths[s->n++] = xstrdup(rel);
+}
+
+static int by_name(const void *a, const void *b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* The executables of a SUB-OPERATION directory, in strcmp order (what `LC_ALL=C ls` shows).
+ * Dot files are skipped as a shell glob would; a file without an x bit is reported and skipped:
+ * the user most likely forgot chmod +x, and running it through a shell is not ours to do. */
+static int find_in_dir(const char *dir, const char *rel, bool check_owner, struct scripts *s) {
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        char path[PATH_MAX], sub[PATH_MAX];
+        size_t first = s->n;
+        struct dirent *e;
+        struct stat st;
+        int r;
+
+        if (!d)
+                return log_error_errno(errno, "hook scripts %s: %m", dir);
+        while ((errno = 0, e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int) sizeof(path) ||
+                    snprintf(sub, sizeof(sub), "%s/%s", rel, e->d_name) >= (int) sizeof(sub))
+                        return log_error_errno(ENAMETOOLONG, "hook script %s/%s: %m", dir, e->d_name);
+                if (stat(path, &st) < 0)
+                        return log_error_errno(errno, "hook script %s: %m", path);
+                if (!S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
+                        log_warning("hook script %s: skipped, %s", path,
+                                    S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
+                        continue;
+                }
+                r = check_safe(path, &st, check_owner);
+                if (r < 0)
+                        return r;
+                add(s, sub);
+        }
+        if (errno)
+                return log_error_errno(errno, "hook scripts %s: %m", dir);
+        qsort(s->paths + first, s->n - first, sizeof(*s->paths), by_name);
+        return 0;
+}
+
+int scripts_find(const char *qemu_d, const char *vm, const char *op, const char *sub, bool check_owner,
+                 struct scripts *ret) {
+        const char *parts[] = { vm, op, sub };
+        char path[PATH_MAX], rel[PATH_MAX];
+        struct stat st;
+        size_t len;
+        int r;
+
+        *ret = (struct scripts) {};
+        for (size_t i = 0; i < ELEMENTSOF(parts); i++)
+                if (!name_ok(parts[i]))
+                        return 0;
+        if (snprintf(rel, sizeof(rel), "%s/%s", op, sub) >= (int) sizeof(rel) ||
+            snprintf(path, sizeof(path), "%s/%s/%s", qemu_d, vm, rel) >= (int) sizeof(path))
+                return 0;       /* no such path can exist */
+        /* The common case, no script for this call, costs this one stat(). */
+        if (stat(path, &st) < 0)
+                return errno == ENOENT || errno == ENOTDIR ? 0 : log_error_errno(errno, "hook scripts %s: %m", path);
+        if (!S_ISDIR(st.st_mode) && !(S_ISREG(st.st_mode) && (st.st_mode & 0111))) {
+                log_warning("hook script %s: skipped, %s", path,
+                            S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
+                return 0;
+        }
+        /* Everything from qemu.d down decides what runs as root: a directory others can write
+         * lets them swap the script. */
+        snprintf(path, sizeof(path), "%s", qemu_d);
+        for (size_t i = 0;; i++) {
+                if (stat(path, &st) < 0)
+                        return log_error_errno(errno, "hook scripts %s: %m", path);
+                r = check_safe(path, &st, check_owner);
+                if (r < 0)
+                        return r;
+                if (i == ELEMENTSOF(parts))
+                        break;
+                len = strlen(path);
+                snprintf(path + len, sizeof(path) - len, "/%s", parts[i]);
+        }
+        if (S_ISDIR(st.st_mode))
+                r = find_in_dir(path, rel, check_owner, ret);
+        else
+                add(ret, rel);
+        if (r < 0)
+                scripts_free(ret);
+        return r;
+}
+
+void scripts_free(struct scripts *s) {
+        for (size_t i = 0; i < s->n; i++)
+                free(s->paths[i]);
+        free(s->paths);
+        *s = (struct scripts) {};
+}
+
+int memfd_with(const char *name, const char *data, size_t len) {
+        int fd = memfd_create(name, MFD_CLOEXEC);
+
+        if (fd < 0)
+                return -errno;
+        for (size_t done = 0; done < len;) {
+                ssize_t k = write(fd, data + done, len - done);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        int r = -errno;
+                        close(fd);
+                        return r;
+                }
+                done += (size_t) k;
+        }
+        return fd;
+}
+
+/* Waits for the process behind pidfd to exit, until the deadline: 0, or -ETIMEDOUT. */
+static int wait_exit(int pidfd, usec_t deadline) {
+        for (;;) {
+                usec_t now = now_usec();
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                int k = poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+                if (k > 0)
+                        return 0;
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+        }
+}
+
+static int spawn(const char *path, char *const argv[], int in_fd, int out_fd, pid_t *pid) {
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, pipe;
+        int r;
+
+        sigemptyset(&none);
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        /* A process group of its own, so the deadline reaches whatever the script started. */
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        posix_spawnattr_setpgroup(&attr, 0);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &pipe);
+        posix_spawn_file_actions_adddup2(&fa, in_fd, STDIN_FILENO);
+        if (out_fd >= 0)
+                posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+        /* glibc reports a failed exec here (ENOEXEC: a script without #!, which a shell would
+         * have run; we do not). */
+        r = -posix_spawn(pid, path, &fa, &attr, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        return r;
+}
+
+int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t deadline) {
+        char *argv[] = { (char *) path, args[0], args[1], args[2], args[3], NULL };
+        _cleanup_close_ int pidfd = -1;
+        siginfo_t si = {};
+        const char *killed = NULL;
+        pid_t pid;
+        int r;
+
+        if (lseek(in_fd, 0, SEEK_SET) < 0)
+                return log_error_errno(errno, "hook script %s: rewinding its input: %m", path);
+        r = spawn(path, argv, in_fd, out_fd, &pid);
+        if (r < 0)
+                return log_error_errno(r, "hook script %s: cannot run it: %m%s", path,
+                                       r == -ENOEXEC ? " (does it start with #!?)" : "");
+        pidfd = pidfd_open(pid, 0);
+        r = pidfd < 0 ? -errno : wait_exit(pidfd, deadline);
+        if (r == -ETIMEDOUT) {
+                killed = "SIGTERM";
+                (void) kill(-pid, SIGTERM);
+                if (wait_exit(pidfd, now_usec() + SCRIPT_TERM_GRACE_USEC) == -ETIMEDOUT) {
+                        killed = "SIGKILL";
+                        (void) kill(-pid, SIGKILL);
+                }
+        } else if (r < 0)
+                log_warning_errno(r, "hook script %s: waiting without a deadline: %m", path);
+        while (waitid(P_PID, (id_t) pid, &si, WEXITED) < 0)
+                if (errno != EINTR)
+                        return log_error_errno(errno, "hook script %s: waiting for it: %m", path);
+        if (killed)
+                return log_error_errno(ETIME, "hook script %s: still running at its deadline; its process "
+                                       "group was sent %s (the deadline is [host] script_timeout)", path, killed);
+        if (si.si_code == CLD_EXITED && si.si_status == 0)
+                return 0;
+        if (si.si_code == CLD_EXITED)
+                return log_error_errno(ECANCELED, "hook script %s exited with status %d", path, si.si_status);
+        return log_error_errno(ECANCELED, "hook script %s was killed by signal %s", path, sigabbrev_np(si.si_status) ?: "?");
+}

@@ -1,0 +1,30 @@
+/* A hook script of qemu.d run as a step of the hand-over (prepare/begin): after the GPU moved, so
+ * the script finds it on vfio-pci, and a failing script fails the start, which rolls the hand-over
+ * back. A script cannot be undone; the steps before it can. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "scripts.h"
+#include "step.h"
+
+static int script_apply(struct run_ctx *c, struct step *s) {
+        char path[PATH_MAX];
+
+        if (snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->target) >= (int) sizeof(path))
+                return log_error_errno(ENAMETOOLONG, "hook script %s/%s/%s: %m", c->qemu_d, c->vm, s->target);
+        return script_run(path, c->hook_args, c->xml_fd, -1, now_usec() + c->script_timeout);
+}
+
+static int script_undo(struct run_ctx *c, struct step *s) {
+        return 0;
+}
+
+static void script_describe(const struct step *s, bool undo, char *buf, size_t size) {
+        snprintf(buf, size, "%s hook script qemu.d/VM/%s", undo ? "(nothing to undo for)" : "run", s->target);
+}
+
+const struct step_kind step_script = {
+        .name = "script", .apply = script_apply, .undo = script_undo, .describe = script_describe,
+};
