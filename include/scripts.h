@@ -22,10 +22,10 @@ void scripts_free(struct scripts *s);
 
 /* Runs the script at path (absolute) like libvirt runs a hook, without a shell: argv is
  * VM OPERATION SUB-OPERATION EXTRA, stdin reads in_fd from its start, stdout goes to out_fd (-1:
- * ours), stderr is ours. It runs in a process group of its own, which gets SIGTERM at the
- * deadline and SIGKILL SCRIPT_TERM_GRACE_USEC later. Returns 0 when it exited 0; otherwise logs
+ * ours), stderr is ours. It runs in a process group of its own, which gets SIGTERM when timeout
+ * has passed and SIGKILL as long again later (at most SCRIPT_TERM_GRACE_USEC). Returns 0 when it exited 0; otherwise logs
  * why (status, signal, deadline, exec error) and returns a negative errno. */
-int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t deadline);
+int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t timeout);
 
 /* A sealed-in-memory file holding data, for scripts' stdin; -errno on failure. */
 int memfd_with(const char *name, const char *data, size_t len);

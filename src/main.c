@@ -361,7 +361,7 @@ static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
                         continue;
                 }
                 log_set_step("script");
-                int r = script_run(path, c->hook_args, c->xml_fd, -1, now_usec() + c->script_timeout);
+                int r = script_run(path, c->hook_args, c->xml_fd, -1, c->script_timeout);
                 first = first ?: r;
         }
         log_set_step(NULL);

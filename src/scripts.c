@@ -199,7 +199,7 @@ static int spawn(const char *path, char *const argv[], int in_fd, int out_fd, pi
         return r;
 }
 
-int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t deadline) {
+int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t timeout) {
         char *argv[] = { (char *) path, args[0], args[1], args[2], args[3], NULL };
         _cleanup_close_ int pidfd = -1;
         siginfo_t si = {};
@@ -214,11 +214,11 @@ int script_run(const char *path, char *const args[4], int in_fd, int out_fd, use
                 return log_error_errno(r, "hook script %s: cannot run it: %m%s", path,
                                        r == -ENOEXEC ? " (does it start with #!?)" : "");
         pidfd = pidfd_open(pid, 0);
-        r = pidfd < 0 ? -errno : wait_exit(pidfd, deadline);
+        r = pidfd < 0 ? -errno : wait_exit(pidfd, now_usec() + timeout);
         if (r == -ETIMEDOUT) {
                 killed = "SIGTERM";
                 (void) kill(-pid, SIGTERM);
-                if (wait_exit(pidfd, now_usec() + SCRIPT_TERM_GRACE_USEC) == -ETIMEDOUT) {
+                if (wait_exit(pidfd, now_usec() + MIN(timeout, SCRIPT_TERM_GRACE_USEC)) == -ETIMEDOUT) {
                         killed = "SIGKILL";
                         (void) kill(-pid, SIGKILL);
                 }

@@ -1,0 +1,247 @@
+"""The dispatcher's job (SPEC 7): the scripts of qemu.d/VM/OPERATION/SUB-OPERATION, run by the
+real binary on the emulated host, as libvirt runs the hook. Each test script records its
+arguments, its stdin and the big GPU's driver at the moment it runs, so the assertions are on
+order, input, the emulated sysfs, exit codes and messages."""
+import os
+import re
+import shutil
+import stat
+import time
+
+import fakehost
+from fakehost import VEGA, VEGA_AUDIO
+
+HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", "qemu-hook"))
+HOOKS = "/run/fakehost/hooks"
+QEMU_D = HOOKS + "/qemu.d"
+RECORD = "/run/fakehost/scripts.log"
+XML = fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO])
+
+CONF = """[gpu]
+address = 0000:0d:00.0
+[secondary]
+address = 0000:08:00.0
+[desktop]
+display_manager = none
+[host]
+script_timeout = {script_timeout}
+"""
+
+SCRIPT = """#!/bin/sh
+d=$(readlink /sys/bus/pci/devices/0000:0d:00.0/driver)
+echo "{name} $* ${{d##*/}}" >> {record}
+cat > {record}.{name}.stdin
+{body}
+"""
+
+
+def setup(conf=True, script_timeout="60s"):
+    shutil.rmtree(HOOKS, ignore_errors=True)
+    shutil.rmtree("/run/qemu-hook", ignore_errors=True)
+    for leftover in [RECORD] + [f"/run/fakehost/{n}" for n in os.listdir("/run/fakehost") if n.startswith("scripts.log.")]:
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    os.makedirs(QEMU_D, mode=0o755)
+    if conf:
+        with open(HOOKS + "/kvm.conf", "w") as f:
+            f.write(CONF.format(script_timeout=script_timeout))
+        os.chmod(HOOKS + "/kvm.conf", 0o644)
+
+
+def script(rel, name=None, body="exit 0", mode=0o755, text=None):
+    """qemu.d/REL as a recording script (NAME in the record, BODY at its end)."""
+    path = f"{QEMU_D}/{rel}"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text if text is not None else
+                SCRIPT.format(name=name or os.path.basename(rel), record=RECORD, body=body))
+    os.chmod(path, mode)
+    return path
+
+
+def record():
+    try:
+        with open(RECORD) as f:
+            return [line.split() for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def stdin_of(name):
+    with open(f"{RECORD}.{name}.stdin") as f:
+        return f.read()
+
+
+def hook(vm, op, sub, xml=XML, *options):
+    rc, out, err, secs = fakehost.run_hook([HOOK, "--hooks-dir", HOOKS, *options, vm, op, sub, "-"], xml)
+    return rc, out, err
+
+
+def expect(result, rc, *messages):
+    got, out, err = result
+    assert got == rc, f"exit {got}, expected {rc}; stderr:\n{err}"
+    for m in messages:
+        assert m in err, f"{m!r} not in stderr:\n{err}"
+    return err
+
+
+def test_prepare_scripts_run_after_the_hand_over_in_sorted_order(host):
+    setup()
+    for name in ("20-b", "10-a", "9-c"):
+        script(f"win10/prepare/begin/{name}")
+    script("win10/prepare/begin/.hidden")
+    script("win10/prepare/begin/15-not-executable", mode=0o644)
+    os.makedirs(f"{QEMU_D}/win10/prepare/begin/17-a-directory")
+    before = host.snapshot()
+    err = expect(hook("win10", "prepare", "begin"), 0, "15-not-executable: skipped, not executable")
+    # strcmp order, each with libvirt's arguments, each finding the GPU on vfio-pci already
+    assert record() == [[n, "win10", "prepare", "begin", "-", "vfio-pci"] for n in ("10-a", "20-b", "9-c")], \
+        (record(), err)
+    assert stdin_of("10-a") == XML and stdin_of("9-c") == XML
+    assert host.driver(VEGA) == "vfio-pci"
+    # the journal records them as steps; the hand-back undoes the rest
+    with open("/run/qemu-hook/win10.state") as f:
+        assert len(re.findall(r"^kind\s*=\s*script$", f.read(), re.M)) == 3
+    expect(hook("win10", "release", "end"), 0)
+    assert host.snapshot() == before
+
+
+def test_failing_prepare_script_rolls_the_hand_over_back(host):
+    setup()
+    script("win10/prepare/begin/10-ok")
+    script("win10/prepare/begin/20-fails", body="echo 'no licence server' >&2; exit 3")
+    script("win10/prepare/begin/30-never")
+    before = host.snapshot()
+    err = expect(hook("win10", "prepare", "begin"), 1, "no licence server",
+                 "hook script " + QEMU_D + "/win10/prepare/begin/20-fails exited with status 3",
+                 "run hook script qemu.d/VM/prepare/begin/20-fails", "the host was restored")
+    assert [r[0] for r in record()] == ["10-ok", "20-fails"], (record(), err)
+    assert host.snapshot() == before
+    assert not os.path.exists("/run/qemu-hook/win10.state")
+    # libvirt's release end after the failed start: nothing left to do, no script of release
+    expect(hook("win10", "release", "end"), 0)
+    assert host.snapshot() == before
+
+
+def test_sub_operation_as_a_single_file(host):
+    setup()
+    script("win10/prepare/begin", name="single")
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert record() == [["single", "win10", "prepare", "begin", "-", "vfio-pci"]]
+
+
+def test_release_scripts_run_before_the_hand_back_and_do_not_stop_it(host):
+    setup()
+    before = host.snapshot()
+    expect(hook("win10", "prepare", "begin"), 0)
+    script("win10/release/end/10-fails", body="exit 4")
+    script("win10/release/end/20-runs-anyway")
+    expect(hook("win10", "release", "end"), 1, "10-fails exited with status 4")
+    # both ran, while the GPU was still on vfio-pci; the host got it back all the same
+    assert [(r[0], r[-1]) for r in record()] == [("10-fails", "vfio-pci"), ("20-runs-anyway", "vfio-pci")]
+    assert host.snapshot() == before
+
+
+def test_other_operations_run_their_scripts(host):
+    setup()
+    for op, sub in (("start", "begin"), ("started", "begin"), ("stopped", "end"), ("reconnect", "begin"),
+                    ("migrate", "begin"), ("frobnicate", "now")):
+        script(f"win10/{op}/{sub}/10-x", name=op)
+        expect(hook("win10", op, sub), 0)
+    assert [r[:4] for r in record()] == [[op, "win10", op, sub] for op, sub in (
+        ("start", "begin"), ("started", "begin"), ("stopped", "end"), ("reconnect", "begin"),
+        ("migrate", "begin"), ("frobnicate", "now"))]
+    assert host.writes() == 0, host.log()
+
+
+def test_a_failing_script_kills_no_running_vm(host):
+    """libvirt kills a running VM whose hook fails on started or reconnect: exit 0 there, and
+    fail the operations where a failure only stops something from starting."""
+    setup()
+    for op, sub in (("started", "begin"), ("reconnect", "begin")):
+        script(f"win10/{op}/{sub}/10-fails", body="exit 1")
+        expect(hook("win10", op, sub), 0, "10-fails exited with status 1", "exiting 0 all the same")
+    script("win10/start/begin/10-fails", body="exit 1")
+    script("win10/start/begin/20-not-after-a-failure")
+    expect(hook("win10", "start", "begin"), 1, "10-fails exited with status 1")
+    # each ran once; the one after a failure of `start` did not
+    assert [r[:3] for r in record()] == [["10-fails", "win10", op] for op in ("started", "reconnect", "start")], \
+        record()
+
+
+def test_deadline_kills_the_script_and_what_it_started(host):
+    setup(script_timeout="300ms")
+    script("win10/start/begin/10-hangs",
+           body="sleep 1000 & echo $! > /run/fakehost/scripts.log.child; trap '' TERM; sleep 1000")
+    t0 = time.monotonic()
+    expect(hook("win10", "start", "begin"), 1, "10-hangs: still running at its deadline",
+           "sent SIGKILL", "script_timeout")
+    took = time.monotonic() - t0
+    assert took < 10, took
+    with open("/run/fakehost/scripts.log.child") as f:
+        child = int(f.read())
+    assert fakehost.Host.wait(None, lambda: not os.path.exists(f"/proc/{child}") or
+                              open(f"/proc/{child}/stat").read().split()[2] == "Z"), \
+        "the script's background child survived the deadline"
+
+
+def test_unsafe_scripts_are_refused_before_anything_changes(host):
+    setup()
+    path = script("win10/prepare/begin/10-x")
+    before = host.snapshot()
+    os.chmod(path, 0o775)
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing {path}, writable by group or others")
+    os.chmod(path, 0o755)
+    os.chown(path, 1000, 0)
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing {path}, owned by uid 1000")
+    os.chown(path, 0, 0)
+    os.chmod(f"{QEMU_D}/win10", 0o777)
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing {QEMU_D}/win10, writable by group or others")
+    assert record() == [] and host.writes() == 0 and host.snapshot() == before
+
+
+def test_script_without_interpreter_line(host):
+    setup()
+    script("win10/prepare/begin/10-no-shebang", text="echo hi\n")
+    before = host.snapshot()
+    expect(hook("win10", "prepare", "begin"), 1, "10-no-shebang: cannot run it: Exec format error "
+           "(does it start with #!?)", "the host was restored")
+    assert host.snapshot() == before
+
+
+def test_vm_not_ours_runs_its_scripts_without_touching_sysfs(host):
+    setup()
+    script("linux/prepare/begin/10-x", name="linux-prepare", body="exit 0")
+    script("linux/release/end", name="linux-release")
+    xml = fakehost.domain_xml("linux", [])
+    expect(hook("linux", "prepare", "begin", xml), 0)
+    expect(hook("linux", "release", "end", xml), 0)
+    assert [r[:4] for r in record()] == [["linux-prepare", "linux", "prepare", "begin"],
+                                        ["linux-release", "linux", "release", "end"]]
+    assert stdin_of("linux-prepare") == xml
+    assert host.writes() == 0, host.log()
+    script("linux/prepare/begin/20-fails", body="exit 2")
+    expect(hook("linux", "prepare", "begin", xml), 1, "20-fails exited with status 2")
+    assert host.writes() == 0
+
+
+def test_without_kvm_conf_only_the_scripts_run(host):
+    setup(conf=False)
+    script("win10/prepare/begin/10-x")
+    err = expect(hook("win10", "prepare", "begin"), 0)
+    assert "kvm.conf" not in err, err
+    assert record() == [["10-x", "win10", "prepare", "begin", "-", "amdgpu"]]
+    assert host.writes() == 0
+
+
+def test_dry_run_lists_the_scripts_and_runs_none(host):
+    setup()
+    script("win10/prepare/begin/10-x")
+    script("win10/release/end/10-y")
+    rc, out, err = hook("win10", "prepare", "begin", XML, "--dry-run")
+    assert rc == 0, err
+    assert "run hook script qemu.d/VM/prepare/begin/10-x" in out, out
+    rc, out, err = hook("win10", "release", "end", XML, "--dry-run")
+    assert rc == 0 and f"run hook script {QEMU_D}/win10/release/end/10-y" in out, (out, err)
+    assert record() == [] and host.writes() == 0
+    assert stat.S_ISDIR(os.stat(QEMU_D).st_mode)
