@@ -182,6 +182,16 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
         r = check_group(h, error, size);
         if (r < 0)
                 return r;
+        /* An address typed wrong, or an example config left as it is, must not stop the desktop
+         * for a VM that passes a USB controller sharing the slot's bus number. */
+        bool display = false;
+        for (size_t i = 0; i < h->n_gpu; i++)
+                display = display || is_display(&h->gpu[i]);
+        if (h->n_gpu && !display) {
+                snprintf(error, size, "%s is not a GPU (PCI class %06x, not a display controller): is [gpu] "
+                         "address (or VIRSH_GPU_VIDEO) the GPU's?", h->gpu[0].name, h->gpu[0].class);
+                return -ENODEV;
+        }
         for (size_t i = 0; i < h->n_gpu; i++) {
                 if (h->gpu[i].iommu_group < 0) {
                         snprintf(error, size, "%s has no IOMMU group: is the IOMMU on (amd_iommu=on or "

@@ -4,7 +4,8 @@
 #
 # As root, everything runs inside a private mount namespace with its own tmpfs on /run, so the
 # journal tests write /run/qemu-hook without touching the host's (a VM's journal there decides
-# what its hand-back undoes). The tmpfs carries a marker the journal test looks for; without it
+# what its hand-back undoes), and the real /sys is read-only (no unit test writes sysfs; this
+# makes sure none ever can). The tmpfs carries a marker the journal test looks for; without it
 # (not root, no unshare) those tests skip and say why.
 set -u
 
@@ -21,6 +22,7 @@ if [ -z "${QEMU_HOOK_UNITS_INNER:-}" ] && [ "$(id -u)" -eq 0 ] && command -v uns
         export QEMU_HOOK_UNITS_INNER=1
         # shellcheck disable=SC2016
         exec unshare -m --propagation private sh -c '
+                mount -o remount,bind,ro /sys &&
                 mount -t tmpfs -o mode=0755 tmpfs /run &&
                 touch /run/.qemu-hook-unit-tests &&
                 exec "$0" "$@"' "$0" "$@"

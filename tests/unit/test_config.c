@@ -211,6 +211,7 @@ static void test_native(void **state) {
                                    "[host]\n"
                                    "cpus = 0-3,8,10-11\n"
                                    "timeout = 5s\n"
+                                   "script_timeout = 2min\n"
                                    "vtconsoles = no\n"
                                    "framebuffer = False\n", &c), 0);
         assert_string_equal(messages, "");
@@ -230,6 +231,7 @@ static void test_native(void **state) {
         assert_units(&c, (const char *const[]) { "pipewire.service", "wireplumber.service", "scream@liss.service", NULL });
         assert_string_equal(c.host_cpus, "0-3,8,10-11");
         assert_int_equal(c.timeout_ms, 5000);
+        assert_int_equal(c.script_timeout_ms, 120000);
         assert_false(c.vtconsoles);
         assert_false(c.framebuffer);
         assert_int_equal(c.n_vms, 0);
@@ -433,6 +435,8 @@ static void test_errors(void **state) {
                 { "[gpu]\naddress=0000:0d:00.0\n[host]\ntimeout = 0\n",
                   ":4: [host] timeout: \"0\" is out of range (expected 1ms to 10min)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[host]\ntimeout = 11min\n", ":4: [host] timeout: \"11min\" is out of range" },
+                { "[gpu]\naddress=0000:0d:00.0\n[host]\nscript_timeout = 1h\n",
+                  ":4: [host] script_timeout: \"1h\" is not a duration" },
                 { "[gpu]\naddress=0000:0d:00.0\n[host]\ntimeout = 99999999999999999999999\n",
                   ":4: [host] timeout: \"99999999999999999999999\" is out of range" },
                 { "[gpu]\naddress=0000:0d:00.0\n[host]\nvtconsoles = maybe\n",
@@ -547,11 +551,12 @@ static void test_example(void **state) {
         assert_units(&c, pipewire_wireplumber);
         assert_null(c.host_cpus);
         assert_int_equal(c.timeout_ms, 20000);
+        assert_int_equal(c.script_timeout_ms, 60000);
         assert_true(c.vtconsoles);
         assert_true(c.framebuffer);
         v = config_vm(&c, "win10");
         assert_non_null(v);
-        assert_int_equal(v->handle, 1);
+        assert_int_equal(v->handle, -1);
         assert_string_equal(v->host_cpus, "0,1,6,7");
         assert_int_equal(v->timeout_ms, 0);
         config_free(&c);

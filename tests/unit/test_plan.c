@@ -382,6 +382,21 @@ static void test_no_iommu_group(void **state) {
         assert_null(p.steps);
 }
 
+/* A configured slot without a display function (a USB controller at the address a user copied
+ * from the example) is refused before anything is planned. */
+static void test_gpu_not_a_display_controller(void **state) {
+        struct world w;
+        struct plan p = {};
+        char error[512] = "";
+
+        origin(&w);
+        w.gpu[0].class = 0x0c0330;
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -ENODEV);
+        assert_string_equal(error, "0000:0d:00.0 is not a GPU (PCI class 0c0330, not a display controller): "
+                                   "is [gpu] address (or VIRSH_GPU_VIDEO) the GPU's?");
+        assert_null(p.steps);
+}
+
 /* Without a display driver for the secondary GPU the host would be left without a display. */
 static void test_secondary_without_display_driver(void **state) {
         struct world w;
@@ -650,6 +665,7 @@ int main(void) {
                 cmocka_unit_test(test_foreign_device_in_group),
                 cmocka_unit_test(test_group_member_on_vfio_allowed),
                 cmocka_unit_test(test_no_iommu_group),
+                cmocka_unit_test(test_gpu_not_a_display_controller),
                 cmocka_unit_test(test_secondary_without_display_driver),
                 cmocka_unit_test(test_desktop_partly_inactive),
                 cmocka_unit_test(test_config_switches),
