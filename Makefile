@@ -1,6 +1,7 @@
 # qemu-hook: libvirt QEMU hook that hands a GPU between the Linux host and vfio-pci.
 PREFIX     ?= /usr/local
 DESTDIR    ?=
+HOOKS_DIR  := /etc/libvirt/hooks
 VERSION    := 0.1.0
 CC         ?= cc
 PKGS       := libsystemd libudev inih libxml-2.0 libkmod
@@ -58,12 +59,19 @@ bench: deps
 	@$(MAKE) --no-print-directory qemu-hook build/fakesys
 	@tests/bench.sh
 
+# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
 install: qemu-hook
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
+	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+
+uninstall:
+	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 
 clean:
 	rm -rf qemu-hook build
 
-.PHONY: all deps unit integration check demo bench install clean
+.PHONY: all deps unit integration check demo bench install uninstall clean
