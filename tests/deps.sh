@@ -1,8 +1,11 @@
 #!/bin/sh
 # Installs the Debian packages that building and testing qemu-hook need, only those missing.
+# libvirt without libvirt-daemon-system (which pulls in systemd): the end-to-end tests start
+# their own libvirtd in a namespace.
 set -eu
 pkgs="gcc make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
-      libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time"
+      libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time
+      man-db groff-base libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86"
 missing=""
 for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' ||

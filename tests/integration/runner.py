@@ -4,7 +4,8 @@ on the command line, each with a fresh emulated Host, inside a private mount nam
     python3 tests/integration/runner.py [-k SUBSTRING] tests/integration/test_*.py
 
 A test takes either no argument or `host` (a fakehost.Host, built with the variant set by
-@fakehost.variant(...)). It fails by raising. Output: "ok NAME (ms)" or "FAIL NAME: reason",
+@fakehost.variant(...)). It fails by raising. A module's teardown_module(), if it has one, runs
+after all tests (it stops what the module's tests shared, like a libvirtd). Output: "ok NAME (ms)" or "FAIL NAME: reason",
 then "N passed, M failed"; exit status 1 on any failure.
 """
 import importlib.util
@@ -25,7 +26,8 @@ def load(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     # definition order, so output reads like the file
-    return [(f"{name}.{n}", f) for n, f in vars(mod).items() if n.startswith("test_") and callable(f)]
+    tests = [(f"{name}.{n}", f) for n, f in vars(mod).items() if n.startswith("test_") and callable(f)]
+    return tests, getattr(mod, "teardown_module", None)
 
 
 def run_one(fn):
@@ -45,7 +47,8 @@ def main(argv):
         sys.exit(__doc__)
     os.chdir(REPO)
     fakehost.enter_namespace()
-    tests = [t for path in argv for t in load(path) if not pattern or pattern in t[0]]
+    modules = [load(path) for path in argv]
+    tests = [t for ts, _ in modules for t in ts if not pattern or pattern in t[0]]
     passed = failed = 0
     for name, fn in tests:
         t0 = time.monotonic()
@@ -60,6 +63,13 @@ def main(argv):
             continue
         passed += 1
         print(f"ok {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
+    for _, teardown in modules:
+        if teardown:
+            try:
+                teardown()
+            except Exception as e:
+                failed += 1
+                print(f"FAIL teardown: {e}", flush=True)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

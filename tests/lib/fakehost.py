@@ -72,8 +72,11 @@ def enter_namespace(dev=True, modules=True):
         die("FAKEHOST_NAMESPACE set but this is not a private mount namespace", 99)
     if os.environ.get(NS_ENV + "_READY") == "1":
         return          # a child of an already prepared process
-    # In our own namespace now: nothing below reaches the host's mounts.
+    # In our own namespace now: nothing below reaches the host's mounts. The real /sys and
+    # everything mounted below it (cgroups, debugfs...) read-only.
     sh("mount", "-o", "remount,bind,ro", "/sys")
+    for point in _mounts_below("/sys"):
+        subprocess.run(["mount", "-o", "remount,bind,ro", point], stderr=subprocess.DEVNULL)
     sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
     os.makedirs(SCRATCH)
     if modules:
@@ -129,6 +132,12 @@ def _private_dev():
         if os.path.ismount(f"/dev/{sub}") and os.path.isdir(f"{target}/{sub}"):
             sh("mount", "--rbind", f"/dev/{sub}", f"{target}/{sub}")
     sh("mount", "--move", target, "/dev")
+
+
+def _mounts_below(top):
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(top + "/")]
 
 
 def _mntns():
