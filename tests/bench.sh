@@ -1,4 +1,6 @@
 #!/bin/sh
-# make bench: timings of the real binary on the emulated host.
+# make bench: timings of the real binary on the emulated host, then under a real libvirtd.
 cd "$(dirname "$0")/.." || exit 1
-exec /usr/bin/python3 tests/bench.py "$@"
+/usr/bin/python3 tests/bench.py "$@" || exit 1
+echo
+exec /usr/bin/python3 tests/bench_libvirt.py
