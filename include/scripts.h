@@ -14,16 +14,18 @@ struct scripts {
 };
 
 /* Finds the scripts of VM's OPERATION/SUB-OPERATION under qemu_d. Absent ones are no error (n is
- * 0). With check_owner, refuses (-EPERM, logged) a script, or a directory above it, that is not
- * owned by root or is writable by group or others: what runs as root must be root's. */
+ * 0). With check_owner, refuses (-EPERM, logged) a script when it, or a directory on its real
+ * path (links resolved), is not owned by root or is writable by group or others: what runs as
+ * root must be root's. */
 int scripts_find(const char *qemu_d, const char *vm, const char *op, const char *sub, bool check_owner,
                  struct scripts *ret);
 void scripts_free(struct scripts *s);
 
 /* Runs the script at path (absolute) like libvirt runs a hook, without a shell: argv is
  * VM OPERATION SUB-OPERATION EXTRA, stdin reads in_fd from its start, stdout goes to out_fd (-1:
- * ours), stderr is ours. It runs in a process group of its own, which gets SIGTERM when timeout
- * has passed and SIGKILL as long again later (at most SCRIPT_TERM_GRACE_USEC). Returns 0 when it exited 0; otherwise logs
+ * ours), stderr is ours. It runs in a process group of its own. When timeout has passed, the
+ * script and its group get SIGTERM; once it is gone, or as long again later (at most
+ * SCRIPT_TERM_GRACE_USEC), both get SIGKILL. Returns 0 when it exited 0; otherwise logs
  * why (status, signal, deadline, exec error) and returns a negative errno. */
 int script_run(const char *path, char *const args[4], int in_fd, int out_fd, usec_t timeout);
 

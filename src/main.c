@@ -236,6 +236,44 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
         return EXIT_DONE;
 }
 
+/* A script failing on `started` or `reconnect` is only logged: a hook failing there makes libvirt
+ * kill the running VM. On `stopped` and `release` libvirt ignores the hook's status. */
+static bool failure_ignored(const char *op) {
+        return strcmp(op, "started") == 0 || strcmp(op, "reconnect") == 0;
+}
+
+/* libvirt takes the hook's stdout as a new domain XML on `migrate` and `restore`, and scripts may
+ * write one there, as under the shell dispatcher; anywhere else their output goes to stderr,
+ * which libvirt shows when the hook fails. */
+static int script_stdout(const char *op) {
+        return strcmp(op, "migrate") == 0 || strcmp(op, "restore") == 0 ? -1 : STDERR_FILENO;
+}
+
+static bool failure_stops(const char *op) {
+        return !failure_ignored(op) && strcmp(op, "stopped") != 0 && strcmp(op, "release") != 0;
+}
+
+/* The scripts of a call outside a hand-over (other operations, VMs not ours, release): in order;
+ * where a failure fails the operation the first one ends the run, elsewhere every script runs
+ * (each cleans up something of its own). Returns the first failure. */
+static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
+        char path[PATH_MAX];
+        int first = 0;
+
+        for (size_t i = 0; i < s->n && !(first && failure_stops(c->hook_args[1])); i++) {
+                snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->paths[i]);
+                if (c->dry_run) {
+                        fprintf(out, "run hook script %s\n", path);
+                        continue;
+                }
+                log_set_step("script");
+                int r = script_run(path, c->hook_args, c->xml_fd, script_stdout(c->hook_args[1]), c->script_timeout);
+                first = first ?: r;
+        }
+        log_set_step(NULL);
+        return first;
+}
+
 /* The hand-over, then the scripts of prepare/begin as its last steps: they find the GPU on
  * vfio-pci, and one failing undoes the hand-over like any other step. */
 static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_run, FILE *out) {
@@ -247,9 +285,11 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
 
         r = journal_load(c->vm, &p);
         if (r >= 0 && plan_complete(&p)) {
+                /* libvirtd died with the VM and never called release: the GPU is still handed
+                 * over, and this start's scripts run as usual. */
                 log_info("%s: handed over already (journal in " JOURNAL_DIR ")", c->vm);
                 plan_free(&p);
-                return EXIT_DONE;
+                return run_scripts(c, scripts, out) < 0 ? EXIT_FAILED : EXIT_DONE;
         }
         if (r >= 0) {
                 /* A hook killed half way: put the host back before planning from it. */
@@ -337,37 +377,6 @@ out:
         return ret;
 }
 
-/* A script failing on `started` or `reconnect` is only logged: a hook failing there makes libvirt
- * kill the running VM. On `stopped` and `release` libvirt ignores the hook's status. */
-static bool failure_ignored(const char *op) {
-        return strcmp(op, "started") == 0 || strcmp(op, "reconnect") == 0;
-}
-
-static bool failure_stops(const char *op) {
-        return !failure_ignored(op) && strcmp(op, "stopped") != 0 && strcmp(op, "release") != 0;
-}
-
-/* The scripts of a call outside a hand-over (other operations, VMs not ours, release): in order;
- * where a failure fails the operation the first one ends the run, elsewhere every script runs
- * (each cleans up something of its own). Returns the first failure. */
-static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
-        char path[PATH_MAX];
-        int first = 0;
-
-        for (size_t i = 0; i < s->n && !(first && failure_stops(c->hook_args[1])); i++) {
-                snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->paths[i]);
-                if (c->dry_run) {
-                        fprintf(out, "run hook script %s\n", path);
-                        continue;
-                }
-                log_set_step("script");
-                int r = script_run(path, c->hook_args, c->xml_fd, -1, c->script_timeout);
-                first = first ?: r;
-        }
-        log_set_step(NULL);
-        return first;
-}
-
 static int scripts_input(struct run_ctx *c, struct input *in) {
         int r = input_get(in);
 
@@ -395,9 +404,11 @@ static int run(struct args *a) {
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
         int r, ret = EXIT_DONE, scripts_r = 0;
 
-        if (snprintf(qemu_d, sizeof(qemu_d), "%s/qemu.d", a->hooks_dir) >= (int) sizeof(qemu_d))
-                return EXIT_USAGE;
         log_setup(a->vm, a->verbose, !a->dry_run);
+        if (snprintf(qemu_d, sizeof(qemu_d), "%s/qemu.d", a->hooks_dir) >= (int) sizeof(qemu_d)) {
+                log_error("--hooks-dir %s: path too long", a->hooks_dir);
+                return EXIT_USAGE;
+        }
         /* One stat() when there are none: the path of every VM that is not ours. */
         if (!a->recover)
                 scripts_r = scripts_find(qemu_d, a->vm, a->op, a->sub, geteuid() == 0, &scripts);
@@ -407,13 +418,19 @@ static int run(struct args *a) {
         /* Without the default kvm.conf qemu-hook is only the scripts' dispatcher. */
         bool configured = a->explicit_config || access(a->config, F_OK) == 0 || errno != ENOENT;
         r = configured ? config_load(a->config, geteuid() == 0, &cfg) : 0;
-        if (r < 0) {
-                configured = false;
-                /* Elsewhere the scripts still run, with the default deadline. */
-                if (prepare || release) {
-                        ret = EXIT_USAGE;
-                        goto out;
-                }
+        configured = configured && r >= 0;
+        if (release && !configured && journal_exists(a->vm)) {
+                /* The undo needs what the config says (the desktop user, the buses). */
+                log_error("%s: a hand-over is recorded in " JOURNAL_DIR ", but the config %s %s: nothing "
+                          "handed back; fix it, then run qemu-hook --recover %s", a->vm, a->config,
+                          r < 0 ? "cannot be used (see above)" : "does not exist", a->vm);
+                ret = EXIT_FAILED;
+                goto out;
+        }
+        /* Elsewhere the scripts still run, with the default deadline. */
+        if (r < 0 && (prepare || release)) {
+                ret = EXIT_USAGE;
+                goto out;
         }
         c.cfg = &cfg;
         const struct vm_config *v = configured ? config_vm(&cfg, a->vm) : NULL;

@@ -1,4 +1,4 @@
-#define _GNU_SOURCE 1    /* memfd_create, sigabbrev_np */
+#define _GNU_SOURCE 1    /* memfd_create, sigabbrev_np, F_ADD_SEALS */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/pidfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "log.h"
@@ -28,13 +28,34 @@ static bool name_ok(const char *s) {
         return *s && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/');
 }
 
-static int check_safe(const char *path, const struct stat *st, bool check_owner) {
-        if (check_owner && st->st_uid != 0)
-                return log_error_errno(EPERM, "hook scripts: refusing %s, owned by uid %u, not root "
-                                       "(chown root %s)", path, (unsigned) st->st_uid, path);
-        if (check_owner && (st->st_mode & 022))
-                return log_error_errno(EPERM, "hook scripts: refusing %s, writable by group or others "
-                                       "(mode %04o; chmod go-w %s)", path, (unsigned) (st->st_mode & 07777), path);
+/* What runs as root must be root's all the way down: the file and every directory on its real
+ * path (symbolic links resolved) owned by root and not writable by group or others, or whoever
+ * can write one of them can swap the script. */
+static int check_secure(const char *script, bool check_owner) {
+        char real[PATH_MAX];
+        struct stat st;
+
+        if (!check_owner)
+                return 0;
+        if (!realpath(script, real))
+                return log_error_errno(errno, "hook script %s: %m", script);
+        for (size_t i = 0, len = strlen(real); i <= len; i++) {
+                if (i < len && real[i] != '/')
+                        continue;
+                char c = real[i];
+                real[i] = '\0';
+                const char *p = i == 0 ? "/" : real;    /* "/", then "/etc", ... the script */
+                if (stat(p, &st) < 0)
+                        return log_error_errno(errno, "hook script %s: %s: %m", script, p);
+                if (st.st_uid != 0)
+                        return log_error_errno(EPERM, "hook script %s: refusing it, %s is owned by uid %u, not "
+                                               "root (chown root %s)", script, p, (unsigned) st.st_uid, p);
+                if (st.st_mode & 022)
+                        return log_error_errno(EPERM, "hook script %s: refusing it, %s is writable by group or "
+                                               "others (mode %04o; chmod go-w %s)", script, p,
+                                               (unsigned) (st.st_mode & 07777), p);
+                real[i] = c;
+        }
         return 0;
 }
 
@@ -73,7 +94,7 @@ static int find_in_dir(const char *dir, const char *rel, bool check_owner, struc
                                     S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
                         continue;
                 }
-                r = check_safe(path, &st, check_owner);
+                r = check_secure(path, check_owner);
                 if (r < 0)
                         return r;
                 add(s, sub);
@@ -89,7 +110,6 @@ int scripts_find(const char *qemu_d, const char *vm, const char *op, const char 
         const char *parts[] = { vm, op, sub };
         char path[PATH_MAX], rel[PATH_MAX];
         struct stat st;
-        size_t len;
         int r;
 
         *ret = (struct scripts) {};
@@ -107,23 +127,9 @@ int scripts_find(const char *qemu_d, const char *vm, const char *op, const char 
                             S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
                 return 0;
         }
-        /* Everything from qemu.d down decides what runs as root: a directory others can write
-         * lets them swap the script. */
-        snprintf(path, sizeof(path), "%s", qemu_d);
-        for (size_t i = 0;; i++) {
-                if (stat(path, &st) < 0)
-                        return log_error_errno(errno, "hook scripts %s: %m", path);
-                r = check_safe(path, &st, check_owner);
-                if (r < 0)
-                        return r;
-                if (i == ELEMENTSOF(parts))
-                        break;
-                len = strlen(path);
-                snprintf(path + len, sizeof(path) - len, "/%s", parts[i]);
-        }
         if (S_ISDIR(st.st_mode))
                 r = find_in_dir(path, rel, check_owner, ret);
-        else
+        else if ((r = check_secure(path, check_owner)) >= 0)
                 add(ret, rel);
         if (r < 0)
                 scripts_free(ret);
@@ -138,7 +144,7 @@ void scripts_free(struct scripts *s) {
 }
 
 int memfd_with(const char *name, const char *data, size_t len) {
-        int fd = memfd_create(name, MFD_CLOEXEC);
+        int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
         if (fd < 0)
                 return -errno;
@@ -152,6 +158,12 @@ int memfd_with(const char *name, const char *data, size_t len) {
                         return r;
                 }
                 done += (size_t) k;
+        }
+        /* Every script reads the same XML: none may change it for the next. */
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
         }
         return fd;
 }
@@ -213,23 +225,29 @@ int script_run(const char *path, char *const args[4], int in_fd, int out_fd, use
         if (r < 0)
                 return log_error_errno(r, "hook script %s: cannot run it: %m%s", path,
                                        r == -ENOEXEC ? " (does it start with #!?)" : "");
-        pidfd = pidfd_open(pid, 0);
+        /* glibc has pidfd_open() only since 2.36 */
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
         r = pidfd < 0 ? -errno : wait_exit(pidfd, now_usec() + timeout);
         if (r == -ETIMEDOUT) {
+                /* The group, and the script itself by its pidfd in case it left the group
+                 * (setsid); the group is killed even when the script is gone by then, since it
+                 * is not reaped yet its group cannot be reused. */
                 killed = "SIGTERM";
                 (void) kill(-pid, SIGTERM);
-                if (wait_exit(pidfd, now_usec() + MIN(timeout, SCRIPT_TERM_GRACE_USEC)) == -ETIMEDOUT) {
+                (void) syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
+                if (wait_exit(pidfd, now_usec() + MIN(timeout, SCRIPT_TERM_GRACE_USEC)) == -ETIMEDOUT)
                         killed = "SIGKILL";
-                        (void) kill(-pid, SIGKILL);
-                }
+                (void) kill(-pid, SIGKILL);
+                (void) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         } else if (r < 0)
                 log_warning_errno(r, "hook script %s: waiting without a deadline: %m", path);
         while (waitid(P_PID, (id_t) pid, &si, WEXITED) < 0)
                 if (errno != EINTR)
                         return log_error_errno(errno, "hook script %s: waiting for it: %m", path);
         if (killed)
-                return log_error_errno(ETIME, "hook script %s: still running at its deadline; its process "
-                                       "group was sent %s (the deadline is [host] script_timeout)", path, killed);
+                return log_error_errno(ETIME, "hook script %s: still running at its deadline; it was stopped "
+                                       "with %s, what it started with SIGKILL (the deadline is [host] "
+                                       "script_timeout)", path, killed);
         if (si.si_code == CLD_EXITED && si.si_status == 0)
                 return 0;
         if (si.si_code == CLD_EXITED)

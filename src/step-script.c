@@ -14,7 +14,7 @@ static int script_apply(struct run_ctx *c, struct step *s) {
 
         if (snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->target) >= (int) sizeof(path))
                 return log_error_errno(ENAMETOOLONG, "hook script %s/%s/%s: %m", c->qemu_d, c->vm, s->target);
-        return script_run(path, c->hook_args, c->xml_fd, -1, c->script_timeout);
+        return script_run(path, c->hook_args, c->xml_fd, STDERR_FILENO, c->script_timeout);
 }
 
 static int script_undo(struct run_ctx *c, struct step *s) {

@@ -5,7 +5,7 @@ on the command line, each with a fresh emulated Host, inside a private mount nam
 
 A test takes either no argument or `host` (a fakehost.Host, built with the variant set by
 @fakehost.variant(...)). It fails by raising. A module's teardown_module(), if it has one, runs
-after all tests (it stops what the module's tests shared, like a libvirtd). Output: "ok NAME (ms)" or "FAIL NAME: reason",
+after the module's tests (it stops what they shared, like a libvirtd). Output: "ok NAME (ms)" or "FAIL NAME: reason",
 then "N passed, M failed"; exit status 1 on any failure.
 """
 import importlib.util
@@ -48,22 +48,23 @@ def main(argv):
     os.chdir(REPO)
     fakehost.enter_namespace()
     modules = [load(path) for path in argv]
-    tests = [t for ts, _ in modules for t in ts if not pattern or pattern in t[0]]
     passed = failed = 0
-    for name, fn in tests:
-        t0 = time.monotonic()
-        try:
-            run_one(fn)
-        except (Exception, SystemExit) as e:
-            failed += 1
-            reason = str(e) or type(e).__name__
-            print(f"FAIL {name}: {reason}", flush=True)
-            tb = traceback.format_exc().rstrip().splitlines()
-            print("\n".join("    " + line for line in tb[-8:]), flush=True)
-            continue
-        passed += 1
-        print(f"ok {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
-    for _, teardown in modules:
+    for tests, teardown in modules:
+        for name, fn in tests:
+            if pattern and pattern not in name:
+                continue
+            t0 = time.monotonic()
+            try:
+                run_one(fn)
+            except (Exception, SystemExit) as e:
+                failed += 1
+                reason = str(e) or type(e).__name__
+                print(f"FAIL {name}: {reason}", flush=True)
+                tb = traceback.format_exc().rstrip().splitlines()
+                print("\n".join("    " + line for line in tb[-8:]), flush=True)
+                continue
+            passed += 1
+            print(f"ok {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
         if teardown:
             try:
                 teardown()

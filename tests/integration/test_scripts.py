@@ -5,7 +5,6 @@ order, input, the emulated sysfs, exit codes and messages."""
 import os
 import re
 import shutil
-import stat
 import time
 
 import fakehost
@@ -172,10 +171,10 @@ def test_a_failing_script_kills_no_running_vm(host):
 def test_deadline_kills_the_script_and_what_it_started(host):
     setup(script_timeout="300ms")
     script("win10/start/begin/10-hangs",
-           body="sleep 1000 & echo $! > /run/fakehost/scripts.log.child; trap '' TERM; sleep 1000")
+           body="trap '' TERM; sleep 1000 & echo $! > /run/fakehost/scripts.log.child; sleep 1000")
     t0 = time.monotonic()
     expect(hook("win10", "start", "begin"), 1, "10-hangs: still running at its deadline",
-           "sent SIGKILL", "script_timeout")
+           "it was stopped with SIGKILL", "script_timeout")
     took = time.monotonic() - t0
     assert took < 10, took
     with open("/run/fakehost/scripts.log.child") as f:
@@ -190,13 +189,23 @@ def test_unsafe_scripts_are_refused_before_anything_changes(host):
     path = script("win10/prepare/begin/10-x")
     before = host.snapshot()
     os.chmod(path, 0o775)
-    expect(hook("win10", "prepare", "begin"), 2, f"refusing {path}, writable by group or others")
+    expect(hook("win10", "prepare", "begin"), 2, f"hook script {path}: refusing it, {path} is writable by "
+           "group or others")
     os.chmod(path, 0o755)
     os.chown(path, 1000, 0)
-    expect(hook("win10", "prepare", "begin"), 2, f"refusing {path}, owned by uid 1000")
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {path} is owned by uid 1000")
     os.chown(path, 0, 0)
     os.chmod(f"{QEMU_D}/win10", 0o777)
-    expect(hook("win10", "prepare", "begin"), 2, f"refusing {QEMU_D}/win10, writable by group or others")
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {QEMU_D}/win10 is writable by group or others")
+    os.chmod(f"{QEMU_D}/win10", 0o755)
+    # a link does not hide where the script really is: a root-owned script in a directory its
+    # owner can write would be swapped by them
+    os.makedirs("/run/fakehost/userdir", mode=0o755, exist_ok=True)
+    os.chown("/run/fakehost/userdir", 1000, 1000)
+    shutil.copy(path, "/run/fakehost/userdir/x")
+    os.unlink(path)
+    os.symlink("/run/fakehost/userdir/x", path)
+    expect(hook("win10", "prepare", "begin"), 2, "refusing it, /run/fakehost/userdir is owned by uid 1000")
     assert record() == [] and host.writes() == 0 and host.snapshot() == before
 
 
@@ -244,4 +253,39 @@ def test_dry_run_lists_the_scripts_and_runs_none(host):
     rc, out, err = hook("win10", "release", "end", XML, "--dry-run")
     assert rc == 0 and f"run hook script {QEMU_D}/win10/release/end/10-y" in out, (out, err)
     assert record() == [] and host.writes() == 0
-    assert stat.S_ISDIR(os.stat(QEMU_D).st_mode)
+
+
+def test_prepare_again_after_a_complete_hand_over_runs_the_scripts(host):
+    """libvirtd died with the VM and never called release: the next start finds the GPU handed
+    over already, leaves it, and still runs its scripts."""
+    setup()
+    script("win10/prepare/begin/10-x")
+    expect(hook("win10", "prepare", "begin"), 0)
+    writes = host.writes()
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert [r[0] for r in record()] == ["10-x", "10-x"], record()
+    assert host.writes() == writes and host.driver(VEGA) == "vfio-pci"
+
+
+def test_release_without_a_usable_config_keeps_the_journal(host):
+    setup()
+    before = host.snapshot()
+    expect(hook("win10", "prepare", "begin"), 0)
+    os.rename(HOOKS + "/kvm.conf", HOOKS + "/kvm.conf.away")
+    expect(hook("win10", "release", "end"), 1, "a hand-over is recorded in /run/qemu-hook",
+           "does not exist: nothing handed back", "qemu-hook --recover win10")
+    assert host.driver(VEGA) == "vfio-pci" and os.path.exists("/run/qemu-hook/win10.state")
+    os.rename(HOOKS + "/kvm.conf.away", HOOKS + "/kvm.conf")
+    rc, out, err, _ = fakehost.run_hook([HOOK, "--hooks-dir", HOOKS, "--recover", "win10"])
+    assert rc == 0, err
+    assert host.snapshot() == before
+
+
+def test_script_output_goes_to_stderr_except_on_migrate_and_restore(host):
+    setup()
+    for op in ("start", "migrate"):
+        script(f"win10/{op}/begin/10-x", body="echo '<domain>from the script</domain>'")
+    rc, out, err = hook("win10", "start", "begin")
+    assert rc == 0 and out == "" and "from the script" in err, (rc, out, err)
+    rc, out, err = hook("win10", "migrate", "begin")
+    assert rc == 0 and out == "<domain>from the script</domain>\n", (rc, out, err)

@@ -31,6 +31,7 @@ FAKESYS = os.path.join(REPO, "build", "fakesys")
 MARKER = "/sys/.fakesys/marker"
 NS_ENV = "FAKEHOST_NAMESPACE"
 SCRATCH = "/run/fakehost"
+LIBVIRT_ETC = "/etc/libvirt"
 PY = "/usr/bin/python3"
 
 # Fake kernel modules for libkmod: name, file, aliases. Enough for kmod_module_new_from_lookup
@@ -76,9 +77,14 @@ def enter_namespace(dev=True, modules=True):
     # everything mounted below it (cgroups, debugfs...) read-only.
     sh("mount", "-o", "remount,bind,ro", "/sys")
     for point in _mounts_below("/sys"):
-        subprocess.run(["mount", "-o", "remount,bind,ro", point], stderr=subprocess.DEVNULL)
+        sh("mount", "-o", "remount,bind,ro", point)
     sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
     os.makedirs(SCRATCH)
+    # The machine's own hooks and kvm.conf must never run here: an /etc of our own, and an empty
+    # /etc/libvirt in it (the hook's default kvm.conf and qemu.d are there).
+    _overlay("/etc", "etc", "/etc")
+    os.makedirs(LIBVIRT_ETC, exist_ok=True)
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", LIBVIRT_ETC)
     if modules:
         _fake_modules()
     if dev:
@@ -134,10 +140,16 @@ def _private_dev():
     sh("mount", "--move", target, "/dev")
 
 
-def _mounts_below(top):
+def _mounts():
+    """(mount point, fs type) of this mount namespace, in mount order."""
     with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p.startswith(top + "/")]
+        for line in f:
+            fields = line.split()
+            yield fields[4], fields[fields.index("-") + 1]
+
+
+def _mounts_below(top):
+    return [p for p, _ in _mounts() if p.startswith(top + "/")]
 
 
 def _mntns():
@@ -161,6 +173,8 @@ def check_safe():
         ok = False
     if not ok or not in_namespace():
         die(f"{MARKER} missing: /sys is not the emulated sysfs, refusing to run anything", 99)
+    if not any(point == LIBVIRT_ETC and fstype == "tmpfs" for point, fstype in _mounts()):
+        die(f"{LIBVIRT_ETC} is the machine's: its hook scripts could run; refusing to run anything", 99)
 
 
 def hook_env(env_extra=None):

@@ -11,7 +11,10 @@ inside the namespace of fakehost.enter_namespace()).
 Two namespaces. The runner's (N) has the emulated /sys of the current test and the D-Bus mocks.
 libvirtd runs in one of its own (L), made from N, where /sys is the machine's real sysfs, read-only
 (fakesys is unmounted there): libvirt and qemu read /sys, and must not see or write the emulation.
+L also has a network namespace of its own: nothing libvirt does reaches the machine's network.
 Both share /run (virsh in N reaches libvirtd's socket) and the overlays of /etc, /var, /usr/local.
+/etc/libvirt holds only what `make install` put there and the test configs, and /var/lib/libvirt
+and /var/log/libvirt are empty tmpfs: the machine's own VMs, networks and hooks are not seen.
 libvirt passes its hook nothing but LC_ALL, PATH, HOME, USER, LOGNAME, so the installed binary
 /usr/local/sbin/qemu-hook is moved to qemu-hook.real and a wrapper takes its place: it enters N,
 checks that /sys there is the emulation (or refuses, exit 99), sets SYSTEMD_DEVICE_VERIFY_SYSFS=0
@@ -37,6 +40,7 @@ import fakehost  # noqa: E402
 ROOT = f"{fakehost.SCRATCH}/libvirt"
 DEST = f"{ROOT}/destdir"
 CAPS_CACHE = "/var/cache/libvirt/qemu"
+CAPS_KEEP = os.path.join(fakehost.REPO, "build", "libvirt-caps")
 URI = "qemu:///system"
 DAEMON_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
               "USER": "root", "LOGNAME": "root"}
@@ -93,13 +97,17 @@ class Libvirt:
         os.makedirs(ROOT)
         _sh("make", "--no-print-directory", "-s", "install", f"DESTDIR={DEST}", cwd=fakehost.REPO,
             stdout=subprocess.DEVNULL)
-        # The installed tree becomes the lowest layer of what both namespaces see.
-        _overlay("etc", "/etc", f"{DEST}/etc:/etc")
+        # The installed tree becomes the lowest layer of what both namespaces see; /etc/libvirt
+        # is fakehost's empty tmpfs below it, not the machine's.
+        _overlay("etc-libvirt", fakehost.LIBVIRT_ETC, f"{DEST}/etc/libvirt")
         _overlay("usrlocal", "/usr/local", f"{DEST}/usr/local:/usr/local")
         _overlay("var", "/var", "/var")
         for d in ("/var/log/libvirt", "/var/lib/libvirt", CAPS_CACHE):
             os.makedirs(d, exist_ok=True)
-        cls._cache_caps()
+        for d in ("/var/log/libvirt", "/var/lib/libvirt"):
+            _sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", d)
+        os.makedirs(CAPS_KEEP, exist_ok=True)   # QEMU's capabilities take seconds to probe
+        _sh("mount", "--bind", CAPS_KEEP, CAPS_CACHE)
         with open("/etc/libvirt/qemu.conf", "w") as f:
             f.write(QEMU_CONF)
         with open("/etc/libvirt/libvirtd.conf", "w") as f:
@@ -109,20 +117,13 @@ class Libvirt:
         with open("/usr/local/sbin/qemu-hook", "w") as f:
             f.write(WRAPPER.format(pid=os.getpid(), marker=fakehost.MARKER, binary=binary or "/usr/local/sbin/qemu-hook.real"))
         os.chmod("/usr/local/sbin/qemu-hook", 0o755)
-        keeper = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable,
+        keeper = subprocess.Popen(["unshare", "-m", "-n", "--propagation", "private", sys.executable,
                                    os.path.abspath(__file__), "--keeper"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                                   preexec_fn=fakehost._die_with_parent)
         lv = cls(keeper)
         lv._ask("start")
         return lv
-
-    @staticmethod
-    def _cache_caps():
-        """QEMU's capabilities take libvirtd seconds to probe: keep them across runs."""
-        cache = "/tmp/qemu-hook-libvirt-caps"
-        os.makedirs(cache, exist_ok=True)
-        _sh("mount", "--bind", cache, CAPS_CACHE)
 
     @staticmethod
     def _add_user(name, uid):
