@@ -75,25 +75,39 @@ def test_install_fresh_and_uninstall():
     assert tree() == [], tree()
 
 
-def test_a_users_hook_and_config_are_kept():
+START_SH = "#!/bin/bash\nsource /etc/libvirt/hooks/kvm.conf\ndriver-rebind $VIRSH_GPU_VIDEO vfio-pci\n"
+STOP_SH = "#!/bin/bash\necho 1 > /sys/class/vtconsole/vtcon0/bind\n"
+HUGEPAGES = "#!/bin/sh\necho 2048 > /proc/sys/vm/nr_hugepages\n"
+
+
+def test_a_users_hook_config_and_scripts_are_kept():
     fresh()
     write(f"{HOOKS}/qemu", DISPATCHER, 0o755)
     write(f"{HOOKS}/kvm.conf", ORIGINAL_CONF)
-    write(f"{HOOKS}/qemu.d/win10/prepare/begin/start.sh", "#!/bin/bash\n", 0o755)
-    write(f"{HOOKS}/qemu.d/win10/release/end/stop.sh", "#!/bin/bash\n", 0o755)
-    write(f"{HOOKS}/qemu.d/win10/started/begin/scream.sh", "#!/bin/bash\n", 0o755)
+    write(f"{HOOKS}/qemu.d/win 10/prepare/begin/start.sh", START_SH, 0o755)
+    write(f"{HOOKS}/qemu.d/win 10/prepare/begin/10-hugepages", HUGEPAGES, 0o755)
+    write(f"{HOOKS}/qemu.d/win 10/release/end/stop.sh", STOP_SH, 0o755)
+    write(f"{HOOKS}/qemu.d/win 10/started/begin/scream.sh", "#!/bin/bash\n", 0o755)
     out = make("install")
-    assert f"moved your {HOOKS}/qemu to {HOOKS}/qemu.before-qemu-hook" in out, out
-    assert read(f"{HOOKS}/qemu.before-qemu-hook") == DISPATCHER
+    aside = f"{HOOKS}/before-qemu-hook"
+    assert f"moved your {HOOKS}/qemu aside to {aside}/qemu" in out, out
+    assert read(f"{aside}/qemu") == DISPATCHER
     assert os.readlink(f"{HOOKS}/qemu") == BINARY
     assert read(f"{HOOKS}/kvm.conf") == ORIGINAL_CONF and "kept your" in out, out
-    # the old scripts that would move the GPU a second time are named; others are not
-    assert "prepare/begin/start.sh" in out and "release/end/stop.sh" in out and "scream" not in out, out
+    # the old scripts that move the GPU themselves are moved aside; the others stay and are named
+    for rel, text in (("prepare/begin/start.sh", START_SH), ("release/end/stop.sh", STOP_SH)):
+        assert read(f"{aside}/qemu.d/win 10/{rel}") == text
+        assert not os.path.exists(f"{HOOKS}/qemu.d/win 10/{rel}")
+        assert f"moved your {HOOKS}/qemu.d/win 10/{rel} aside" in out, out
+    assert read(f"{HOOKS}/qemu.d/win 10/prepare/begin/10-hugepages") == HUGEPAGES
+    assert "    " + f"{HOOKS}/qemu.d/win 10/prepare/begin/10-hugepages" in out and "scream" not in out, out
 
     write(f"{HOOKS}/kvm.conf", ORIGINAL_CONF + 'VIRSH_USER="liss"\n')
     out = make("uninstall")
     assert read(f"{HOOKS}/qemu") == DISPATCHER and not os.path.islink(f"{HOOKS}/qemu"), out
-    assert not os.path.exists(f"{HOOKS}/qemu.before-qemu-hook")
+    assert read(f"{HOOKS}/qemu.d/win 10/prepare/begin/start.sh") == START_SH
+    assert read(f"{HOOKS}/qemu.d/win 10/release/end/stop.sh") == STOP_SH
+    assert not os.path.exists(aside)
     assert "kept your" in out and read(f"{HOOKS}/kvm.conf").endswith('VIRSH_USER="liss"\n'), out
     assert not os.path.exists(f"{DEST}{BINARY}")
 
@@ -101,11 +115,14 @@ def test_a_users_hook_and_config_are_kept():
 def test_install_refuses_to_lose_a_hook():
     fresh()
     write(f"{HOOKS}/qemu", DISPATCHER, 0o755)
-    write(f"{HOOKS}/qemu.before-qemu-hook", "#!/bin/sh\n# moved aside before\n", 0o755)
+    write(f"{HOOKS}/qemu.d/win10/prepare/begin/start.sh", START_SH, 0o755)
+    write(f"{HOOKS}/before-qemu-hook/qemu", "#!/bin/sh\n# moved aside before\n", 0o755)
     out = make("install", expect_rc=2)
     assert "move one of them yourself" in out, out
+    # nothing moved, not even what could have been
     assert read(f"{HOOKS}/qemu") == DISPATCHER
-    assert read(f"{HOOKS}/qemu.before-qemu-hook").endswith("moved aside before\n")
+    assert read(f"{HOOKS}/qemu.d/win10/prepare/begin/start.sh") == START_SH
+    assert read(f"{HOOKS}/before-qemu-hook/qemu").endswith("moved aside before\n")
 
 
 def test_uninstall_leaves_a_foreign_hook_alone():
