@@ -59,6 +59,15 @@ static int check_secure(const char *script, bool check_owner) {
         return 0;
 }
 
+/* Whether stat says a script could run; when not, says why it is skipped. */
+static bool runnable(const char *path, const struct stat *st) {
+        if (S_ISREG(st->st_mode) && (st->st_mode & 0111))
+                return true;
+        log_warning("hook script %s: skipped, %s", path,
+                    S_ISREG(st->st_mode) ? "not executable (chmod +x to run it)" : "not a file");
+        return false;
+}
+
 static void add(struct scripts *s, const char *rel) {
         s->paths = xreallocarray(s->paths, s->n + 1, sizeof(*s->paths));
         s->paths[s->n++] = xstrdup(rel);
@@ -89,11 +98,8 @@ static int find_in_dir(const char *dir, const char *rel, bool check_owner, struc
                         return log_error_errno(ENAMETOOLONG, "hook script %s/%s: %m", dir, e->d_name);
                 if (stat(path, &st) < 0)
                         return log_error_errno(errno, "hook script %s: %m", path);
-                if (!S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
-                        log_warning("hook script %s: skipped, %s", path,
-                                    S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
+                if (!runnable(path, &st))
                         continue;
-                }
                 r = check_secure(path, check_owner);
                 if (r < 0)
                         return r;
@@ -122,17 +128,17 @@ int scripts_find(const char *qemu_d, const char *vm, const char *op, const char 
         /* The common case, no script for this call, costs this one stat(). */
         if (stat(path, &st) < 0)
                 return errno == ENOENT || errno == ENOTDIR ? 0 : log_error_errno(errno, "hook scripts %s: %m", path);
-        if (!S_ISDIR(st.st_mode) && !(S_ISREG(st.st_mode) && (st.st_mode & 0111))) {
-                log_warning("hook script %s: skipped, %s", path,
-                            S_ISREG(st.st_mode) ? "not executable (chmod +x to run it)" : "not a file");
-                return 0;
-        }
-        if (S_ISDIR(st.st_mode))
+        if (S_ISDIR(st.st_mode)) {
                 r = find_in_dir(path, rel, check_owner, ret);
-        else if ((r = check_secure(path, check_owner)) >= 0)
+                if (r < 0)
+                        scripts_free(ret);
+                return r;
+        }
+        if (!runnable(path, &st))
+                return 0;
+        r = check_secure(path, check_owner);
+        if (r >= 0)
                 add(ret, rel);
-        if (r < 0)
-                scripts_free(ret);
         return r;
 }
 

@@ -17,8 +17,7 @@ import fakehost  # noqa: E402
 import libvirthost  # noqa: E402
 
 N = 9
-CONF = "[gpu]\naddress = 0000:0d:00.0\n[secondary]\naddress = 0000:08:00.0\n" \
-       "[desktop]\ndisplay_manager = none\n[vm gaming]\nhandle = yes\n"
+CONF = fakehost.NATIVE_CONF + "[vm gaming]\nhandle = yes\n"
 HOOK = "/etc/libvirt/hooks/qemu"
 
 

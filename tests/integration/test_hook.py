@@ -23,13 +23,7 @@ VIRSH_USER="liss"
 VIRSH_USER_DBUS_ADDR="unix:path=/run/user/1000/bus"
 """
 
-NATIVE = """[gpu]
-address = 0000:0d:00.0
-[secondary]
-address = 0000:08:00.0
-[desktop]
-display_manager = none
-[host]
+NATIVE = fakehost.NATIVE_CONF + """[host]
 timeout = {timeout}
 """
 

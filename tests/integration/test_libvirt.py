@@ -24,13 +24,7 @@ JOURNALS = "/run/qemu-hook"
 RECORD = "/run/fakehost/libvirt-scripts.log"
 SANITIZER_BUILD = os.environ.get("QEMU_HOOK")
 
-NATIVE = """[gpu]
-address = 0000:0d:00.0
-[secondary]
-address = 0000:08:00.0
-[desktop]
-display_manager = none
-[vm gaming]
+NATIVE = fakehost.NATIVE_CONF + """[vm gaming]
 handle = yes
 """
 ORIGINAL = """VIRSH_GPU_VIDEO="0000:0d:00.0"

@@ -16,13 +16,7 @@ QEMU_D = HOOKS + "/qemu.d"
 RECORD = "/run/fakehost/scripts.log"
 XML = fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO])
 
-CONF = """[gpu]
-address = 0000:0d:00.0
-[secondary]
-address = 0000:08:00.0
-[desktop]
-display_manager = none
-[host]
+CONF = fakehost.NATIVE_CONF + """[host]
 script_timeout = {script_timeout}
 """
 

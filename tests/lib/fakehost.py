@@ -45,6 +45,17 @@ MODULES = [
 ]
 
 
+# The native kvm.conf of the origin's GPUs without the desktop (no D-Bus needed); tests append
+# what they vary.
+NATIVE_CONF = """[gpu]
+address = 0000:0d:00.0
+[secondary]
+address = 0000:08:00.0
+[desktop]
+display_manager = none
+"""
+
+
 def die(msg, code=99):
     sys.stderr.write(f"fakehost: {msg}\n")
     sys.exit(code)
