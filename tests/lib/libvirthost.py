@@ -27,6 +27,7 @@ stdin) and kills everything when its stdin closes, so nothing outlives the runne
 """
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -115,7 +116,8 @@ class Libvirt:
         cls._add_user("libvirt-qemu", 64055)       # libvirtd wants it even with user = "root"
         os.rename("/usr/local/sbin/qemu-hook", "/usr/local/sbin/qemu-hook.real")
         with open("/usr/local/sbin/qemu-hook", "w") as f:
-            f.write(WRAPPER.format(pid=os.getpid(), marker=fakehost.MARKER, binary=binary or "/usr/local/sbin/qemu-hook.real"))
+            f.write(WRAPPER.format(pid=os.getpid(), marker=fakehost.MARKER,
+                                   binary=binary or "/usr/local/sbin/qemu-hook.real"))
         os.chmod("/usr/local/sbin/qemu-hook", 0o755)
         keeper = subprocess.Popen(["unshare", "-m", "-n", "--propagation", "private", sys.executable,
                                    os.path.abspath(__file__), "--keeper"],
@@ -127,7 +129,6 @@ class Libvirt:
 
     @staticmethod
     def _add_user(name, uid):
-        import pwd
         try:
             pwd.getpwnam(name)
             return
