@@ -19,6 +19,10 @@ struct desktop_state {
 
 struct plan {
         char vm[256];
+        /* The desktop user and their bus at the hand-over, journaled: the hand-back reaches the
+         * same user's units whatever the config says by then, or without one. "": none. */
+        char user[STEP_FIELD_LEN];
+        char user_bus[STEP_FIELD_LEN];
         struct step *steps;
         size_t n_steps;
 };

@@ -140,6 +140,10 @@ int journal_save(const struct plan *p) {
         /* For the reader; the loader takes the name it was asked for (inih's lines are short). */
         if (strlen(p->vm) < 100)
                 put_value(f, "vm", p->vm);
+        if (p->user[0])
+                put_value(f, "user", p->user);
+        if (p->user_bus[0])
+                put_value(f, "user_bus", p->user_bus);
         for (size_t i = 0; i < p->n_steps; i++) {
                 const struct step *s = &p->steps[i];
 
@@ -174,6 +178,10 @@ static int load_key(void *user, const char *section, const char *key, const char
 
         if (strcmp(section, "hand-over") == 0) {
                 ls->header = true;
+                if (strcmp(key, "user") == 0)
+                        return get_value(value, p->user, sizeof(p->user)) == 0;
+                if (strcmp(key, "user_bus") == 0)
+                        return get_value(value, p->user_bus, sizeof(p->user_bus)) == 0;
                 return strcmp(key, "version") == 0 || strcmp(key, "vm") == 0;
         }
         if (sscanf(section, "step %u", &index) != 1 || index == 0 || index > p->n_steps + 1) {

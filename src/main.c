@@ -219,6 +219,8 @@ static bool plan_complete(const struct plan *p) {
 
 /* Undoes a recorded or derived hand-over; the journal goes once nothing of it is left. */
 static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
+        const struct config *cfg = c->cfg;
+        struct config recorded;
         int r;
 
         if (dry_run) {
@@ -226,7 +228,15 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
                 plan_print(p, true, out);
                 return EXIT_DONE;
         }
+        /* The user units go back on the bus of the user they were stopped for. */
+        if (p->user[0]) {
+                recorded = *cfg;
+                recorded.user = p->user;
+                recorded.user_bus = p->user_bus[0] ? p->user_bus : NULL;
+                c->cfg = &recorded;
+        }
         r = engine_undo(c, p);
+        c->cfg = cfg;
         if (r < 0) {
                 log_error_errno(r, "hand-back of %s is incomplete: %m; the journal in " JOURNAL_DIR
                                 " keeps what is left for the next `release end` or --recover", p->vm);
@@ -419,16 +429,14 @@ static int run(struct args *a) {
         bool configured = a->explicit_config || access(a->config, F_OK) == 0 || errno != ENOENT;
         r = configured ? config_load(a->config, geteuid() == 0, &cfg) : 0;
         configured = configured && r >= 0;
-        if (release && !configured && journal_exists(a->vm)) {
-                /* The undo needs what the config says (the desktop user, the buses). */
-                log_error("%s: a hand-over is recorded in " JOURNAL_DIR ", but the config %s %s: nothing "
-                          "handed back; fix it, then run qemu-hook --recover %s", a->vm, a->config,
-                          r < 0 ? "cannot be used (see above)" : "does not exist", a->vm);
-                ret = EXIT_FAILED;
-                goto out;
-        }
+        /* A recorded hand-over is handed back whatever the XML or the config say now: the journal
+         * has all the undo needs, and the host must get its GPU back. hand_back() reads it. */
+        bool recorded = release && journal_exists(a->vm);
+        if (recorded && !configured)
+                log_warning("%s: the config %s %s; handing back what the journal in " JOURNAL_DIR " records",
+                            a->vm, a->config, r < 0 ? "cannot be used (see above)" : "does not exist");
         /* Elsewhere the scripts still run, with the default deadline. */
-        if (r < 0 && (prepare || release)) {
+        if (r < 0 && !recorded && (prepare || release)) {
                 ret = EXIT_USAGE;
                 goto out;
         }
@@ -460,9 +468,7 @@ static int run(struct args *a) {
                 goto out;
         }
 
-        /* A recorded hand-over is handed back whatever the XML says now; hand_back() reads it,
-         * under the lock. */
-        r = !configured ? 0 : release && journal_exists(a->vm) ? 1 : vm_is_ours(&cfg, a->vm, &in);
+        r = recorded ? 1 : !configured ? 0 : vm_is_ours(&cfg, a->vm, &in);
         if (r < 0) {
                 ret = EXIT_USAGE;
                 goto out;

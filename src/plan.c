@@ -208,6 +208,9 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
                 }
 
         strscpy(p.vm, vm, sizeof(p.vm));
+        /* Both far below the field size: user names are short, bus paths fit a sockaddr_un. */
+        strscpy(p.user, cfg->user ? cfg->user : "", sizeof(p.user));
+        strscpy(p.user_bus, cfg->user_bus ? cfg->user_bus : "", sizeof(p.user_bus));
         if (all_vfio) {
                 /* Handed over already (another VM has it, or by hand): like start.sh, touch nothing. */
                 for (size_t i = 0; i < h->n_gpu; i++)

@@ -601,3 +601,25 @@ def test_job_signal_before_reply(host):
         check(host.snapshot() == before and d.states() == states0, "host not restored",
               *diff(before, host.snapshot()), *diff(states0, d.states()))
         check(len(d.jobs()) == 4 and len(d.jobs(user=True)) == 16, "jobs", d.jobs(), d.jobs(user=True))
+
+
+# ---------------------------------------------------------------- 12. the config gone while the VM runs
+
+def test_release_from_the_journal_reaches_the_same_user(host):
+    """The hand-over journals the desktop user and bus: with kvm.conf deleted while the VM ran,
+    `release end` still starts that user's units again (and everything else), from the journal."""
+    conf = original_conf()
+    with Desktop() as d:
+        before, states0 = host.snapshot(), d.states()
+        rc, out, err = hook(conf, "prepare", "begin")
+        check(rc == 0, f"prepare begin exit {rc}", err)
+        os.unlink(conf)
+        d.buses.clear_calls(user=True)
+        rc, out, err = hook(conf, "release", "end")
+        check(rc == 0, f"release end exit {rc}", err)
+        check("handing back what the journal" in err, "no word that the config is missing", err)
+        check(sorted(u for m, u in d.jobs(user=True) if m == "StartUnit") == sorted(ORIGINAL_UNITS),
+              "the user's units were not started again on their bus", d.jobs(user=True))
+        check(host.snapshot() == before, "sysfs not as before", *diff(before, host.snapshot()))
+        check(d.states() == states0, "units not as before", *diff(states0, d.states()))
+        check(not journal_exists(), "journal left after release end")

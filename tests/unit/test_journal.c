@@ -259,11 +259,16 @@ static const char *const tricky[] = {
 /* A plan with every step kind and every state, its fields holding what INI syntax cares about. */
 static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         const struct step_kind *kinds[] = { &step_unit, &step_user_unit, &step_vtcon, &step_framebuffer,
-                                            &step_holders, &step_pci_driver, &step_cpus };
+                                            &step_holders, &step_pci_driver, &step_cpus, &step_script };
         size_t n = 0;
 
         *p = (struct plan) {};
         strscpy(p->vm, vm, sizeof(p->vm));
+        /* The desktop user and bus, which the hand-back needs when the config is gone. */
+        if (tricky_fields) {
+                strscpy(p->user, "liss; #x", sizeof(p->user));
+                strscpy(p->user_bus, "unix:path=/run/user/1000/bus", sizeof(p->user_bus));
+        }
         for (size_t k = 0; k < ELEMENTSOF(kinds); k++)
                 for (int st = 0; st < _STEP_STATE_MAX; st++, n++) {
                         char target[STEP_FIELD_LEN], from[STEP_FIELD_LEN], to[STEP_FIELD_LEN];
@@ -288,6 +293,8 @@ static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
 
 static void assert_same_plan(const struct plan *got, const struct plan *want) {
         assert_string_equal(got->vm, want->vm);
+        assert_string_equal(got->user, want->user);
+        assert_string_equal(got->user_bus, want->user_bus);
         assert_int_equal(got->n_steps, want->n_steps);
         for (size_t i = 0; i < want->n_steps; i++) {
                 const struct step *g = &got->steps[i], *w = &want->steps[i];
