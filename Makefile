@@ -5,23 +5,35 @@ HOOKS_DIR  := /etc/libvirt/hooks
 VERSION    := 0.1.0
 CC         ?= cc
 PKGS       := libsystemd libudev inih libxml-2.0 libkmod
+FRONT_PKGS := inih libxml-2.0
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
 LDLIBS     += $(shell pkg-config --libs $(PKGS))
+FRONT_LIBS := $(shell pkg-config --libs $(FRONT_PKGS))
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-LIB_SRC    := $(filter-out src/main.c,$(wildcard src/*.c))
+# Two binaries: qemu-hook, the front end libvirt runs for every call, with only inih and libxml2,
+# which hands anything with work in it to qemu-hook-act (main.c and everything).
+FRONT_SRC  := src/front.c src/config.c src/domain.c src/journal-path.c src/log.c src/scripts.c src/util.c
+LIB_SRC    := $(filter-out src/main.c src/front.c,$(wildcard src/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNITS      := $(UNIT_SRC:tests/unit/%.c=build/%)
 UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
 
-all: qemu-hook
+all: qemu-hook qemu-hook-act
 
-qemu-hook: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act
+	$(CC) $(CFLAGS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+
+qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	$(CC) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
-build/san/qemu-hook: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+
+build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
@@ -60,18 +72,20 @@ bench: deps
 	@tests/bench.sh
 
 # /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
-install: qemu-hook
+install: qemu-hook qemu-hook-act
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
+	install -D -m 0755 qemu-hook-act $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
 	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
 
 uninstall:
 	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
-	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
+	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 
 clean:
-	rm -rf qemu-hook build
+	rm -rf qemu-hook qemu-hook-act build
 
 .PHONY: all deps unit integration check demo bench install uninstall clean

@@ -1,12 +1,15 @@
 /* The record of a hand-over, /run/qemu-hook/VM.state: written atomically after every step so a
  * hook killed half way can be undone by the next release. Read back with inih. */
 #pragma once
+#include <limits.h>
 #include "plan.h"
 
 #define JOURNAL_DIR "/run/qemu-hook"
 
 /* Escapes a VM name into a file name: [A-Za-z0-9_.-] stay (no leading dot), others become \xNN. */
 int journal_escape(const char *vm, char *buf, size_t size);
+/* The journal's path: JOURNAL_DIR/escaped name.state, long names shortened with a hash. */
+int journal_path(const char *vm, char buf[static PATH_MAX]);
 /* Creates JOURNAL_DIR (0700) and takes the exclusive hand-over lock, waiting until deadline.
  * Returns the lock fd. */
 int journal_lock(usec_t deadline);

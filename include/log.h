@@ -5,7 +5,13 @@
 #include <stdbool.h>
 #include <syslog.h>
 
-void log_setup(const char *vm, bool verbose, bool journal);
+/* Where messages go besides stderr: the systemd journal (log_journal, in qemu-hook-act), or
+ * nowhere (NULL: the front end, which leaves all reporting to qemu-hook-act). */
+typedef void (*log_sink_t)(int prio, int err, const char *msg, const char *vm, const char *step);
+void log_journal(int prio, int err, const char *msg, const char *vm, const char *step);
+/* Messages of priority stderr_max or more urgent go to stderr (LOG_NOTICE, LOG_DEBUG when
+ * verbose, -1 for none); the sink gets all but debug ones (those too with LOG_DEBUG). */
+void log_setup(const char *vm, int stderr_max, log_sink_t sink);
 /* The step being done, attached to every message as QEMU_HOOK_STEP= until changed (NULL clears). */
 void log_set_step(const char *step);
 /* Logs and returns -|err| (or -EINVAL when err is 0), so callers can write `return log_error_errno(r, ...)`.

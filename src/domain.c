@@ -1,10 +1,48 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <libxml/parser.h>
 #include <libxml/xpath.h>
 
 #include "domain.h"
+#include "log.h"
+
+#define XML_MAX (16u << 20)
+
+int domain_read_stdin(char **ret, size_t *len) {
+        size_t size = 0, n = 0;
+        char *buf = NULL;
+
+        *ret = NULL;
+        *len = 0;
+        if (isatty(STDIN_FILENO))
+                return 0;
+        for (;;) {
+                if (n == size) {
+                        if (size >= XML_MAX) {
+                                free(buf);
+                                return log_error_errno(EFBIG, "domain XML on standard input exceeds %u bytes", XML_MAX);
+                        }
+                        size = size ? size * 2 : 16384;
+                        buf = xreallocarray(buf, size + 1, 1);
+                }
+                ssize_t k = read(STDIN_FILENO, buf + n, size - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        free(buf);
+                        return log_error_errno(errno, "reading the domain XML from standard input: %m");
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        buf[n] = '\0';
+        *ret = buf;
+        *len = n;
+        return 0;
+}
 
 /* Reads a libvirt address attribute ("0x0d", or decimal) into *ret. */
 static int attr_number(xmlNode *node, const char *name, unsigned max, unsigned *ret) {

@@ -2,19 +2,18 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <systemd/sd-journal.h>
 
 #include "log.h"
 
 static const char *log_vm;
 static const char *log_step;
-static bool log_verbose;
-static bool log_journal;
+static int log_stderr_max = LOG_NOTICE;
+static log_sink_t log_sink;
 
-void log_setup(const char *vm, bool verbose, bool journal) {
+void log_setup(const char *vm, int stderr_max, log_sink_t sink) {
         log_vm = vm;
-        log_verbose = verbose;
-        log_journal = journal;
+        log_stderr_max = stderr_max;
+        log_sink = sink;
 }
 
 void log_set_step(const char *step) {
@@ -32,15 +31,11 @@ int log_full(int prio, int err, const char *fmt, ...) {
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
 
-        if (prio <= LOG_NOTICE || log_verbose)
+        if (prio <= log_stderr_max)
                 fprintf(stderr, "qemu-hook: %s\n", msg);
-        /* The journal gets everything but debug chatter; sd_journal_send is a no-op without a
-         * journald socket, which is what a host without systemd has. */
-        if (log_journal && (prio < LOG_DEBUG || log_verbose))
-                sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%i", prio,
-                                "SYSLOG_IDENTIFIER=qemu-hook", "QEMU_HOOK_VM=%s", log_vm ? log_vm : "",
-                                "QEMU_HOOK_STEP=%s", log_step ? log_step : "",
-                                err ? "ERRNO=%i" : NULL, err, NULL);
+        /* The sink gets everything but debug chatter, unless verbose. */
+        if (log_sink && (prio < LOG_DEBUG || log_stderr_max >= LOG_DEBUG))
+                log_sink(prio, err, msg, log_vm ? log_vm : "", log_step ? log_step : "");
         errno = saved_errno;
         return err ? -err : -EINVAL;
 }

@@ -19,8 +19,6 @@
 #include "plan.h"
 #include "scripts.h"
 
-#define XML_MAX (16u << 20)
-
 enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 struct args {
@@ -35,7 +33,6 @@ struct args {
         bool recover;
 };
 
-/* The domain XML on stdin, read once, when first needed. */
 struct input {
         bool read;
         char *xml;
@@ -117,40 +114,12 @@ static int parse_args(int argc, char **argv, struct args *a) {
         return 1;
 }
 
-/* The domain XML from stdin; NULL when stdin is a terminal (a run by hand without XML). */
+/* The domain XML from stdin, read once, when first needed. */
 static int input_get(struct input *in) {
-        size_t size = 0, n = 0;
-        char *buf = NULL;
-
         if (in->read)
                 return 0;
         in->read = true;
-        if (isatty(STDIN_FILENO))
-                return 0;
-        for (;;) {
-                if (n == size) {
-                        if (size >= XML_MAX) {
-                                free(buf);
-                                return log_error_errno(EFBIG, "domain XML on standard input exceeds %u bytes", XML_MAX);
-                        }
-                        size = size ? size * 2 : 16384;
-                        buf = xreallocarray(buf, size + 1, 1);
-                }
-                ssize_t k = read(STDIN_FILENO, buf + n, size - n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0) {
-                        free(buf);
-                        return log_error_errno(errno, "reading the domain XML from standard input: %m");
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
-        buf[n] = '\0';
-        in->xml = buf;
-        in->len = n;
-        return 0;
+        return domain_read_stdin(&in->xml, &in->len);
 }
 
 /* Whether the VM is ours: the config names it, or its XML passes a function of the GPU. */
@@ -414,7 +383,7 @@ static int run(struct args *a) {
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
         int r, ret = EXIT_DONE, scripts_r = 0;
 
-        log_setup(a->vm, a->verbose, !a->dry_run);
+        log_setup(a->vm, a->verbose ? LOG_DEBUG : LOG_NOTICE, a->dry_run ? NULL : log_journal);
         if (snprintf(qemu_d, sizeof(qemu_d), "%s/qemu.d", a->hooks_dir) >= (int) sizeof(qemu_d)) {
                 log_error("--hooks-dir %s: path too long", a->hooks_dir);
                 return EXIT_USAGE;

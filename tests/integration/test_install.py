@@ -15,6 +15,7 @@ TREE = [
     "etc/libvirt/hooks/kvm.conf",
     "etc/libvirt/hooks/qemu -> /usr/local/sbin/qemu-hook",
     "usr/local/sbin/qemu-hook",
+    "usr/local/sbin/qemu-hook-act",
     "usr/local/share/doc/qemu-hook/kvm.conf",
     "usr/local/share/man/man8/qemu-hook.8",
 ]
