@@ -72,9 +72,10 @@ bench: deps
 	@tests/bench.sh
 
 # /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
+# qemu-hook-act goes in first and out last: a libvirt call in between must find it.
 install: qemu-hook qemu-hook-act
-	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0755 qemu-hook-act $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
+	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
 	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf

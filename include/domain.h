@@ -4,7 +4,8 @@
 #include "util.h"
 
 /* Reads the domain XML from stdin (at most 16 MiB) into a malloc'd, NUL-terminated *ret; *ret is
- * NULL when stdin is a terminal (a run by hand without XML). Logs and returns -errno on error. */
+ * NULL when stdin is a terminal (a run by hand without XML). Logs and returns -errno on error,
+ * *ret then holding what was read (to free, or to pass on). */
 int domain_read_stdin(char **ret, size_t *len);
 /* Source addresses of every <hostdev type='pci'> of the domain. Returns 0 and a malloc'd array
  * (possibly empty), or a negative errno with *error set to a malloc'd message. */

@@ -21,7 +21,9 @@ int domain_read_stdin(char **ret, size_t *len) {
         for (;;) {
                 if (n == size) {
                         if (size >= XML_MAX) {
-                                free(buf);
+                                *ret = buf;     /* what was read, for the caller to pass on or free */
+                                *len = n;
+                                buf[n] = '\0';
                                 return log_error_errno(EFBIG, "domain XML on standard input exceeds %u bytes", XML_MAX);
                         }
                         size = size ? size * 2 : 16384;
@@ -31,8 +33,11 @@ int domain_read_stdin(char **ret, size_t *len) {
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k < 0) {
-                        free(buf);
-                        return log_error_errno(errno, "reading the domain XML from standard input: %m");
+                        int r = log_error_errno(errno, "reading the domain XML from standard input: %m");
+                        *ret = buf;
+                        *len = n;
+                        buf[n] = '\0';
+                        return r;
                 }
                 if (k == 0)
                         break;

@@ -22,11 +22,13 @@
  * becomes its stdin again. Returns only on failure. */
 static int act(char **argv, const char *xml, size_t len) {
         char path[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - sizeof("/qemu-hook-act"));
+        const size_t room = sizeof(path) - sizeof("/qemu-hook-act");
+        ssize_t n = readlink("/proc/self/exe", path, room);
         char *slash;
 
-        if (n <= 0 || !(slash = memrchr(path, '/', (size_t) n))) {
-                fprintf(stderr, "qemu-hook: cannot find where it is installed (/proc/self/exe): %m\n");
+        if (n <= 0 || (size_t) n >= room || !(slash = memrchr(path, '/', (size_t) n))) {
+                fprintf(stderr, "qemu-hook: cannot find where it is installed (/proc/self/exe): %s\n",
+                        n < 0 ? strerror(errno) : "not a usable path");
                 return -1;
         }
         strcpy(slash, "/qemu-hook-act");
@@ -43,7 +45,15 @@ static int act(char **argv, const char *xml, size_t len) {
         return -1;
 }
 
-/* Whether a prepare/release call of vm provably concerns no GPU of ours. */
+/* Set by anything config.c or domain.c would say: a warning too must reach the journal. */
+static bool said;
+
+static void note(int prio, int err, const char *msg, const char *vm, const char *step) {
+        said = said || prio <= LOG_WARNING;
+}
+
+/* Whether a prepare/release call of vm provably concerns no GPU of ours, silently: with anything
+ * to say (a config warning), qemu-hook-act says it. */
 static bool not_ours(const char *vm, bool release, char **xml, size_t *len) {
         _cleanup_free_ struct pci_addr *addrs = NULL;
         _cleanup_free_ char *error = NULL;
@@ -57,12 +67,17 @@ static bool not_ours(const char *vm, bool release, char **xml, size_t *len) {
                 return errno == ENOENT;         /* not configured: only scripts would run */
         if (config_load(HOOKS_DIR_DEFAULT "/kvm.conf", geteuid() == 0, &cfg) < 0)
                 return false;                   /* qemu-hook-act reports it */
+        if (said) {
+                config_free(&cfg);
+                return false;
+        }
         const struct vm_config *v = config_vm(&cfg, vm);
         if (v && v->handle >= 0) {
                 ours = v->handle;
                 config_free(&cfg);
                 return !ours;
         }
+        /* On a read error what was read goes on too, so qemu-hook-act meets the same error. */
         if (domain_read_stdin(xml, len) < 0 || !*xml ||
             domain_pci_hostdevs(*xml, *len, &addrs, &n, &error) < 0) {
                 config_free(&cfg);
@@ -79,17 +94,19 @@ int main(int argc, char **argv) {
         _cleanup_free_ char *xml = NULL;
         char scripts[PATH_MAX];
         size_t len = 0;
+        const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
         bool simple = argc == 4 || argc == 5;
 
-        /* libvirt's call has no options; "-" is its EXTRA when there is none. */
-        for (int i = 1; simple && i < argc; i++)
+        /* libvirt's call has no options ("-" is its EXTRA when there is none); as its hook (`qemu`)
+         * nothing is an option, even a VM named "-x" (qemu-hook-act reads it the same way). */
+        for (int i = 1; simple && strcmp(self, "qemu") != 0 && i < argc; i++)
                 simple = argv[i][0] != '-' || strcmp(argv[i], "-") == 0;
         if (simple) {
                 const char *vm = argv[1], *op = argv[2], *sub = argv[3];
                 bool prepare = strcmp(op, "prepare") == 0 && strcmp(sub, "begin") == 0;
                 bool release = strcmp(op, "release") == 0 && strcmp(sub, "end") == 0;
 
-                log_setup(vm, -1, NULL);
+                log_setup(vm, -1, note);
                 /* Anything there, runnable or not (qemu-hook-act warns about those), is its. */
                 snprintf(scripts, sizeof(scripts), HOOKS_DIR_DEFAULT "/qemu.d/%s/%s/%s", vm, op, sub);
                 bool none = access(scripts, F_OK) < 0 && (errno == ENOENT || errno == ENOTDIR);

@@ -28,7 +28,6 @@ struct args {
         char config_buf[PATH_MAX];
         bool dry_run;
         bool verbose;
-        bool as_hook;           /* called as `qemu`: libvirt's, nothing on stdout, ever */
         const char *vm, *op, *sub, *extra;
         bool recover;
 };
@@ -74,7 +73,9 @@ static int parse_args(int argc, char **argv, struct args *a) {
         int c, n;
 
         *a = (struct args) { .hooks_dir = HOOKS_DIR_DEFAULT };
-        while ((c = getopt_long(argc, argv, "nc:d:r:vhV", options, NULL)) >= 0)
+        /* As libvirt's hook there are no options, and a VM may be named "-x": taken as an option,
+         * every call would fail, `started` too, which kills the VM. */
+        while (strcmp(self, "qemu") != 0 && (c = getopt_long(argc, argv, "nc:d:r:vhV", options, NULL)) >= 0)
                 switch (c) {
                 case 'n': a->dry_run = true; break;
                 case 'c': a->config = optarg; a->explicit_config = true; break;
@@ -106,7 +107,6 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 fprintf(stderr, "qemu-hook: expected VM OPERATION SUB-OPERATION [EXTRA]; see --help\n");
                 return -EINVAL;
         }
-        a->as_hook = strcmp(self, "qemu") == 0;
         a->vm = argv[optind];
         a->op = argv[optind + 1];
         a->sub = argv[optind + 2];
@@ -374,10 +374,10 @@ static int run(struct args *a) {
         struct input in = {};
         bool prepare = strcmp(a->op, "prepare") == 0 && strcmp(a->sub, "begin") == 0;
         bool release = strcmp(a->op, "release") == 0 && strcmp(a->sub, "end") == 0;
-        /* libvirt never passes options, and takes stdout of `migrate` and `restore` as a new
-         * domain XML: only the plan that --dry-run was asked for goes there, and not even that
-         * when running as the installed hook. */
-        FILE *out = a->as_hook ? stderr : stdout;
+        /* Only what --dry-run was asked for goes to stdout: libvirt takes the hook's stdout of
+         * `migrate` and `restore` as a new domain XML, and as its hook (`qemu`) there are no
+         * options, so no --dry-run. */
+        FILE *out = stdout;
         char qemu_d[PATH_MAX];
         struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1,
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };

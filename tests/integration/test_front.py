@@ -113,6 +113,47 @@ def test_without_kvm_conf(host):
     assert host.writes() == 0
 
 
+def test_a_config_warning_is_not_swallowed(host):
+    """The original format warns about keys it does not know: qemu-hook-act says so, even for a
+    VM that is not ours, so the front end does not settle such calls."""
+    setup('VIRSH_GPU_VIDEO="0000:0d:00.0"\nVIRSH_GPU_AUDIO="0000:0d:00.1"\nMY_OWN_VARIABLE="1"\n')
+    assert alone("other", "prepare", "begin", OTHER)[0] == 2
+    rc, out, err = call("other", "prepare", "begin", OTHER)
+    assert rc == 0 and "MY_OWN_VARIABLE" in err, err
+    assert host.writes() == 0
+
+
+def test_as_libvirts_hook_a_vm_name_is_never_an_option(host):
+    """libvirt runs /etc/libvirt/hooks/qemu with no options, and a VM may be called "-x": read
+    as an option, every call would fail, `started` too, which kills the VM."""
+    setup()
+    link = "/run/fakehost/as-hook/qemu"
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(HOOK, link)
+    os.makedirs(HOOKS + "/qemu.d/-x/started/begin")
+    with open(HOOKS + "/qemu.d/-x/started/begin/10-x", "w") as f:
+        f.write(f"#!/bin/sh\necho \"$@\" > {ALONE}/ran\n")
+    os.chmod(HOOKS + "/qemu.d/-x/started/begin/10-x", 0o755)
+    xml = fakehost.domain_xml("-x", [])
+    assert call("-x", "prepare", "begin", xml, link) == (0, "", "")
+    rc, out, err = call("-x", "started", "begin", xml, link)
+    assert rc == 0, err
+    with open(f"{ALONE}/ran") as f:
+        assert f.read() == "-x started begin -\n"
+    # run by hand, options are options: "-x" is not a VM name there
+    rc, out, err = call("-x", "prepare", "begin", xml)
+    assert rc == 2 and "invalid option" in err, err
+
+
+def test_oversized_xml_is_reported_by_qemu_hook_act(host):
+    setup()
+    xml = OTHER.replace("</domain>", "<!--" + "x" * (17 << 20) + "--></domain>")
+    rc, out, err = call("other", "prepare", "begin", xml)
+    assert rc == 2 and "exceeds 16777216 bytes" in err, err
+
+
 def teardown_module():
     shutil.rmtree(HOOKS, ignore_errors=True)
     shutil.rmtree(ALONE, ignore_errors=True)
