@@ -43,5 +43,7 @@ struct config {
  * With check_owner, refuses (-EPERM) a file not owned by root or writable by group or others. */
 int config_load(const char *path, bool check_owner, struct config *ret);
 void config_free(struct config *c);
+/* Whether a is a function of the GPU (in the slot of one of its addresses). */
+bool config_is_gpu(const struct config *c, const struct pci_addr *a);
 /* The [vm NAME] section for vm, or NULL. */
 const struct vm_config *config_vm(const struct config *c, const char *vm);

@@ -681,6 +681,13 @@ void config_free(struct config *c) {
         *c = (struct config) {};
 }
 
+bool config_is_gpu(const struct config *c, const struct pci_addr *a) {
+        for (size_t i = 0; i < c->n_gpu; i++)
+                if (pci_addr_same_slot(a, &c->gpu[i]))
+                        return true;
+        return false;
+}
+
 const struct vm_config *config_vm(const struct config *c, const char *vm) {
         for (size_t i = 0; vm && i < c->n_vms; i++)
                 if (strcmp(c->vms[i].name, vm) == 0)

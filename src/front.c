@@ -84,8 +84,7 @@ static bool not_ours(const char *vm, bool release, char **xml, size_t *len) {
                 return false;
         }
         for (size_t i = 0; i < n && !ours; i++)
-                for (size_t j = 0; j < cfg.n_gpu && !ours; j++)
-                        ours = pci_addr_same_slot(&addrs[i], &cfg.gpu[j]);
+                ours = config_is_gpu(&cfg, &addrs[i]);
         config_free(&cfg);
         return !ours;
 }

@@ -142,9 +142,8 @@ static int vm_is_ours(const struct config *cfg, const char *vm, struct input *in
         if (r < 0)
                 return log_error_errno(r, "%s: domain XML on standard input: %s", vm, error);
         for (size_t i = 0; i < n; i++)
-                for (size_t j = 0; j < cfg->n_gpu; j++)
-                        if (pci_addr_same_slot(&addrs[i], &cfg->gpu[j]))
-                                return 1;
+                if (config_is_gpu(cfg, &addrs[i]))
+                        return 1;
         return 0;
 }
 

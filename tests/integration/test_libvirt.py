@@ -34,12 +34,6 @@ VIRSH_SECONDARY_GPU_AUDIO="0000:08:00.1"
 VIRSH_USER="liss"
 VIRSH_USER_DBUS_ADDR="unix:path=/run/user/{uid}/bus"
 """
-RECORDER = """#!/bin/sh
-d=$(readlink /sys/bus/pci/devices/0000:0d:00.0/driver)
-echo "$* ${{d##*/}}" >> {record}
-cat > {record}.$2.$3.stdin
-{body}
-"""
 
 LV = None
 
@@ -79,19 +73,12 @@ def setup(conf=NATIVE, domains=(("gaming", ()),)):
 
 def recorder(vm, op, sub, body="exit 0"):
     """qemu.d/VM/OP/SUB/10-record: notes its arguments and the GPU's driver when it runs."""
-    path = f"{QEMU_D}/{vm}/{op}/{sub}/10-record"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(RECORDER.format(record=RECORD, body=body))
-    os.chmod(path, 0o755)
+    fakehost.recording_script(f"{QEMU_D}/{vm}/{op}/{sub}/10-record", RECORD, f"{op}-{sub}", body)
 
 
 def record():
-    try:
-        with open(RECORD) as f:
-            return [line.split() for line in f]
-    except FileNotFoundError:
-        return []
+    """[VM, OP, SUB, EXTRA, the GPU's driver] per script run."""
+    return [r[1:] for r in fakehost.read_record(RECORD)]
 
 
 def test_install_made_the_hook():

@@ -20,13 +20,6 @@ CONF = fakehost.NATIVE_CONF + """[host]
 script_timeout = {script_timeout}
 """
 
-SCRIPT = """#!/bin/sh
-d=$(readlink /sys/bus/pci/devices/0000:0d:00.0/driver)
-echo "{name} $* ${{d##*/}}" >> {record}
-cat > {record}.{name}.stdin
-{body}
-"""
-
 
 def setup(conf=True, script_timeout="60s"):
     shutil.rmtree(HOOKS, ignore_errors=True)
@@ -43,21 +36,11 @@ def setup(conf=True, script_timeout="60s"):
 
 def script(rel, name=None, body="exit 0", mode=0o755, text=None):
     """qemu.d/REL as a recording script (NAME in the record, BODY at its end)."""
-    path = f"{QEMU_D}/{rel}"
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text if text is not None else
-                SCRIPT.format(name=name or os.path.basename(rel), record=RECORD, body=body))
-    os.chmod(path, mode)
-    return path
+    return fakehost.recording_script(f"{QEMU_D}/{rel}", RECORD, name, body, mode, text)
 
 
 def record():
-    try:
-        with open(RECORD) as f:
-            return [line.split() for line in f]
-    except FileNotFoundError:
-        return []
+    return fakehost.read_record(RECORD)
 
 
 def stdin_of(name):

@@ -219,6 +219,36 @@ def domain_xml(name, addrs):
             f"  <devices>\n{''.join(devs)}  </devices>\n</domain>\n")
 
 
+# ---------------------------------------------------------------- hook scripts that record
+
+RECORDING_SCRIPT = """#!/bin/sh
+d=$(readlink /sys/bus/pci/devices/0000:0d:00.0/driver)
+echo "{name} $* ${{d##*/}}" >> {record}
+cat > {record}.{name}.stdin
+{body}
+"""
+
+
+def recording_script(path, record, name=None, body="exit 0", mode=0o755, text=None):
+    """A qemu.d script at PATH that appends "NAME ARGS... DRIVER" to RECORD (DRIVER: the big
+    GPU's when it runs), keeps its stdin in RECORD.NAME.stdin, then runs BODY; or just TEXT."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text if text is not None else
+                RECORDING_SCRIPT.format(name=name or os.path.basename(path), record=record, body=body))
+    os.chmod(path, mode)
+    return path
+
+
+def read_record(record):
+    """The lines recording scripts wrote to RECORD, split into words."""
+    try:
+        with open(record) as f:
+            return [line.split() for line in f]
+    except FileNotFoundError:
+        return []
+
+
 # ---------------------------------------------------------------- the host
 
 def variant(**opts):
