@@ -24,10 +24,10 @@ UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
 all: qemu-hook qemu-hook-act
 
 qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act
-	$(CC) $(CFLAGS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
 qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
-	$(CC) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
 build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act
 	@mkdir -p $(@D)
@@ -71,13 +71,16 @@ bench: deps
 	@$(MAKE) --no-print-directory qemu-hook build/fakesys
 	@tests/bench.sh
 
-# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
+# The files alone, without the hook (the Debian package's postinst makes the link).
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
-install: qemu-hook qemu-hook-act
+install-files: qemu-hook qemu-hook-act
 	install -D -m 0755 qemu-hook-act $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
+
+# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
+install: install-files
 	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
 
 uninstall:
@@ -86,7 +89,18 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 
+# The Debian package of the committed tree (DEB_REV, a commit or tree; default HEAD), built from
+# its copy in build/deb/src: build/deb/qemu-hook_$(VERSION)_ARCH.deb, with no error from lintian.
+DEB_REV  ?= HEAD
+DEB_ARCH  = $(shell dpkg --print-architecture)
+deb:
+	rm -rf build/deb
+	mkdir -p build/deb/src
+	git archive $(DEB_REV) | tar -x -f - -C build/deb/src
+	cd build/deb/src && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error build/deb/qemu-hook_$(VERSION)_$(DEB_ARCH).deb
+
 clean:
 	rm -rf qemu-hook qemu-hook-act build
 
-.PHONY: all deps unit integration check demo bench install uninstall clean
+.PHONY: all deps unit integration check demo bench install install-files uninstall deb clean
