@@ -53,26 +53,36 @@ void host_free(struct host *h);
 /* Reads one function's driver and driver_override now ("" when none). */
 int host_read_func(const char *name, struct pci_func *ret);
 
-/* The device nodes (/dev/dri/..., /dev/snd/...) of a PCI function's DRM and sound children.
- * Returns the number found (up to max), each a malloc'd string, or a negative errno. */
-int host_func_nodes(const char *func, char **nodes, size_t max);
+/* The device numbers of a PCI function's DRM (card, render), sound (/dev/snd/...) and framebuffer
+ * (/dev/fbN) nodes. Returns how many were found (up to max), or a negative errno. */
+int host_func_devnums(const char *func, dev_t *devs, size_t max);
 
-/* Whether the function has a DRM card (cardN) child, and udev has seen it if udevd runs. */
+/* Whether the function has a DRM card (cardN, not a connector) of its own, and udev has processed
+ * it if udevd runs. */
 int host_func_has_drm_card(const char *func);
 
-/* Processes holding any of nodes open: writes "PID (comm)" entries into buf, comma-separated;
- * returns how many. */
-int host_node_holders(char **nodes, size_t n_nodes, char *buf, size_t size);
+/* Processes holding any of the device numbers open (matched by st_rdev through /proc/PID/fd, in any
+ * mount namespace): writes "PID (comm, unit U)" entries into buf, comma-separated; returns how
+ * many. */
+int host_node_holders(const dev_t *devs, size_t n_devs, char *buf, size_t size);
 
-/* The driver the kernel's module aliases (libkmod, modules.alias) give for the function,
- * vfio-pci and pci-stub excepted: the display driver of a parked secondary GPU. */
+/* The module the kernel's module aliases (libkmod, modules.alias) give for the function, vfio_pci
+ * and pci_stub excepted: the display driver of a parked secondary GPU, as a module name (see
+ * host_pci_driver). */
 int host_default_driver(const struct pci_func *f, char *buf, size_t size);
 
-/* Loads the module of a PCI driver that is not registered yet (libkmod). */
-int host_load_driver(const char *driver);
+/* The PCI driver that name stands for: itself when registered, else the one the module of that
+ * name registers (module bochs registers bochs-drm, vfio_pci vfio-pci: module names are not
+ * driver names). With load, a module not loaded yet is loaded first (libkmod); without, that
+ * is -ENOENT. */
+int host_pci_driver(const char *name, bool load, char *buf, size_t size);
 
-/* Waits until no process holds the DRM or sound nodes of the function. On -ETIMEDOUT, holders
- * names them ("PID (comm), ..."). */
+/* fbcon's vtconsole, found by its name: 1 and its name and binding, or 0 when fbcon has none
+ * (no framebuffer). */
+int host_find_fbcon(char *name, size_t size, bool *bound);
+
+/* Waits until no process holds a node of the function (host_func_devnums). On -ETIMEDOUT,
+ * holders names them ("PID (comm, unit U), ..."). */
 int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t size);
 
 /* Whether a PCI driver is registered, or can be loaded (libkmod); 1 loaded, 0 loadable, <0 not. */

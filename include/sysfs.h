@@ -3,6 +3,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 #define SYSFS_ROOT "/sys"
 
 /* Reads the first line of ROOT/path into buf (newline stripped). Negative errno on failure. */
@@ -13,3 +15,8 @@ int sysfs_write(const char *path, const char *value);
  * -ENOENT when there is no such link. */
 int sysfs_link_name(const char *path, char *buf, size_t size);
 bool sysfs_exists(const char *path);
+/* sysfs_write in a child process, waited for until the deadline: a write the kernel can block
+ * forever (unbinding a sound card whose node a process holds waits for that process; a probe
+ * may hang) ends in -ETIMEDOUT instead of hanging the hook, and libvirtd with it. The blocked
+ * child is left behind, holding nothing of the hook's. */
+int sysfs_write_deadline(const char *path, const char *value, usec_t deadline);

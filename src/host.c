@@ -7,6 +7,10 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <systemd/sd-login.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -238,32 +242,39 @@ static int foreach_child(const char *func, const char *subsystem,
         return 0;
 }
 
-struct node_list {
-        char **nodes;
+struct devnum_list {
+        dev_t *devs;
         size_t n, max;
 };
 
-static int add_node(struct udev_device *child, void *data) {
-        struct node_list *l = data;
-        const char *node = udev_device_get_devnode(child);
+static int add_devnum(struct udev_device *child, void *data) {
+        struct devnum_list *l = data;
+        dev_t dev = udev_device_get_devnum(child);
 
-        if (node && l->n < l->max)
-                l->nodes[l->n++] = xstrdup(node);
+        if (major(dev) != 0 && l->n < l->max)
+                l->devs[l->n++] = dev;
         return 0;
 }
 
-int host_func_nodes(const char *func, char **nodes, size_t max) {
-        struct node_list l = { .nodes = nodes, .max = max };
-        int r;
+int host_func_devnums(const char *func, dev_t *devs, size_t max) {
+        static const char *const subsystems[] = { "drm", "sound", "graphics" };
+        struct devnum_list l = { .devs = devs, .max = max };
+        int r = 0;
 
-        r = foreach_child(func, "drm", add_node, &l);
-        if (r >= 0)
-                r = foreach_child(func, "sound", add_node, &l);
+        for (size_t i = 0; i < ELEMENTSOF(subsystems) && r >= 0; i++)
+                r = foreach_child(func, subsystems[i], add_devnum, &l);
         return r < 0 ? r : (int) l.n;
 }
 
 static int is_card(struct udev_device *child, void *data) {
-        if (fnmatch("card[0-9]*", udev_device_get_sysname(child), 0) != 0)
+        const char *name = udev_device_get_sysname(child);
+        unsigned n;
+        int len = 0;
+
+        /* The card itself, not one of its connectors (card0-HDMI-A-1) nor a render node; of this
+         * device, never by number: a process still holding the old card keeps its minor, so the
+         * new one is another. */
+        if (sscanf(name, "card%u%n", &n, &len) != 1 || name[len] != '\0')
                 return 0;
         /* With udevd running, wait until it processed the card too: the display manager opens
          * it by the node and permissions udev sets. Without udevd (containers, tests) sysfs is all
@@ -277,45 +288,68 @@ int host_func_has_drm_card(const char *func) {
         return foreach_child(func, "drm", is_card, NULL);
 }
 
-int host_node_holders(char **nodes, size_t n_nodes, char *buf, size_t size) {
+static bool holds(int fds, const dev_t *devs, size_t n_devs) {
+        _cleanup_(closedirp) DIR *d = fdopendir(fds);
+        struct dirent *de;
+
+        if (!d) {
+                close(fds);
+                return false;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+
+                /* stat() follows the magic link to the open file itself, in whatever mount
+                 * namespace the process lives, and after the node was deleted. */
+                if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISCHR(st.st_mode))
+                        continue;
+                for (size_t i = 0; i < n_devs; i++)
+                        if (st.st_rdev == devs[i])
+                                return true;
+        }
+        return false;
+}
+
+/* "PID (comm, unit)": what a user needs to find the process and stop it the right way. */
+static void describe_pid(pid_t pid, char *buf, size_t size) {
+        _cleanup_free_ char *unit = NULL, *user_unit = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        char path[64], comm[64] = "?";
+        uid_t uid;
+
+        snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
+        if ((f = fopen(path, "re")) && fgets(comm, sizeof(comm), f))
+                comm[strcspn(comm, "\n")] = '\0';
+        if (sd_pid_get_user_unit(pid, &user_unit) >= 0 && sd_pid_get_owner_uid(pid, &uid) >= 0)
+                snprintf(buf, size, "%d (%s, unit %s of user %u)", (int) pid, comm, user_unit, (unsigned) uid);
+        else if (sd_pid_get_unit(pid, &unit) >= 0)
+                snprintf(buf, size, "%d (%s, unit %s)", (int) pid, comm, unit);
+        else
+                snprintf(buf, size, "%d (%s, in no unit)", (int) pid, comm);
+}
+
+int host_node_holders(const dev_t *devs, size_t n_devs, char *buf, size_t size) {
         _cleanup_(closedirp) DIR *proc = opendir("/proc");
         struct dirent *de;
         int count = 0;
         pid_t self = getpid();
 
         buf[0] = '\0';
-        if (!proc || n_nodes == 0)
+        if (!proc || n_devs == 0)
                 return proc ? 0 : -errno;
         while ((de = readdir(proc))) {
-                _cleanup_(closedirp) DIR *fds = NULL;
-                struct dirent *fd;
-                char path[PATH_MAX], target[PATH_MAX];
-                bool holds = false;
+                char path[PATH_MAX], who[256];
+                int fds;
 
                 if (!isdigit((unsigned char) de->d_name[0]) || atoi(de->d_name) == self)
                         continue;
-                snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
-                fds = opendir(path);
-                if (!fds)
-                        continue;       /* gone, or a kernel thread */
-                while (!holds && (fd = readdir(fds))) {
-                        snprintf(path, sizeof(path), "/proc/%s/fd/%s", de->d_name, fd->d_name);
-                        ssize_t n = readlink(path, target, sizeof(target) - 1);
-                        if (n <= 0)
-                                continue;
-                        target[n] = '\0';
-                        for (size_t i = 0; i < n_nodes && !holds; i++)
-                                holds = strcmp(target, nodes[i]) == 0;
-                }
-                if (!holds)
-                        continue;
-                char comm[64] = "?";
-                _cleanup_fclose_ FILE *f = NULL;
-                snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
-                if ((f = fopen(path, "re")) && fgets(comm, sizeof(comm), f))
-                        comm[strcspn(comm, "\n")] = '\0';
+                snprintf(path, sizeof(path), "%s/fd", de->d_name);
+                fds = openat(dirfd(proc), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fds < 0 || !holds(fds, devs, n_devs))
+                        continue;       /* gone, a kernel thread, or not a holder */
+                describe_pid(atoi(de->d_name), who, sizeof(who));
                 size_t len = strlen(buf);
-                snprintf(buf + len, size - len, "%s%s (%s)", count ? ", " : "", de->d_name, comm);
+                snprintf(buf + len, size - len, "%s%s", count ? ", " : "", who);
                 count++;
         }
         return count;
@@ -354,26 +388,94 @@ int host_default_driver(const struct pci_func *f, char *buf, size_t size) {
         return -ENOENT;
 }
 
-int host_load_driver(const char *driver) {
+/* The PCI driver a loaded module registers (/sys/module/M/drivers/pci:DRIVER); -ENOENT when the
+ * module is not loaded or registers none. */
+static int module_pci_driver(const char *module, char *buf, size_t size) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        char path[PATH_MAX], found[NAME_LEN] = "";
+        struct dirent *de;
+
+        snprintf(path, sizeof(path), SYSFS_ROOT "/module/%s/drivers", module);
+        for (char *p = path + strlen(SYSFS_ROOT "/module/"); *p && *p != '/'; p++)
+                if (*p == '-')
+                        *p = '_';       /* module names are spelled with underscores in sysfs */
+        d = opendir(path);
+        if (!d)
+                return -ENOENT;
+        while ((de = readdir(d))) {
+                if (strncmp(de->d_name, "pci:", 4) != 0)
+                        continue;
+                if (found[0])
+                        return log_error_errno(ENOTUNIQ, "module %s registers several PCI drivers (%s, %s): set "
+                                               "the driver itself in the config", module, found, de->d_name + 4);
+                strscpy(found, de->d_name + 4, sizeof(found));
+        }
+        return found[0] ? strscpy(buf, found, size) : -ENOENT;
+}
+
+static int load_module(const char *name, char *loaded, size_t size) {
         _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
         _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
         struct kmod_list *l;
-        int r = -ENOENT;
+        int r;
 
         if (!ctx)
                 return -ENOMEM;
-        r = kmod_module_new_from_lookup(ctx, driver, &list);
+        r = kmod_module_new_from_lookup(ctx, name, &list);
         if (r < 0)
                 return r;
         r = -ENOENT;
         kmod_list_foreach(l, list) {
                 struct kmod_module *m = kmod_module_get_module(l);
                 r = kmod_module_probe_insert_module(m, 0, NULL, NULL, NULL, NULL);
+                if (r >= 0)
+                        r = strscpy(loaded, kmod_module_get_name(m), size);
                 kmod_module_unref(m);
                 if (r >= 0)
                         return 0;
         }
         return r;
+}
+
+int host_pci_driver(const char *name, bool load, char *buf, size_t size) {
+        char path[PATH_MAX], module[NAME_LEN];
+        int r;
+
+        snprintf(path, sizeof(path), "bus/pci/drivers/%s", name);
+        if (sysfs_exists(path))
+                return strscpy(buf, name, size);
+        r = module_pci_driver(name, buf, size);
+        if (r != -ENOENT || !load)
+                return r;
+        r = load_module(name, module, sizeof(module));
+        if (r < 0)
+                return log_error_errno(r, "%s is no registered PCI driver, and loading it as a module failed: %m", name);
+        r = module_pci_driver(module, buf, size);
+        if (r == -ENOENT)
+                return log_error_errno(ENOENT, "module %s (for %s) is loaded but registers no PCI driver", module, name);
+        return r;
+}
+
+int host_find_fbcon(char *name, size_t size, bool *bound) {
+        _cleanup_(closedirp) DIR *d = opendir(SYSFS_ROOT "/class/vtconsole");
+        struct dirent *de;
+
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                char path[PATH_MAX], buf[128];
+
+                if (strncmp(de->d_name, "vtcon", 5) != 0)
+                        continue;
+                /* fbcon registers as "(M) frame buffer device"; the dummy console as "(S) dummy device". */
+                snprintf(path, sizeof(path), "class/vtconsole/%s/name", de->d_name);
+                if (sysfs_read(path, buf, sizeof(buf)) < 0 || !strstr(buf, "frame buffer"))
+                        continue;
+                snprintf(path, sizeof(path), "class/vtconsole/%s/bind", de->d_name);
+                *bound = sysfs_read(path, buf, sizeof(buf)) == 0 && strcmp(buf, "1") == 0;
+                return strscpy(name, de->d_name, size) < 0 ? -ENAMETOOLONG : 1;
+        }
+        return 0;
 }
 
 int host_pci_driver_available(const char *driver) {
@@ -393,15 +495,15 @@ int host_pci_driver_available(const char *driver) {
 }
 
 struct unused_wait {
-        char *nodes[16];
-        size_t n_nodes;
+        dev_t devs[64];
+        size_t n_devs;
         char *holders;
         size_t size;
 };
 
 static int nobody_holds(void *data) {
         struct unused_wait *w = data;
-        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size);
+        int r = host_node_holders(w->devs, w->n_devs, w->holders, w->size);
         return r < 0 ? r : r == 0;
 }
 
@@ -410,12 +512,9 @@ int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t si
         int r;
 
         holders[0] = '\0';
-        r = host_func_nodes(func, w.nodes, ELEMENTSOF(w.nodes));
+        r = host_func_devnums(func, w.devs, ELEMENTSOF(w.devs));
         if (r < 0)
                 return r;
-        w.n_nodes = (size_t) r;
-        r = wait_until(deadline, nobody_holds, &w);
-        for (size_t i = 0; i < w.n_nodes; i++)
-                free(w.nodes[i]);
-        return r;
+        w.n_devs = (size_t) r;
+        return wait_until(deadline, nobody_holds, &w);
 }

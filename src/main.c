@@ -162,6 +162,12 @@ static int snapshot(const struct config *cfg, struct host *h) {
                         if ((h->secondary[i].class >> 16) == 0x03)
                                 (void) host_default_driver(&h->secondary[i], h->secondary_driver,
                                                            sizeof(h->secondary_driver));
+        /* A module's name, from the aliases or the config, becomes the driver it registers when it
+         * is loaded already, so the plan names what the kernel will show; otherwise the step
+         * loads it and resolves it then. */
+        char driver[NAME_LEN];
+        if (h->secondary_driver[0] && host_pci_driver(h->secondary_driver, false, driver, sizeof(driver)) == 0)
+                strscpy(h->secondary_driver, driver, sizeof(h->secondary_driver));
         if (host_pci_driver_available("vfio-pci") < 0)
                 return log_error_errno(ENOENT, "vfio-pci is neither loaded nor loadable: is the vfio-pci "
                                        "module installed?");

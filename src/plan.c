@@ -37,13 +37,24 @@ static bool is_bridge(const struct pci_func *f) {
         return (f->class >> 8) == 0x0604;
 }
 
-static bool fb_on_gpu(const struct boot_fb *fb, const struct host *h) {
+/* The function of the GPU the firmware framebuffer sits on, or NULL. */
+static const struct pci_func *fb_on_gpu(const struct boot_fb *fb, const struct host *h) {
         for (size_t i = 0; i < h->n_gpu; i++)
                 /* Without a parent link (kernels before 6.3), the firmware framebuffer is the boot
                  * VGA device's. */
                 if (fb->parent[0] ? strcmp(fb->parent, h->gpu[i].name) == 0 : h->gpu[i].boot_vga)
-                        return true;
-        return false;
+                        return &h->gpu[i];
+        return NULL;
+}
+
+/* A PCI move; an override found on the function (a parking rule's) is recorded in the note
+ * before anything is done, so that the undo puts it back whenever the hook dies. */
+static struct step *add_move(struct plan *p, const struct pci_func *f, const char *from, const char *to) {
+        struct step *s = plan_add(p, &step_pci_driver, f->name, from, to);
+
+        if (f->driver_override[0] && strcmp(f->driver_override, to) != 0)
+                snprintf(s->note, sizeof(s->note), "override=%s", f->driver_override);
+        return s;
 }
 
 static const char *host_cpus(const struct config *cfg, const char *vm) {
@@ -90,9 +101,13 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         }
         n_vtcon = p->n_steps - first_vtcon;
         /* 4. The firmware framebuffer on the GPU holds its memory. */
-        for (size_t i = 0; cfg->framebuffer && !derive && i < h->n_fbs; i++)
-                if (h->fbs[i].driver[0] && fb_on_gpu(&h->fbs[i], h))
-                        plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "");
+        for (size_t i = 0; cfg->framebuffer && !derive && i < h->n_fbs; i++) {
+                const struct pci_func *on = fb_on_gpu(&h->fbs[i], h);
+
+                if (h->fbs[i].driver[0] && on)
+                        snprintf(plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "")->note,
+                                 STEP_FIELD_LEN, "on=%s", on->name);
+        }
         /* 5. Unbinding a driver from a device in use can hang the machine: wait until nobody holds
          * the GPU's nodes (the processes of steps 1 and 2 take a moment to exit). */
         for (size_t i = 0; !derive && i < h->n_gpu; i++)
@@ -108,7 +123,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                                 plan_add(p, &step_pci_driver, f->name, "*", VFIO);
                         continue;
                 }
-                s = plan_add(p, &step_pci_driver, f->name, f->driver, VFIO);
+                s = add_move(p, f, f->driver, VFIO);
                 if (strcmp(f->driver, VFIO) == 0)
                         skip(s, "already on vfio-pci");
         }
@@ -119,7 +134,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
 
                 if (!is_display(f))
                         continue;
-                s = plan_add(p, &step_pci_driver, f->name, park, h->secondary_driver);
+                s = add_move(p, f, park, h->secondary_driver);
                 if (derive ? strcmp(f->driver, h->secondary_driver) != 0
                            : strcmp(f->driver, h->secondary_driver) == 0)
                         skip(s, derive ? "not on its display driver" : "already on its display driver");

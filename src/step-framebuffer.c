@@ -1,12 +1,21 @@
 /* The firmware's boot framebuffer (efi-framebuffer, simple-framebuffer) on the GPU: it keeps the
- * GPU's memory claimed until unbound from its platform driver. */
+ * GPU's memory claimed until unbound from its platform driver.
+ *
+ * On current kernels there is rarely anything to do: a DRM driver's probe (and vfio-pci's, on a
+ * VGA device) removes the platform device for good (aperture hand-over), so after boot it is
+ * usually gone, and it can never be bound again. Both ways this is the expected outcome, not an
+ * error. Rebinding is best effort and never done over a GPU a driver owns again: the firmware's
+ * framebuffer would write into memory that driver manages. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "host.h"
 #include "log.h"
 #include "step.h"
 #include "sysfs.h"
+
+#define ON "on="        /* the note: the PCI function the framebuffer sits on */
 
 struct fb_wait {
         const char *link;
@@ -21,17 +30,28 @@ static int fb_settled(void *data) {
         return w->bound ? r == 0 : r == -ENOENT;
 }
 
+/* Whether a driver other than a stub owns the PCI function the framebuffer sits on. */
+static bool gpu_owned(const struct step *s, char *driver, size_t size) {
+        struct pci_func f;
+
+        if (strncmp(s->note, ON, strlen(ON)) != 0 || host_read_func(s->note + strlen(ON), &f) < 0)
+                return false;
+        strscpy(driver, f.driver, size);
+        return f.driver[0] && strcmp(f.driver, "vfio-pci") != 0 && strcmp(f.driver, "pci-stub") != 0;
+}
+
 static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
         char path[256], link[256], driver[64];
         int r;
 
         snprintf(path, sizeof(path), "bus/platform/devices/%s", s->target);
         if (!sysfs_exists(path)) {
-                if (!bind)
-                        return log_error_errno(ENODEV, "unbinding %s: the device is gone", s->target);
-                /* Drivers that take over the hardware unregister the firmware framebuffer for good
-                 * (aperture handover): there is nothing left to rebind. */
-                log_notice("%s is gone; not rebinding it", s->target);
+                log_info("%s is gone (removed by a driver that took the GPU over): nothing to %s", s->target,
+                         bind ? "rebind" : "unbind");
+                return 0;
+        }
+        if (bind && gpu_owned(s, driver, sizeof(driver))) {
+                log_info("%s: not rebinding it, %s owns its GPU %s", s->target, driver, s->note + strlen(ON));
                 return 0;
         }
         snprintf(link, sizeof(link), "bus/platform/devices/%s/driver", s->target);
@@ -39,16 +59,18 @@ static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
         if (bind ? r == 0 : r == -ENOENT)
                 return 0;       /* already as wanted */
         snprintf(path, sizeof(path), "bus/platform/drivers/%s/%s", s->from, bind ? "bind" : "unbind");
-        r = sysfs_write(path, s->target);
-        if (r < 0)
-                return log_error_errno(r, "%s %s %s %s failed: %m", bind ? "binding" : "unbinding",
-                                       s->target, bind ? "to" : "from", s->from);
+        r = sysfs_write_deadline(path, s->target, now_usec() + c->timeout);
         /* The write may return before the probe or the release is done. */
-        r = wait_until(now_usec() + c->timeout, fb_settled, &(struct fb_wait) { link, bind });
-        if (r < 0)
-                return log_error_errno(r, "%s %s %s %s: the driver link did not follow: %m",
-                                       bind ? "binding" : "unbinding", s->target, bind ? "to" : "from", s->from);
-        return 0;
+        if (r >= 0)
+                r = wait_until(now_usec() + c->timeout, fb_settled, &(struct fb_wait) { link, bind });
+        if (r >= 0)
+                return 0;
+        if (bind) {
+                log_warning_errno(r, "rebinding %s to %s failed: %m; the firmware framebuffer stays off "
+                                  "(the GPU's own driver provides the console)", s->target, s->from);
+                return 0;
+        }
+        return log_error_errno(r, "unbinding %s from %s failed: %m", s->target, s->from);
 }
 
 static int fb_apply(struct run_ctx *c, struct step *s) {

@@ -38,7 +38,8 @@ static int write_attr(const char *func, const char *attr, const char *value) {
 
 /* Moves func to driver ("" leaves it unbound, ANY_DRIVER lets the kernel choose). Works from any
  * state, so the same function undoes a move that failed half way. With check_holders, first waits
- * until no process holds the function's DRM and sound nodes. */
+ * until no process holds the function's nodes. The unbind and the probe run under the deadline:
+ * the kernel can block either for good. */
 static int move(struct run_ctx *c, const char *func, const char *driver, const char *final_override,
                 bool check_holders) {
         usec_t deadline = now_usec() + c->timeout;
@@ -53,11 +54,6 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                 return log_error_errno(r, "moving %s to %s: cannot read the device: %m", func, to);
         if (named && strcmp(f.driver, driver) == 0 && strcmp(f.driver_override, final_override) == 0)
                 return 0;
-        if (named && !sysfs_exists((snprintf(path, sizeof(path), "bus/pci/drivers/%s", driver), path))) {
-                r = host_load_driver(driver);
-                if (r < 0)
-                        return log_error_errno(r, "moving %s to %s: the driver is not loaded and loading it failed: %m", func, to);
-        }
         if (check_holders && f.driver[0] && strcmp(f.driver, driver) != 0) {
                 r = host_wait_unused(func, deadline, holders, sizeof(holders));
                 if (r == -ETIMEDOUT)
@@ -71,12 +67,16 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                 return log_error_errno(r, "moving %s to %s: setting driver_override failed: %m", func, to);
         if (f.driver[0] && strcmp(f.driver, driver) != 0) {
                 snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", f.driver);
-                r = sysfs_write(path, func);
+                r = sysfs_write_deadline(path, func, deadline);
+                if (r == -ETIMEDOUT)
+                        return log_error_errno(r, "moving %s to %s: unbind from %s blocked in the kernel for %llu s "
+                                               "(a process holding the device?)", func, to, f.driver,
+                                               (unsigned long long) (c->timeout / USEC_PER_SEC));
                 if (r < 0 && r != -ENODEV)      /* ENODEV: it let go by itself meanwhile */
                         return log_error_errno(r, "moving %s to %s: unbind from %s failed: %m", func, to, f.driver);
         }
         if (driver[0]) {
-                r = sysfs_write("bus/pci/drivers_probe", func);
+                r = sysfs_write_deadline("bus/pci/drivers_probe", func, deadline);
                 if (r < 0)
                         return log_error_errno(r, "moving %s to %s: drivers_probe failed: %m", func, to);
         }
@@ -94,6 +94,23 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                         return log_error_errno(r, "moving %s to %s: resetting driver_override failed: %m", func, to);
         }
         return 0;
+}
+
+/* A driver named by the config or found through module aliases may be a module's name (bochs,
+ * vfio_pci), and driver_override and the driver link want the driver's (bochs-drm, vfio-pci):
+ * resolved, loading the module if need be, before the first write. */
+static int resolve(const char *func, char *driver, size_t size) {
+        char resolved[NAME_LEN];
+        int r;
+
+        if (!driver[0] || strcmp(driver, ANY_DRIVER) == 0)
+                return 0;
+        r = host_pci_driver(driver, true, resolved, sizeof(resolved));
+        if (r < 0)
+                return log_error_errno(r, "moving %s to %s: no such PCI driver: %m", func, driver);
+        if (strcmp(resolved, driver) != 0)
+                log_info("%s: module %s registers the PCI driver %s", func, driver, resolved);
+        return strscpy(driver, resolved, size);
 }
 
 /* A display function that lands on a display driver is only of use to the desktop started next
@@ -114,13 +131,11 @@ static int wait_display(struct run_ctx *c, const char *func) {
 }
 
 static int pci_apply(struct run_ctx *c, struct step *s) {
-        struct pci_func f;
         int r;
 
-        /* The override found before stays recorded in the note so the undo puts it back. */
-        r = host_read_func(s->target, &f);
-        if (r == 0 && f.driver_override[0] && strcmp(f.driver_override, s->to) != 0)
-                snprintf(s->note, sizeof(s->note), "override=%s", f.driver_override);
+        r = resolve(s->target, s->to, sizeof(s->to));
+        if (r < 0)
+                return r;
         /* The override stays while handed over: it is what marks the GPU as ours. The plan's
          * holders step has just waited for the GPU's nodes; the secondary GPU leaves its parking
          * driver, which has none. */
@@ -130,10 +145,16 @@ static int pci_apply(struct run_ctx *c, struct step *s) {
 
 static int pci_undo(struct run_ctx *c, struct step *s) {
         const char *override = strncmp(s->note, "override=", 9) == 0 ? s->note + 9 : "";
+        char driver[STEP_FIELD_LEN];
+        int r;
+
+        strscpy(driver, s->from, sizeof(driver));
+        r = resolve(s->target, driver, sizeof(driver));
+        if (r < 0)
+                return r;
         /* Back to the parking driver, the secondary GPU may still be held by the desktop that was
          * just stopped. */
-        int r = move(c, s->target, s->from, override, true);
-
+        r = move(c, s->target, driver, override, true);
         return r < 0 ? r : wait_display(c, s->target);
 }
 

@@ -1,12 +1,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "sysfs.h"
-#include "util.h"
 
 static int sysfs_path(const char *path, char buf[static PATH_MAX]) {
         int n = snprintf(buf, PATH_MAX, "%s/%s", SYSFS_ROOT, path);
@@ -33,16 +37,11 @@ int sysfs_read(const char *path, char *buf, size_t size) {
         return 0;
 }
 
-int sysfs_write(const char *path, const char *value) {
-        char full[PATH_MAX];
+static int write_full(const char *full, const char *value) {
         _cleanup_close_ int fd = -1;
         size_t len = strlen(value);
         ssize_t n;
-        int r;
 
-        r = sysfs_path(path, full);
-        if (r < 0)
-                return r;
         /* No O_TRUNC, no O_CREAT: sysfs attributes exist or the device is gone. */
         fd = open(full, O_WRONLY | O_CLOEXEC);
         if (fd < 0)
@@ -52,6 +51,74 @@ int sysfs_write(const char *path, const char *value) {
         if (n < 0)
                 return -errno;
         return (size_t) n == len ? 0 : -EIO;
+}
+
+int sysfs_write(const char *path, const char *value) {
+        char full[PATH_MAX];
+        int r;
+
+        r = sysfs_path(path, full);
+        return r < 0 ? r : write_full(full, value);
+}
+
+/* The child that makes the write: nothing of the hook's open but the attribute, so that a child
+ * left blocked keeps no pipe of libvirtd's (our stderr) open and no lock of ours. */
+static _Noreturn void writer(const char *full, const char *value) {
+        int null = open("/dev/null", O_RDWR);
+
+        if (null >= 0)
+                for (int fd = 0; fd < 3; fd++)
+                        dup2(null, fd);
+        syscall(SYS_close_range, 3U, ~0U, 0U);
+        _exit(-write_full(full, value));
+}
+
+int sysfs_write_deadline(const char *path, const char *value, usec_t deadline) {
+        char full[PATH_MAX], wchan[64] = "?";
+        _cleanup_close_ int pidfd = -1;
+        pid_t pid;
+        int r, status = 0;
+
+        r = sysfs_path(path, full);
+        if (r < 0)
+                return r;
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0)
+                writer(full, value);
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0) {
+                /* No pidfd (before Linux 5.3): wait as before, without a deadline. */
+                while (waitpid(pid, &status, 0) < 0)
+                        if (errno != EINTR)
+                                return -errno;
+                return WIFEXITED(status) ? -WEXITSTATUS(status) : -EINTR;
+        }
+        for (;;) {
+                usec_t now = now_usec();
+                int ms = now >= deadline ? 0 : (int) MIN((deadline - now + 999) / USEC_PER_MSEC, (usec_t) 1 << 30);
+                r = poll(&(struct pollfd) { .fd = pidfd, .events = POLLIN }, 1, ms);
+                if (r > 0 || (r < 0 && errno != EINTR) || ms == 0)
+                        break;
+        }
+        if (r <= 0) {
+                /* Blocked in the kernel (an unbind waits for the last user of the device): the child
+                 * cannot be killed in D state, but the hook goes on and says so. */
+                snprintf(full, sizeof(full), "/proc/%d/wchan", (int) pid);
+                _cleanup_close_ int fd = open(full, O_RDONLY | O_CLOEXEC);
+                ssize_t n = fd >= 0 ? read(fd, wchan, sizeof(wchan) - 1) : -1;
+                if (n > 0)
+                        wchan[n] = '\0';
+                kill(pid, SIGKILL);
+                log_warning("writing %s to %s did not return in time; the writer, PID %d, is blocked in the "
+                            "kernel (in %s) and is left there", value, path, (int) pid, wchan);
+                return -ETIMEDOUT;
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return WIFEXITED(status) ? -WEXITSTATUS(status) : -EINTR;
 }
 
 int sysfs_link_name(const char *path, char *buf, size_t size) {

@@ -182,7 +182,7 @@ static void test_origin_hand_over(void **state) {
                 { &step_user_unit, "pipewire.service", "active", "inactive", P },       /* 2 */
                 { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
                 { &step_vtcon, "vtcon1", "1", "0", P },                                  /* 3: fbcon only */
-                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },    /* 4 */
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", STEP_PLANNED, "on=0000:0d:00.0" },    /* 4 */
                 { &step_holders, "0000:0d:00.0", "amdgpu", "", P },                      /* 5 */
                 { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },                 /* 6 */
                 { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
@@ -213,7 +213,7 @@ static void test_audio_on_its_driver(void **state) {
                 { &step_user_unit, "pipewire.service", "active", "inactive", P },
                 { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
                 { &step_vtcon, "vtcon1", "1", "0", P },
-                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", STEP_PLANNED, "on=0000:0d:00.0" },
                 { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
                 { &step_holders, "0000:0d:00.1", "snd_hda_intel", "", P },
                 { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
@@ -267,7 +267,7 @@ static void test_no_secondary_gpu(void **state) {
                 { &step_user_unit, "pipewire.service", "active", "inactive", P },
                 { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
                 { &step_vtcon, "vtcon1", "1", "0", P },
-                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", STEP_PLANNED, "on=0000:0d:00.0" },
                 { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
                 { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
                 { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
@@ -623,6 +623,26 @@ static char *print_to_string(const struct plan *p, bool undo) {
         return buf;
 }
 
+/* A parking rule's driver_override (a udev rule, since identical GPUs rule out vfio-pci ids=) is
+ * in the plan, hence in the journal, before the first write: a hook killed during the move must
+ * not lose it. */
+static void test_parking_override_recorded(void **state) {
+        struct world w;
+        struct plan p;
+
+        origin(&w);
+        strscpy(w.secondary[0].driver_override, VFIO, sizeof(w.secondary[0].driver_override));
+        p = hand_over_ok(&w);
+        for (size_t i = 0; i < p.n_steps; i++) {
+                const char *t = p.steps[i].target;
+
+                if (p.steps[i].kind == &step_pci_driver)
+                        assert_string_equal(p.steps[i].note, strcmp(t, "0000:08:00.0") == 0 ? "override=vfio-pci" :
+                                            strcmp(t, "0000:0d:00.1") == 0 ? "already on vfio-pci" : "");
+        }
+        plan_free(&p);
+}
+
 static void test_print(void **state) {
         struct plan p = {};
         char *out;
@@ -640,17 +660,17 @@ static void test_print(void **state) {
 
         out = print_to_string(&p, false);
         assert_string_equal(out,
-                " 1. unbind vtcon1\n"
+                " 1. unbind fbcon (vtcon1)\n"
                 " 2. (skip) move 0000:0d:00.1 from vfio-pci to vfio-pci: already on vfio-pci\n"
                 " 3. move 0000:08:00.0 from vfio-pci to radeon\n"
-                " 4. bind vtcon1\n");
+                " 4. bind fbcon (vtcon1)\n");
         free(out);
 
         /* The undo: only what was started or done, in reverse. */
         out = print_to_string(&p, true);
         assert_string_equal(out,
                 " 1. move 0000:08:00.0 from radeon to vfio-pci\n"
-                " 2. bind vtcon1\n");
+                " 2. bind fbcon (vtcon1)\n");
         free(out);
         plan_free(&p);
 }
@@ -658,6 +678,7 @@ static void test_print(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_origin_hand_over),
+                cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),
                 cmocka_unit_test(test_gpu_already_on_vfio),
                 cmocka_unit_test(test_no_secondary_gpu),
