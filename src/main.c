@@ -18,6 +18,7 @@
 #include "log.h"
 #include "plan.h"
 #include "scripts.h"
+#include "timing.h"
 
 enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -209,6 +210,7 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
                 recorded.user_bus = p->user_bus[0] ? p->user_bus : NULL;
                 c->cfg = &recorded;
         }
+        usec_t start = now_usec();
         r = engine_undo(c, p);
         c->cfg = cfg;
         if (r < 0) {
@@ -217,6 +219,9 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
                 return EXIT_FAILED;
         }
         journal_remove(p->vm);
+        char split[256];
+        timing_format(start, split, sizeof(split));
+        log_info("%s: handed back in %.1f ms (%s)", p->vm, (double) (now_usec() - start) / USEC_PER_MSEC, split);
         return EXIT_DONE;
 }
 
@@ -317,7 +322,9 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                         journal_remove(c->vm);
                 goto out;
         }
-        log_info("%s: handed over in %.1f ms", c->vm, (double) (now_usec() - start) / USEC_PER_MSEC);
+        char split[256];
+        timing_format(start, split, sizeof(split));
+        log_info("%s: handed over in %.1f ms (%s)", c->vm, (double) (now_usec() - start) / USEC_PER_MSEC, split);
         ret = EXIT_DONE;
 out:
         plan_free(&p);

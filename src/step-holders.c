@@ -6,12 +6,15 @@
 #include "host.h"
 #include "log.h"
 #include "step.h"
+#include "timing.h"
 
 static int holders_apply(struct run_ctx *c, struct step *s) {
         char holders[512];
         int r;
 
-        r = host_wait_unused(s->target, now_usec() + c->timeout, holders, sizeof(holders));
+        usec_t start = now_usec();
+        r = host_wait_unused(s->target, start + c->timeout, holders, sizeof(holders));
+        timing_add(TIME_HOLDERS, start);
         if (r == -ETIMEDOUT)
                 return log_error_errno(EBUSY, "%s (%s) is still in use by %s after %llu s; stop them first",
                                        s->target, s->from, holders, (unsigned long long) (c->timeout / USEC_PER_SEC));

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "step.h"
 #include "sysfs.h"
+#include "timing.h"
 
 #define ANY_DRIVER "*"          /* whatever the kernel binds without an override */
 
@@ -55,7 +56,9 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
         if (named && strcmp(f.driver, driver) == 0 && strcmp(f.driver_override, final_override) == 0)
                 return 0;
         if (check_holders && f.driver[0] && strcmp(f.driver, driver) != 0) {
+                usec_t start = now_usec();
                 r = host_wait_unused(func, deadline, holders, sizeof(holders));
+                timing_add(TIME_HOLDERS, start);
                 if (r == -ETIMEDOUT)
                         return log_error_errno(EBUSY, "moving %s to %s: still in use by %s", func, to, holders);
                 if (r < 0)
@@ -81,7 +84,9 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                         return log_error_errno(r, "moving %s to %s: drivers_probe failed: %m", func, to);
         }
         if (named) {
+                usec_t start = now_usec();
                 r = wait_until(deadline, is_bound, &(struct bound_wait) { func, driver });
+                timing_add(TIME_SYSFS, start);
                 if (r < 0) {
                         host_read_func(func, &f);
                         return log_error_errno(r, "moving %s to %s: the driver did not bind (%s): %m", func, to,
@@ -124,7 +129,9 @@ static int wait_display(struct run_ctx *c, const char *func) {
         if (r < 0 || (f.class >> 16) != 0x03 || !f.driver[0] || strcmp(f.driver, "vfio-pci") == 0 ||
             strcmp(f.driver, "pci-stub") == 0)
                 return r;
-        r = wait_until(now_usec() + c->timeout, has_card, (void *) func);
+        usec_t start = now_usec();
+        r = wait_until(start + c->timeout, has_card, (void *) func);
+        timing_add(TIME_UDEV, start);
         if (r < 0)
                 return log_error_errno(r, "%s is bound to %s but has no DRM card: %m", func, f.driver);
         return 0;

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "sysfs.h"
+#include "timing.h"
 
 static int sysfs_path(const char *path, char buf[static PATH_MAX]) {
         int n = snprintf(buf, PATH_MAX, "%s/%s", SYSFS_ROOT, path);
@@ -55,10 +56,14 @@ static int write_full(const char *full, const char *value) {
 
 int sysfs_write(const char *path, const char *value) {
         char full[PATH_MAX];
+        usec_t start = now_usec();
         int r;
 
         r = sysfs_path(path, full);
-        return r < 0 ? r : write_full(full, value);
+        if (r >= 0)
+                r = write_full(full, value);
+        timing_add(TIME_SYSFS, start);
+        return r;
 }
 
 /* The child that makes the write: nothing of the hook's open but the attribute, so that a child
@@ -73,7 +78,7 @@ static _Noreturn void writer(const char *full, const char *value) {
         _exit(-write_full(full, value));
 }
 
-int sysfs_write_deadline(const char *path, const char *value, usec_t deadline) {
+static int write_in_child(const char *path, const char *value, usec_t deadline) {
         char full[PATH_MAX], wchan[64] = "?";
         _cleanup_close_ int pidfd = -1;
         pid_t pid;
@@ -141,4 +146,12 @@ bool sysfs_exists(const char *path) {
         char full[PATH_MAX];
 
         return sysfs_path(path, full) == 0 && access(full, F_OK) == 0;
+}
+
+int sysfs_write_deadline(const char *path, const char *value, usec_t deadline) {
+        usec_t start = now_usec();
+        int r = write_in_child(path, value, deadline);
+
+        timing_add(TIME_SYSFS, start);
+        return r;
 }
