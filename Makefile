@@ -71,6 +71,19 @@ bench: deps
 	@$(MAKE) --no-print-directory qemu-hook build/fakesys
 	@tests/bench.sh
 
+# The real-kernel tests (tests/guest/README.md): a Debian guest booted under qemu TCG, its image
+# cached in build/guest/ (rebuilt only when its inputs change). QEMU_HOOK_SAN=1: ASan/UBSan build.
+guest-image: deps
+	@tests/guest/build-image.sh
+
+guest-check: deps
+	@$(MAKE) --no-print-directory qemu-hook qemu-hook-act \
+		$(if $(filter 1,$(QEMU_HOOK_SAN)),build/san/qemu-hook build/san/qemu-hook-act)
+	@tests/guest/build-image.sh
+	@tests/guest/run.py
+
+.PHONY: guest-image guest-check
+
 # The files alone, without the hook (the Debian package's postinst makes the link).
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
 install-files: qemu-hook qemu-hook-act

@@ -6,7 +6,8 @@ set -eu
 pkgs="gcc make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
       libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time
       man-db groff-base libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-      dpkg-dev debhelper lintian shellcheck"
+      dpkg-dev debhelper lintian shellcheck
+      ovmf mmdebstrap qemu-utils e2fsprogs"
 missing=""
 for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
