@@ -1,20 +1,48 @@
 /* fakesys: a FUSE passthrough over a BACKING directory that reacts to writes the way the
  * kernel's sysfs does for the files qemu-hook touches (PCI bind/unbind/drivers_probe,
- * driver_override, vtconsole bind, platform framebuffer, DRM/sound cards appearing on bind).
+ * driver_override, vtconsole bind, platform framebuffer, DRM/sound cards appearing on bind),
+ * with the facts a real 6.1 kernel showed (/work/shared/TESTING.md, "Kernel facts"):
+ *   - a vtconsole `bind` write never fails: the kernel ignores what it cannot do ("(S)" system
+ *     consoles ignore every write); read the file back for the real state;
+ *   - fbcon's vtcon exists only while a framebuffer does (a bound efi-/simple-framebuffer, or a
+ *     DRM card: every driver but vfio-pci and pci-stub that binds a display-class device
+ *     creates one, with fbdev emulation); it goes with the last one and comes back, bound, at
+ *     the lowest free vtcon number when the next registers;
+ *   - a probe on the PCI device under the boot framebuffer (its parent, else the boot_vga
+ *     device) by a DRM driver or vfio-pci removes the framebuffer's platform device for good;
+ *   - unbinding a function with a sound card blocks the writer while any process holds one of
+ *     the card's /dev/snd nodes (matched by device number), and completes when it lets go;
+ *   - a DRM minor stays taken while a process holds the old node: the next card gets another
+ *     number.
+ * Drivers are registered by modules of other names (vfio_pci: vfio-pci); /sys/module is part of
+ * the tree origin.py builds, since drivers do not come and go here.
  *
  * The backing tree is the whole state: a device is bound when its `driver` symlink exists.
- * Only asynchronous probes and delayed card creation live in memory (the event list).
+ * Only asynchronous probes and delayed card creation live in memory (the event list), and
+ * the writes now blocked.
  *
  * Control files in BACKING/.fakesys/ (see tests/lib/fakehost.py):
  *   drivers  "BUS DRIVER ID..." in registration order (pci ids vendor:device, platform names)
- *   log      one line per attribute write: "PATH VALUE RESULT"
+ *   log      one line per attribute write, when it returns: "PATH VALUE RESULT"
  *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
- *            only, when given) fail
+ *            only, when given) fail; a vtconsole `bind` named there is ignored instead (the
+ *            write succeeds and changes nothing), as the kernel ignores a bind it cannot do
+ *   hang     "PATH[=VALUE]": writes to PATH block (the writer waits) until the line is removed
+ *   blocked  written by fakesys: "PATH VALUE PID" for each write now blocked (hang, a sound
+ *            card held), until it completes
  *   delay    "probe MS", "drm MS", "unbind MS"
  * /.fakesys/marker exists only in the mounted emulation, never in BACKING: the harness refuses
  * to run anything unless it sees it at /sys/.fakesys/marker.
  *
- * Usage: fakesys BACKING MOUNTPOINT (stays in the foreground; SIGTERM or umount stops it). */
+ * Device nodes: given DEV (the test namespace's private /dev, never the machine's), fakesys is
+ * devtmpfs and udev too: char nodes DEV/dri/cardN, DEV/snd/controlCN... with the class device's
+ * numbers, and udev's DEV/dri/by-path/pci-ADDR-card (-render), DEV/snd/by-path/pci-ADDR links,
+ * made and removed with the cards (at start: those of the tree, after clearing DEV/dri, DEV/snd).
+ *
+ * A write that blocks holds no lock (the rest of the emulation goes on); a SIGKILLed writer is
+ * answered EINTR at once (FUSE interrupt) and its write completes later, once released.
+ *
+ * Usage: fakesys BACKING MOUNTPOINT [DEV] (stays in the foreground; SIGTERM or umount stops it). */
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 31
 #include <dirent.h>
@@ -23,11 +51,13 @@
 #include <ftw.h>
 #include <fuse.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +69,7 @@
 #define MARKER_TEXT "fakesys emulated sysfs\n"
 
 static char backing[PATH_MAX];
+static char devroot[PATH_MAX];       /* "" : no device nodes */
 /* One lock for the tree: FUSE runs multi-threaded and the event thread edits it too. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;
@@ -146,6 +177,124 @@ static void rm_rf(const char *rel) {
         char p[PATH_MAX];
         full(p, rel);
         nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void mkdirs(const char *abs) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s", abs);
+        for (char *c = p + 1; (c = strchr(c, '/')); c++) {
+                *c = '\0';
+                mkdir(p, 0755);
+                *c = '/';
+        }
+        mkdir(p, 0755);
+}
+
+/* ---------- device nodes (devtmpfs and udev) ---------- */
+
+/* The PCI function a class device DIR sits under ("" if none): its nearest PCI ancestor. */
+static void pci_ancestor(const char *dir, char *out, size_t size) {
+        char copy[PATH_MAX];
+        unsigned a, b, c, d;
+        int n;
+        out[0] = '\0';
+        snprintf(copy, sizeof(copy), "%s", dir);
+        for (char *save = NULL, *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save))
+                if (sscanf(part, "%4x:%2x:%2x.%1x%n", &a, &b, &c, &d, &n) == 4 && !part[n])
+                        snprintf(out, size, "%s", part);
+}
+
+/* udev's by-path name for DEVNAME of a class device under PCI function ADDR ("" if none). */
+static void bypath(const char *devname, const char *addr, char *out, size_t size) {
+        out[0] = '\0';
+        if (!addr[0])
+                return;
+        if (!strncmp(devname, "dri/card", 8))
+                snprintf(out, size, "dri/by-path/pci-%s-card", addr);
+        else if (!strncmp(devname, "dri/renderD", 11))
+                snprintf(out, size, "dri/by-path/pci-%s-render", addr);
+        else if (!strncmp(devname, "snd/controlC", 12))
+                snprintf(out, size, "snd/by-path/pci-%s", addr);
+}
+
+static void add_node(const char *dir, const char *devname, int major, int minor) {
+        char p[PATH_MAX], addr[32], link[PATH_MAX];
+        if (!devroot[0])
+                return;
+        snprintf(p, sizeof(p), "%s/%s", devroot, devname);
+        *strrchr(p, '/') = '\0';
+        mkdirs(p);
+        snprintf(p, sizeof(p), "%s/%s", devroot, devname);
+        unlink(p);
+        if (mknod(p, S_IFCHR | 0660, makedev((unsigned) major, (unsigned) minor)) < 0)
+                fprintf(stderr, "fakesys: mknod %s: %m\n", p);
+        pci_ancestor(dir, addr, sizeof(addr));
+        bypath(devname, addr, link, sizeof(link));
+        if (!link[0])
+                return;
+        snprintf(p, sizeof(p), "%s/%s", devroot, link);
+        *strrchr(p, '/') = '\0';
+        mkdirs(p);
+        snprintf(p, sizeof(p), "%s/%s", devroot, link);
+        unlink(p);
+        snprintf(link, sizeof(link), "../%s", strrchr(devname, '/') ? strrchr(devname, '/') + 1 : devname);
+        if (symlink(link, p) < 0)
+                fprintf(stderr, "fakesys: symlink %s: %m\n", p);
+}
+
+/* The node goes (a holder's fd now reads "... (deleted)"), with udev's link if it is this node's. */
+static void drop_node(const char *dir, const char *devname) {
+        char p[PATH_MAX], addr[32], link[PATH_MAX], t[PATH_MAX];
+        if (!devroot[0] || !devname[0])
+                return;
+        snprintf(p, sizeof(p), "%s/%s", devroot, devname);
+        unlink(p);
+        pci_ancestor(dir, addr, sizeof(addr));
+        bypath(devname, addr, link, sizeof(link));
+        if (!link[0])
+                return;
+        snprintf(p, sizeof(p), "%s/%s", devroot, link);
+        ssize_t n = readlink(p, t, sizeof(t) - 1);
+        if (n > 0) {
+                t[n] = '\0';
+                if (!strcmp(strrchr(t, '/') ? strrchr(t, '/') + 1 : t, strrchr(devname, '/') + 1))
+                        unlink(p);
+        }
+}
+
+/* Does any process hold a node of one of DEVS (by device number, deleted nodes too)? Only fds
+ * whose target reads /dev/... are stat()ed: a stat of a file on this very mount would wait for
+ * a FUSE answer, possibly from ourselves. Safe under the lock. */
+static int held(const dev_t *devs, size_t n) {
+        DIR *proc = opendir("/proc");
+        int found = 0;
+        if (!proc || n == 0) {
+                if (proc)
+                        closedir(proc);
+                return 0;
+        }
+        for (struct dirent *de; !found && (de = readdir(proc));) {
+                char p[PATH_MAX];
+                if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                        continue;
+                snprintf(p, sizeof(p), "/proc/%s/fd", de->d_name);
+                DIR *fds = opendir(p);
+                for (struct dirent *fe; fds && !found && (fe = readdir(fds));) {
+                        char l[PATH_MAX], t[64];
+                        struct stat st;
+                        snprintf(l, sizeof(l), "/proc/%s/fd/%s", de->d_name, fe->d_name);
+                        ssize_t len = readlink(l, t, sizeof(t) - 1);
+                        if (len < 5 || strncmp(t, "/dev/", 5) != 0 || stat(l, &st) < 0 || !S_ISCHR(st.st_mode))
+                                continue;
+                        for (size_t i = 0; i < n; i++)
+                                if (st.st_rdev == devs[i])
+                                        found = 1;
+                }
+                if (fds)
+                        closedir(fds);
+        }
+        closedir(proc);
+        return found;
 }
 
 /* Device directory (relative to the root) of bus/BUS/devices/NAME; -1 if there is none. */
@@ -310,9 +459,41 @@ static int driver_matches(const char *bus, const char *dev, const char *name, co
 
 /* ---------- cards (drm, sound) ---------- */
 
+static int bound_to(const char *dev, char *drv, size_t size) {
+        char rel[PATH_MAX];
+        snprintf(rel, sizeof(rel), "%s/driver", dev);
+        link_base(rel, drv, size);
+        return drv[0] != '\0';
+}
+
+static int pci_display_class(const char *dev) {
+        char rel[PATH_MAX], buf[32];
+        snprintf(rel, sizeof(rel), "%s/class", dev);
+        return read_rel(rel, buf, sizeof(buf)) > 0 && (strtoul(buf, NULL, 16) >> 16) == 0x03;
+}
+
+/* Every driver that binds a display-class function is a DRM driver with fbdev emulation, but
+ * the two that only park it. */
 static int is_display(const char *drv) {
-        return !strcmp(drv, "amdgpu") || !strcmp(drv, "radeon") || !strcmp(drv, "nouveau") ||
-               !strcmp(drv, "i915");
+        return strcmp(drv, "vfio-pci") != 0 && strcmp(drv, "pci-stub") != 0;
+}
+
+/* The lowest card number whose minors are free: no card N (nor renderD 128+N) exists, and no
+ * process still holds a node of either (the kernel frees them at the last close). */
+static int drm_free_minor(void) {
+        char p[PATH_MAX];
+        struct stat st;
+        for (int n = 0; n < 64; n++) {
+                dev_t devs[2] = { makedev(226, (unsigned) n), makedev(226, (unsigned) (128 + n)) };
+                snprintf(p, sizeof(p), "%s/class/drm/card%d", backing, n);
+                if (lstat(p, &st) == 0)
+                        continue;
+                snprintf(p, sizeof(p), "%s/class/drm/renderD%d", backing, 128 + n);
+                if (lstat(p, &st) == 0 || held(devs, 2))
+                        continue;
+                return n;
+        }
+        return 64;
 }
 
 static int lowest_free(const char *classdir, const char *prefix) {
@@ -327,7 +508,7 @@ static int lowest_free(const char *classdir, const char *prefix) {
 }
 
 /* Class device DIR (child of PARENT) of class CLS: uevent, dev, subsystem and device links,
- * and the class/CLS/NAME link udev enumerates by. */
+ * the class/CLS/NAME link udev enumerates by, and its node. */
 static void add_class_dev(const char *dir, const char *parent, const char *cls, const char *devname,
                           int major, int minor) {
         char rel[PATH_MAX], text[512], p[PATH_MAX];
@@ -351,21 +532,27 @@ static void add_class_dev(const char *dir, const char *parent, const char *cls, 
         make_link(rel, parent);
         snprintf(rel, sizeof(rel), "class/%s/%s", cls, strrchr(dir, '/') + 1);
         make_link(rel, dir);
+        if (devname)
+                add_node(dir, devname, major, minor);
 }
+
+static void fbcon_update(void);
 
 static void add_drm(const char *dev) {
         char p[PATH_MAX], node[64];
         snprintf(p, sizeof(p), "%s/%s/drm", backing, dev);
         mkdir(p, 0755);
-        int n = lowest_free("class/drm", "card");
+        int n = drm_free_minor();
         snprintf(p, sizeof(p), "%s/drm/card%d", dev, n);
         snprintf(node, sizeof(node), "dri/card%d", n);
         add_class_dev(p, dev, "drm", node, 226, n);
         snprintf(p, sizeof(p), "%s/drm/renderD%d", dev, 128 + n);
         snprintf(node, sizeof(node), "dri/renderD%d", 128 + n);
         add_class_dev(p, dev, "drm", node, 226, 128 + n);
+        fbcon_update();         /* the driver's fbdev emulation registered a framebuffer */
 }
 
+/* A card with its control node and one HDMI playback PCM, as snd_hda_intel makes them. */
 static void add_sound(const char *dev) {
         char p[PATH_MAX], node[64], card[PATH_MAX];
         snprintf(p, sizeof(p), "%s/%s/sound", backing, dev);
@@ -376,28 +563,190 @@ static void add_sound(const char *dev) {
         snprintf(p, sizeof(p), "%s/controlC%d", card, n);
         snprintf(node, sizeof(node), "snd/controlC%d", n);
         add_class_dev(p, card, "sound", node, 116, 32 * n);
+        snprintf(p, sizeof(p), "%s/pcmC%dD3p", card, n);
+        snprintf(node, sizeof(node), "snd/pcmC%dD3p", n);
+        add_class_dev(p, card, "sound", node, 116, 32 * n + 3);
 }
 
-/* Remove DEV/SUB and the class links pointing into it. */
+/* What one walk of a card directory collects: its nodes' numbers, or it removes them. */
+static const char *walk_cls;
+static int walk_drop;
+static dev_t walk_devs[32];
+static size_t walk_n;
+
+static int walk_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+        char text[512], devname[256] = "", rel[PATH_MAX];
+        unsigned major = 0, minor = 0;
+        if (flag != FTW_D)
+                return 0;
+        snprintf(rel, sizeof(rel), "%s/uevent", p + strlen(backing) + 1);
+        if (read_rel(rel, text, sizeof(text)) < 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                sscanf(l, "MAJOR=%u", &major);
+                sscanf(l, "MINOR=%u", &minor);
+                sscanf(l, "DEVNAME=%255s", devname);
+        }
+        if (!walk_drop) {
+                if (devname[0] && walk_n < sizeof(walk_devs) / sizeof(walk_devs[0]))
+                        walk_devs[walk_n++] = makedev(major, minor);
+                return 0;
+        }
+        snprintf(rel, sizeof(rel), "class/%s/%s", walk_cls, strrchr(p, '/') + 1);
+        unlink_rel(rel);
+        drop_node(p + strlen(backing) + 1, devname);
+        return 0;
+}
+
+/* Numbers of the nodes under DEV/SUB (its cards); how many. */
+static size_t card_devs(const char *dev, const char *sub) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s/%s", backing, dev, sub);
+        walk_n = 0;
+        walk_drop = 0;
+        nftw(p, walk_entry, 16, FTW_PHYS);
+        return walk_n;
+}
+
+/* Remove DEV/SUB, the class links pointing into it and the nodes. */
 static void remove_cards(const char *dev, const char *sub) {
         char p[PATH_MAX], rel[PATH_MAX];
         snprintf(p, sizeof(p), "%s/%s/%s", backing, dev, sub);
-        DIR *d = opendir(p);
-        if (!d)
-                return;
-        for (struct dirent *de; (de = readdir(d));) {
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(rel, sizeof(rel), "class/%s/%s", sub, de->d_name);
-                unlink_rel(rel);
-                if (!strcmp(sub, "sound")) {    /* the card's control node is linked too */
-                        snprintf(rel, sizeof(rel), "class/%s/controlC%s", sub, de->d_name + 4);
-                        unlink_rel(rel);
-                }
-        }
-        closedir(d);
+        walk_cls = sub;
+        walk_drop = 1;
+        nftw(p, walk_entry, 16, FTW_PHYS);
+        walk_drop = 0;
         snprintf(rel, sizeof(rel), "%s/%s", dev, sub);
         rm_rf(rel);
+}
+
+/* ---------- framebuffers and fbcon ---------- */
+
+static int is_boot_fb(const char *name) {
+        return !strncmp(name, "efi-framebuffer.", 16) || !strncmp(name, "simple-framebuffer.", 19);
+}
+
+/* Registered framebuffers: bound boot framebuffers and DRM cards (fbdev emulation). */
+static int fb_count(void) {
+        char p[PATH_MAX], dev[PATH_MAX], drv[64];
+        int count = 0;
+        snprintf(p, sizeof(p), "%s/bus/platform/devices", backing);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));)
+                if (is_boot_fb(de->d_name) && device_dir("platform", de->d_name, dev) == 0 &&
+                    bound_to(dev, drv, sizeof(drv)))
+                        count++;
+        if (d)
+                closedir(d);
+        snprintf(p, sizeof(p), "%s/class/drm", backing);
+        d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                unsigned n;
+                int len = 0;
+                if (sscanf(de->d_name, "card%u%n", &n, &len) == 1 && !de->d_name[len])
+                        count++;
+        }
+        if (d)
+                closedir(d);
+        return count;
+}
+
+/* fbcon's vtcon (by name), "" if it has none. */
+static void fbcon_vtcon(char *out, size_t size) {
+        char p[PATH_MAX], rel[PATH_MAX], name[128];
+        out[0] = '\0';
+        snprintf(p, sizeof(p), "%s/class/vtconsole", backing);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                snprintf(rel, sizeof(rel), "class/vtconsole/%s/name", de->d_name);
+                if (de->d_name[0] != '.' && read_rel(rel, name, sizeof(name)) > 0 &&
+                    strstr(name, "frame buffer device"))
+                        snprintf(out, size, "%s", de->d_name);
+        }
+        if (d)
+                closedir(d);
+}
+
+/* fbcon unregisters its console driver with the last framebuffer and takes the consoles over
+ * again, as a new vtcon bound, when the next one registers. */
+static void fbcon_update(void) {
+        char vt[64], rel[PATH_MAX], dir[PATH_MAX];
+        int fbs = fb_count();
+        fbcon_vtcon(vt, sizeof(vt));
+        if (!fbs && vt[0]) {
+                snprintf(rel, sizeof(rel), "devices/virtual/vtconsole/%s", vt);
+                rm_rf(rel);
+                snprintf(rel, sizeof(rel), "class/vtconsole/%s", vt);
+                unlink_rel(rel);
+        } else if (fbs && !vt[0]) {
+                int n = lowest_free("class/vtconsole", "vtcon");
+                snprintf(dir, sizeof(dir), "devices/virtual/vtconsole/vtcon%d", n);
+                full(rel, dir);
+                mkdirs(rel);
+                snprintf(rel, sizeof(rel), "%s/uevent", dir);
+                write_rel(rel, "");
+                snprintf(rel, sizeof(rel), "%s/name", dir);
+                write_rel(rel, "(M) frame buffer device\n");
+                snprintf(rel, sizeof(rel), "%s/bind", dir);
+                write_rel(rel, "1\n");
+                snprintf(rel, sizeof(rel), "%s/subsystem", dir);
+                make_link(rel, "class/vtconsole");
+                snprintf(rel, sizeof(rel), "class/vtconsole/vtcon%d", n);
+                make_link(rel, dir);
+        }
+}
+
+/* The PCI function (device dir) whose aperture boot framebuffer DEV (device dir) shows: its
+ * parent when it is a PCI device, else the boot_vga one. 0 when found. */
+static int boot_fb_gpu(const char *fbdev, char out[PATH_MAX]) {
+        char rel[PATH_MAX], sub[64], p[PATH_MAX], val[16];
+        snprintf(rel, sizeof(rel), "%s", fbdev);
+        char *slash = strrchr(rel, '/');
+        if (slash) {
+                *slash = '\0';
+                snprintf(p, sizeof(p), "%s/subsystem", rel);
+                link_base(p, sub, sizeof(sub));
+                if (!strcmp(sub, "pci")) {
+                        snprintf(out, PATH_MAX, "%s", rel);
+                        return 0;
+                }
+        }
+        snprintf(p, sizeof(p), "%s/bus/pci/devices", backing);
+        DIR *d = opendir(p);
+        int r = -1;
+        for (struct dirent *de; d && r < 0 && (de = readdir(d));) {
+                if (de->d_name[0] == '.' || device_dir("pci", de->d_name, out) < 0)
+                        continue;
+                snprintf(rel, sizeof(rel), "%s/boot_vga", out);
+                if (read_rel(rel, val, sizeof(val)) > 0 && atoi(val) == 1)
+                        r = 0;
+        }
+        if (d)
+                closedir(d);
+        return r;
+}
+
+/* A DRM driver's or vfio-pci's probe of PCI function DEV takes its aperture over: the boot
+ * framebuffer showing it is unregistered as a platform device, for good. */
+static void remove_boot_fb(const char *dev) {
+        char p[PATH_MAX], fbdev[PATH_MAX], gpu[PATH_MAX], drv[64], rel[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/bus/platform/devices", backing);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                if (!is_boot_fb(de->d_name) || device_dir("platform", de->d_name, fbdev) < 0 ||
+                    boot_fb_gpu(fbdev, gpu) < 0 || strcmp(gpu, dev) != 0)
+                        continue;
+                if (bound_to(fbdev, drv, sizeof(drv))) {
+                        snprintf(rel, sizeof(rel), "bus/platform/drivers/%s/%s", drv, de->d_name);
+                        unlink_rel(rel);
+                }
+                snprintf(rel, sizeof(rel), "bus/platform/devices/%s", de->d_name);
+                unlink_rel(rel);
+                rm_rf(fbdev);
+        }
+        if (d)
+                closedir(d);
+        fbcon_update();
 }
 
 /* ---------- events (async probe, delayed drm card) ---------- */
@@ -445,12 +794,6 @@ static void schedule(enum ev_kind kind, long ms, const char *bus, const char *dr
         do_event(&e);   /* table full: complete at once rather than lose it */
 }
 
-static int pci_display_class(const char *dev) {
-        char rel[PATH_MAX], buf[32];
-        snprintf(rel, sizeof(rel), "%s/class", dev);
-        return read_rel(rel, buf, sizeof(buf)) > 0 && (strtoul(buf, NULL, 16) >> 16) == 0x03;
-}
-
 static void do_event(const struct event *e) {
         char rel[PATH_MAX], target[PATH_MAX];
         if (e->kind == EV_DRM) {
@@ -463,10 +806,16 @@ static void do_event(const struct event *e) {
         snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/%s", e->bus, e->drv, e->name);
         make_link(rel, e->dev);
         uevent_driver(e->dev, e->drv);
-        if (!strcmp(e->bus, "pci") && is_display(e->drv) && pci_display_class(e->dev))
-                schedule(EV_DRM, delay_ms("drm"), e->bus, e->drv, e->name, e->dev);
+        if (!strcmp(e->bus, "pci") && pci_display_class(e->dev)) {
+                if (strcmp(e->drv, "pci-stub") != 0)
+                        remove_boot_fb(e->dev);         /* vfio-pci's probe too */
+                if (is_display(e->drv))
+                        schedule(EV_DRM, delay_ms("drm"), e->bus, e->drv, e->name, e->dev);
+        }
         if (!strcmp(e->drv, "snd_hda_intel"))
                 add_sound(e->dev);
+        if (!strcmp(e->bus, "platform") && is_boot_fb(e->name))
+                fbcon_update();
 }
 
 static void *event_thread(void *arg) {
@@ -504,13 +853,6 @@ static void *event_thread(void *arg) {
 
 /* ---------- attribute stores ---------- */
 
-static int bound_to(const char *dev, char *drv, size_t size) {
-        char rel[PATH_MAX];
-        snprintf(rel, sizeof(rel), "%s/driver", dev);
-        link_base(rel, drv, size);
-        return drv[0] != '\0';
-}
-
 static int store_unbind(const char *bus, const char *drv, const char *name) {
         char dev[PATH_MAX], cur[64], rel[PATH_MAX];
         if (device_dir(bus, name, dev) < 0 || !bound_to(dev, cur, sizeof(cur)) || strcmp(cur, drv))
@@ -529,6 +871,7 @@ static int store_unbind(const char *bus, const char *drv, const char *name) {
         snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/%s", bus, drv, name);
         unlink_rel(rel);
         uevent_driver(dev, "");
+        fbcon_update();
         return 0;
 }
 
@@ -568,12 +911,20 @@ static int store_override(const char *rel, const char *value) {
         return write_rel(rel, text);
 }
 
+/* vt.c's store_bind: simple_strtoul (anything else reads as 0: unbind), never an error; a
+ * system console ("(S)", not registered by a module) ignores it. */
 static int store_vtcon(const char *rel, const char *value) {
-        char *end;
-        long v = strtol(value, &end, 10);
-        if (end == value || *end)
-                return -EINVAL;
-        return write_rel(rel, v ? "1\n" : "0\n");
+        char name[PATH_MAX], text[128];
+        snprintf(name, sizeof(name), "%.*s/name", (int) (strrchr(rel, '/') - rel), rel);
+        if (read_rel(name, text, sizeof(text)) > 0 && !strncmp(text, "(S)", 3))
+                return 0;
+        write_rel(rel, strtoul(value, NULL, 0) ? "1\n" : "0\n");
+        return 0;
+}
+
+static int is_vtcon_bind(const char *rel) {
+        const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+        return !strncmp(rel, "devices/virtual/vtconsole/", 26) && !strcmp(base, "bind");
 }
 
 static int is_trigger(const char *base) {
@@ -601,11 +952,133 @@ static int store(const char *rel, const char *value) {
                 return store_probe(bus, value);
         if (!strcmp(base, "driver_override"))
                 return store_override(rel, value);
-        if (!strncmp(rel, "devices/virtual/vtconsole/", 26) && !strcmp(base, "bind"))
+        if (is_vtcon_bind(rel))
                 return store_vtcon(rel, value);
         if (is_trigger(base))
                 return 0;
         return write_rel(rel, value);   /* plain attribute: keep the value */
+}
+
+/* ---------- writes that block ---------- */
+
+/* The writes now waiting, as .fakesys/blocked shows them. */
+static struct { int used, pid; char rel[PATH_MAX], value[256]; } blocked[32];
+
+static void blocked_save(void) {
+        char out[8192] = "";
+        size_t len = 0;
+        for (size_t i = 0; i < 32; i++)
+                if (blocked[i].used && len < sizeof(out))
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s %s %d\n", blocked[i].rel,
+                                                 blocked[i].value[0] ? blocked[i].value : "\"\"", blocked[i].pid);
+        write_rel(".fakesys/blocked", out);
+}
+
+static int blocked_add(const char *rel, const char *value, int pid) {
+        for (int i = 0; i < 32; i++)
+                if (!blocked[i].used) {
+                        blocked[i].used = 1;
+                        blocked[i].pid = pid;
+                        snprintf(blocked[i].rel, sizeof(blocked[i].rel), "%s", rel);
+                        snprintf(blocked[i].value, sizeof(blocked[i].value), "%s", value);
+                        blocked_save();
+                        return i;
+                }
+        return -1;
+}
+
+static void blocked_drop(int i) {
+        if (i < 0)
+                return;
+        blocked[i].used = 0;
+        blocked_save();
+}
+
+/* Does a line "PATH[=VALUE]" of .fakesys/hang name this write? */
+static int hang_matches(const char *rel, const char *value) {
+        char buf[8192], path[PATH_MAX], canon[PATH_MAX];
+        if (read_rel(".fakesys/hang", buf, sizeof(buf)) <= 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                if (sscanf(l, "%4095s", path) != 1)
+                        continue;
+                char *want = strchr(path, '=');
+                if (want)
+                        *want++ = '\0';
+                canonical(path, canon);
+                if (!strcmp(canon, rel) && (!want || !strcmp(want, value)))
+                        return 1;
+        }
+        return 0;
+}
+
+/* An unbind of a function with a sound card while a process holds one of the card's nodes:
+ * snd_card_free() waits for the last close. */
+static int sound_held(const char *rel, const char *value) {
+        char bus[32], drv[64], attr[32], dev[PATH_MAX], cur[64];
+        if (sscanf(rel, "bus/%31[^/]/drivers/%63[^/]/%31s", bus, drv, attr) != 3 || strcmp(attr, "unbind") != 0 ||
+            device_dir(bus, value, dev) < 0 || !bound_to(dev, cur, sizeof(cur)) || strcmp(cur, drv) != 0)
+                return 0;
+        size_t n = card_devs(dev, "sound");
+        return n && held(walk_devs, n);
+}
+
+static int must_wait(const char *rel, const char *value) {
+        return hang_matches(rel, value) || sound_held(rel, value);
+}
+
+struct job {
+        int slot;
+        char rel[PATH_MAX], value[4096];
+};
+
+/* Under the lock: wait, without it, while the write must; then store and log it. Returns the
+ * store's result, or 1 when the writer was interrupted first (the job is not done). */
+static int run_job(struct job *j, int interruptible) {
+        while (must_wait(j->rel, j->value)) {
+                pthread_mutex_unlock(&lock);
+                usleep(2000);
+                int intr = interruptible && fuse_interrupted();
+                pthread_mutex_lock(&lock);
+                if (intr)
+                        return 1;
+        }
+        int r = store(j->rel, j->value);
+        log_write(j->rel, j->value, -r);
+        blocked_drop(j->slot);
+        return r;
+}
+
+/* The rest of an interrupted writer's job: it completes once released, as the kernel's would. */
+static void *job_thread(void *arg) {
+        struct job *j = arg;
+        pthread_mutex_lock(&lock);
+        run_job(j, 0);
+        pthread_mutex_unlock(&lock);
+        free(j);
+        return NULL;
+}
+
+/* A write that must wait: the writer blocks; SIGKILL (a FUSE interrupt) answers it EINTR and the
+ * write goes on in a thread of its own. */
+static int blocking_write(const char *rel, const char *value) {
+        struct job *j = calloc(1, sizeof(*j));
+        pthread_t t;
+        if (!j)
+                return -ENOMEM;
+        snprintf(j->rel, sizeof(j->rel), "%s", rel);
+        snprintf(j->value, sizeof(j->value), "%s", value);
+        j->slot = blocked_add(rel, value, (int) fuse_get_context()->pid);
+        int r = run_job(j, 1);
+        if (r == 1) {
+                if (pthread_create(&t, NULL, job_thread, j) == 0) {
+                        pthread_detach(t);
+                        return -EINTR;
+                }
+                r = run_job(j, 0);
+        }
+        free(j);
+        return r;
 }
 
 /* ---------- FUSE operations ---------- */
@@ -736,12 +1209,18 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         value[size] = '\0';
         strip_nl(value);
         pthread_mutex_lock(&lock);
-        r = injected(rel, value);
-        if (r)
-                r = -r;
-        else
+        r = -injected(rel, value);
+        if (r && is_vtcon_bind(rel)) {
+                r = 0;          /* the kernel ignores a bind it cannot do: success, no change */
+                log_write(rel, value, 0);
+        } else if (r) {
+                log_write(rel, value, -r);
+        } else if (must_wait(rel, value)) {
+                r = blocking_write(rel, value);
+        } else {
                 r = store(rel, value);
-        log_write(rel, value, -r);
+                log_write(rel, value, -r);
+        }
         pthread_mutex_unlock(&lock);
         return r < 0 ? r : (int) size;
 }
@@ -783,14 +1262,56 @@ static const struct fuse_operations ops = {
         .utimens = fs_utimens,
 };
 
+/* DEV as devtmpfs and udev would have it for the tree: DEV/dri and DEV/snd anew. */
+static void populate_dev(void) {
+        static const char *const classes[] = { "drm", "sound" };
+        char p[PATH_MAX], r[PATH_MAX], rel[PATH_MAX], text[512], devname[256];
+        for (size_t c = 0; c < 2; c++) {
+                snprintf(p, sizeof(p), "%s/%s", devroot, c ? "snd" : "dri");
+                nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+                snprintf(p, sizeof(p), "%s/class/%s", backing, classes[c]);
+                DIR *d = opendir(p);
+                for (struct dirent *de; d && (de = readdir(d));) {
+                        unsigned major = 0, minor = 0;
+                        snprintf(p, sizeof(p), "%s/class/%s/%s", backing, classes[c], de->d_name);
+                        if (de->d_name[0] == '.' || !realpath(p, r) || strncmp(r, backing, strlen(backing)) != 0)
+                                continue;
+                        snprintf(rel, sizeof(rel), "%s/uevent", r + strlen(backing) + 1);
+                        devname[0] = '\0';
+                        if (read_rel(rel, text, sizeof(text)) < 0)
+                                continue;
+                        for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+                                sscanf(l, "MAJOR=%u", &major);
+                                sscanf(l, "MINOR=%u", &minor);
+                                sscanf(l, "DEVNAME=%255s", devname);
+                        }
+                        if (devname[0])
+                                add_node(r + strlen(backing) + 1, devname, (int) major, (int) minor);
+                }
+                if (d)
+                        closedir(d);
+        }
+}
+
 int main(int argc, char **argv) {
-        if (argc != 3) {
-                fprintf(stderr, "usage: %s BACKING MOUNTPOINT\n", argv[0]);
+        /* glibc sizes a new thread's malloc arena by reading /sys/devices/system/cpu/online:
+         * once mounted, that is this very filesystem, and a thread asking it while holding the
+         * lock never gets the answer. One arena: no such read. */
+        mallopt(M_ARENA_MAX, 1);
+        if (argc != 3 && argc != 4) {
+                fprintf(stderr, "usage: %s BACKING MOUNTPOINT [DEV]\n", argv[0]);
                 return 2;
         }
         if (!realpath(argv[1], backing)) {
                 fprintf(stderr, "fakesys: %s: %m\n", argv[1]);
                 return 2;
+        }
+        if (argc == 4) {
+                if (!realpath(argv[3], devroot)) {
+                        fprintf(stderr, "fakesys: %s: %m\n", argv[3]);
+                        return 2;
+                }
+                populate_dev();
         }
         char *fargv[] = { argv[0], "-f", "-o", "allow_other,fsname=fakesys,subtype=fakesys",
                           argv[2], NULL };

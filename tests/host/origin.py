@@ -6,14 +6,34 @@ handed to the VM, an R5 240 taking over the host display) laid out as sysfs and 
 
 The tree is plain files and relative symlinks; fakesys mounts it over /sys and changes it on
 writes. It never contains .fakesys/marker: only the mounted emulation shows that file.
+
+The default tree is the state a 6.1 kernel leaves after booting the origin under OVMF: amdgpu's
+probe removed efi-framebuffer.0 (it is gone, not unbound), fbcon's vtcon (vtcon1, after the
+dummy console vtcon0) is bound over amdgpu's fbdev framebuffer. Drivers are registered by
+modules whose names may differ (vfio_pci registers vfio-pci, xhci_pci xhci_hcd, bochs
+bochs-drm): /sys/module/MODULE/drivers/BUS:DRIVER says which.
 """
 import os
 import sys
 
-DISPLAY_DRIVERS = ("amdgpu", "radeon")
 VEGA, VEGA_AUDIO = "0000:0d:00.0", "0000:0d:00.1"
 R5, R5_AUDIO = "0000:08:00.0", "0000:08:00.1"
 FOREIGN = "0000:0e:00.0"
+PARKING = ("vfio-pci", "pci-stub")     # drivers that bind a display function without a DRM card
+
+# The modules on disk (libkmod's modules.alias is made from this by tests/lib/fakehost.py):
+# name -> (path under /lib/modules/VERSION, aliases). Loaded or not: only the drivers of a tree
+# say which are loaded. Builtin ones (pcieport, efifb) are not files.
+KERNEL_MODULES = {
+    "amdgpu": ("kernel/drivers/gpu/drm/amd/amdgpu/amdgpu.ko", ["pci:v00001002d0000687Fsv*sd*bc*sc*i*"]),
+    "radeon": ("kernel/drivers/gpu/drm/radeon/radeon.ko", ["pci:v00001002d00006613sv*sd*bc*sc*i*"]),
+    "bochs": ("kernel/drivers/gpu/drm/tiny/bochs.ko", ["pci:v00001234d00001111sv*sd*bc*sc*i*"]),
+    "vfio_pci": ("kernel/drivers/vfio/pci/vfio-pci.ko", ["vfio_pci:v*d*sv*sd*bc*sc*i*"]),
+    "snd_hda_intel": ("kernel/sound/pci/hda/snd-hda-intel.ko",
+                      ["pci:v00001002d0000AAF8sv*sd*bc*sc*i*", "pci:v00001002d0000AAB0sv*sd*bc*sc*i*"]),
+    "xhci_pci": ("kernel/drivers/usb/host/xhci-pci.ko", ["pci:v*d*sv*sd*bc0Csc03i30*"]),
+}
+BUILTIN_MODULES = ("pcieport", "efifb")
 
 
 class Tree:
@@ -49,21 +69,46 @@ class Origin:
     """The machine of origin/, with the variants tests need."""
 
     def __init__(self, root, vega_driver="amdgpu", secondary=True, secondary_driver="vfio-pci",
-                 audio_driver="vfio-pci", foreign=False, framebuffer=True, vtcons=2):
+                 secondary_gpu="r5", audio_driver="vfio-pci", foreign=False, framebuffer=False,
+                 fb_parent="gpu", firmware="ovmf"):
+        """Variants:
+        secondary_gpu  "r5": the R5 240 (1002:6613, radeon); "bochs": a QEMU bochs-display
+                       (1234:1111) at the same address, whose display driver is bochs-drm,
+                       registered by the module bochs: the name libkmod finds for its modalias is
+                       not a driver name (write "bochs" to driver_override and nothing binds)
+        framebuffer    False (default): efi-framebuffer.0 was removed by the boot GPU driver's
+                       probe, as on every 6.1 boot with amdgpu. "bound" (or True) / "unbound": it
+                       still exists over the Vega, bound or not: a boot GPU whose driver did not
+                       take the aperture over (a proprietary driver without fbdev emulation, or
+                       the GPU left without a DRM driver at boot), kept for tests of the hook's
+                       framebuffer step. The next DRM or vfio-pci probe of the Vega removes it.
+        fb_parent      "gpu": efi-framebuffer.0 under the Vega's device (Linux >= 6.3);
+                       "platform": under devices/platform (6.1), found through boot_vga
+        firmware       "ovmf": vtcon0 is "(S) dummy device", fbcon's vtcon follows; "seabios":
+                       fbcon's vtcon is vtcon0, there is no dummy vtcon (and no EFI framebuffer)
+        """
+        bochs = secondary_gpu == "bochs"
+        self.secondary_ids = ("1234:1111", "1af4:1100", "0x038000") if bochs else ("1002:6613", "1028:2120", "0x030000")
         self.t = Tree(root)
         self.devs = {}          # name -> device dir (relative)
         self.drivers = [        # registration order, as the kernel would have them after boot
-            ("pci", "vfio-pci", ["1002:aaf8", "1002:6613", "1002:aab0"]),   # options vfio-pci ids=
-            ("pci", "amdgpu", ["1002:687f"]),
-            ("pci", "radeon", ["1002:6613"]),
-            ("pci", "snd_hda_intel", ["1002:aaf8", "1002:aab0"]),
-            ("pci", "pcieport", ["1022:1453", "1022:1471"]),
+            # options vfio-pci ids=
+            ("pci", "vfio-pci", "vfio_pci", ["1002:aaf8", self.secondary_ids[0], "1002:aab0"]),
+            ("pci", "amdgpu", "amdgpu", ["1002:687f"]),
+            ("pci", "bochs-drm", "bochs", ["1234:1111"]) if bochs else ("pci", "radeon", "radeon", ["1002:6613"]),
+            ("pci", "snd_hda_intel", "snd_hda_intel", ["1002:aaf8", "1002:aab0"]),
+            ("pci", "pcieport", "pcieport", ["1022:1453", "1022:1471"]),
         ]
         if foreign:
-            self.drivers.append(("pci", "xhci_hcd", ["1022:145c"]))
-        self.drivers.append(("platform", "efi-framebuffer", ["efi-framebuffer"]))
+            self.drivers.append(("pci", "xhci_hcd", "xhci_pci", ["1022:145c"]))
+        self.drivers.append(("platform", "efi-framebuffer", "efifb", ["efi-framebuffer"]))
+        if firmware not in ("ovmf", "seabios") or fb_parent not in ("gpu", "platform"):
+            raise ValueError(f"firmware {firmware!r}, fb_parent {fb_parent!r}")
+        if firmware == "seabios":
+            framebuffer = False
         self.opts = dict(vega_driver=vega_driver, secondary=secondary, secondary_driver=secondary_driver,
-                         audio_driver=audio_driver, foreign=foreign, framebuffer=framebuffer, vtcons=vtcons)
+                         audio_driver=audio_driver, foreign=foreign, framebuffer=framebuffer,
+                         fb_parent=fb_parent, firmware=firmware)
 
     def build(self):
         t, o = self.t, self.opts
@@ -75,9 +120,15 @@ class Origin:
             t.file(f"bus/{bus}/drivers_autoprobe", "1\n", 0o644)
             t.file(f"bus/{bus}/uevent", "", 0o200)
         t.file("bus/pci/rescan", "", 0o200)
-        for bus, drv, _ in self.drivers:
+        for bus, drv, mod, _ in self.drivers:
             for attr in ("bind", "unbind", "uevent") + (("new_id", "remove_id") if bus == "pci" else ()):
                 t.file(f"bus/{bus}/drivers/{drv}/{attr}", "", 0o200)
+            # the module that registered it (builtin ones too: no initstate there)
+            if mod not in BUILTIN_MODULES:
+                t.file(f"module/{mod}/initstate", "live\n")
+                t.file(f"module/{mod}/refcnt", "0\n")
+            t.link(f"module/{mod}/drivers/{bus}:{drv}", f"bus/{bus}/drivers/{drv}")
+            t.link(f"bus/{bus}/drivers/{drv}/module", f"module/{mod}")
         t.file("devices/pci0000:00/uevent", "", 0o644)
 
         root = "devices/pci0000:00"
@@ -90,16 +141,22 @@ class Origin:
             self.pci(FOREIGN, root + "/0000:00:03.1", "1022:145c", "0x0c0330", "xhci_hcd", 17)
         if o["secondary"]:
             self.pci("0000:00:01.1", root, "1022:1453", "0x060400", "pcieport", 18)
-            self.pci(R5, root + "/0000:00:01.1", "1002:6613", "0x030000", o["secondary_driver"], 18,
-                     subsys="1028:2120", boot_vga=0)
+            ids, subsys, cls = self.secondary_ids
+            self.pci(R5, root + "/0000:00:01.1", ids, cls, o["secondary_driver"], 18, subsys=subsys, boot_vga=0)
             self.pci(R5_AUDIO, root + "/0000:00:01.1", "1002:aab0", "0x040300", "vfio-pci", 18,
                      subsys="1028:aab0")
-        for n in range(o["vtcons"]):
-            self.vtcon(n, "(S) dummy device" if n == 0 else "(M) frame buffer device")
         if o["framebuffer"]:
-            self.efifb(o["framebuffer"] is True or o["framebuffer"] == "bound")
-        t.file(".fakesys/drivers", "".join(f"{b} {d} {' '.join(ids)}\n" for b, d, ids in self.drivers), 0o644)
-        for name in ("log", "fail", "delay"):
+            self.efifb(o["framebuffer"] is True or o["framebuffer"] == "bound", o["fb_parent"])
+        # fbcon has a vtcon while a framebuffer exists: a DRM card (fbdev emulation) or a bound
+        # boot framebuffer; the dummy console under OVMF always.
+        fbs = len([c for c in os.listdir(t.path("class/drm")) if c.startswith("card")])
+        fbs += o["framebuffer"] in (True, "bound")
+        if o["firmware"] == "ovmf":
+            self.vtcon(0, "(S) dummy device")
+        if fbs:
+            self.vtcon(1 if o["firmware"] == "ovmf" else 0, "(M) frame buffer device")
+        t.file(".fakesys/drivers", "".join(f"{b} {d} {' '.join(ids)}\n" for b, d, _, ids in self.drivers), 0o644)
+        for name in ("log", "fail", "delay", "hang", "blocked"):
             t.file(".fakesys/" + name, "", 0o644)
         return t.root
 
@@ -135,7 +192,7 @@ class Origin:
         self.devs[name] = d
         if driver:
             self.bind("pci", driver, name, d)
-            if driver in DISPLAY_DRIVERS and c >> 16 == 3:
+            if driver not in PARKING and c >> 16 == 3:
                 self.drm(d)
             if driver == "snd_hda_intel":
                 self.sound(d)
@@ -170,6 +227,7 @@ class Origin:
         card = f"{d}/sound/card{n}"
         self.class_dev(card, d, "sound")
         self.class_dev(f"{card}/controlC{n}", card, "sound", f"snd/controlC{n}", 116, 32 * n)
+        self.class_dev(f"{card}/pcmC{n}D3p", card, "sound", f"snd/pcmC{n}D3p", 116, 32 * n + 3)
 
     def vtcon(self, n, name):
         t, d = self.t, f"devices/virtual/vtconsole/vtcon{n}"
@@ -179,10 +237,11 @@ class Origin:
         t.link(f"{d}/subsystem", "class/vtconsole")
         t.link(f"class/vtconsole/vtcon{n}", d)
 
-    def efifb(self, bound):
-        # Linux >= 6.3 parents the boot framebuffer to the PCI device that scans it out.
+    def efifb(self, bound, parent):
+        # Linux >= 6.3 parents the boot framebuffer to the PCI device that scans it out; 6.1 has
+        # it under devices/platform (the GPU is then the boot_vga one).
         t, name = self.t, "efi-framebuffer.0"
-        d = f"{self.devs[VEGA]}/{name}"
+        d = f"{self.devs[VEGA]}/{name}" if parent == "gpu" else f"devices/platform/{name}"
         t.uevent(d, {"DRIVER": "efi-framebuffer" if bound else None, "MODALIAS": "platform:efi-framebuffer"})
         t.file(f"{d}/driver_override", "(null)\n", 0o644)
         t.link(f"{d}/subsystem", "bus/platform")

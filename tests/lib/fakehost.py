@@ -34,15 +34,10 @@ SCRATCH = "/run/fakehost"
 LIBVIRT_ETC = "/etc/libvirt"
 PY = "/usr/bin/python3"
 
-# Fake kernel modules for libkmod: name, file, aliases. Enough for kmod_module_new_from_lookup
-# to map the GPUs' modaliases to their drivers the way the real modules.alias does.
-MODULES = [
-    ("amdgpu", "kernel/drivers/gpu/drm/amd/amdgpu/amdgpu.ko", ["pci:v00001002d0000687Fsv*sd*bc*sc*i*"]),
-    ("radeon", "kernel/drivers/gpu/drm/radeon/radeon.ko", ["pci:v00001002d00006613sv*sd*bc*sc*i*"]),
-    ("vfio_pci", "kernel/drivers/vfio/pci/vfio-pci.ko", ["vfio_pci:v*d*sv*sd*bc*sc*i*"]),
-    ("snd_hda_intel", "kernel/sound/pci/hda/snd-hda-intel.ko",
-     ["pci:v00001002d0000AAF8sv*sd*bc*sc*i*", "pci:v00001002d0000AAB0sv*sd*bc*sc*i*"]),
-]
+# Fake kernel modules for libkmod: name, file, aliases (origin.KERNEL_MODULES). Enough for
+# kmod_module_new_from_lookup to map the GPUs' modaliases to their MODULES the way the real
+# modules.alias does; the drivers a module registers are in /sys/module/NAME/drivers/.
+MODULES = [(name, path, aliases) for name, (path, aliases) in origin.KERNEL_MODULES.items()]
 
 
 # The native kvm.conf of the origin's GPUs without the desktop (no D-Bus needed); tests append
@@ -131,11 +126,12 @@ def _fake_modules():
     for obj, path in objs:
         os.makedirs(os.path.dirname(f"{base}/{path}"), exist_ok=True)
         shutil.copy(obj, f"{base}/{path}")
-    # depmod wants these three; empty builtin lists mean "everything is a module"
+    # depmod wants these three
     with open(f"{base}/modules.order", "w") as f:
         f.write("".join(path + "\n" for _, path, _ in MODULES))
-    for name in ("modules.builtin", "modules.builtin.modinfo"):
-        open(f"{base}/{name}", "w").close()
+    with open(f"{base}/modules.builtin", "w") as f:
+        f.write("kernel/drivers/pci/pcie/pcieport.ko\nkernel/drivers/video/fbdev/efifb.ko\n")
+    open(f"{base}/modules.builtin.modinfo", "w").close()
     sh("depmod", rel)      # /lib is a link to usr/lib: this writes only into the overlay
 
 
@@ -271,8 +267,8 @@ Write = collections.namedtuple("Write", "path value result")
 
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
-    origin.Origin: vega_driver, secondary, secondary_driver, audio_driver, foreign,
-    framebuffer, vtcons."""
+    origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
+    foreign, framebuffer, fb_parent, firmware."""
     count = 0
 
     def __init__(self, **variant):
@@ -285,7 +281,9 @@ class Host:
         self.backing = origin.build(f"{self.dir}/backing", **variant)
         self.variant = variant
         self.stderr = open(f"{self.dir}/fakesys.stderr", "w")
-        self.proc = subprocess.Popen([FAKESYS, self.backing, "/sys"], stdout=self.stderr, stderr=self.stderr,
+        # With the private /dev, fakesys makes the nodes (devtmpfs) and by-path links (udev).
+        dev = ["/dev"] if os.path.isdir(f"{SCRATCH}/devov") else []
+        self.proc = subprocess.Popen([FAKESYS, self.backing, "/sys"] + dev, stdout=self.stderr, stderr=self.stderr,
                                      preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 10
         while not os.path.exists(MARKER):
@@ -293,7 +291,6 @@ class Host:
                 self.proc.kill()
                 die(f"fakesys did not mount (see {self.dir}/fakesys.stderr)", 99)
             time.sleep(0.005)
-        self._make_nodes()
 
     def stop(self):
         if self.proc is None:
@@ -344,8 +341,35 @@ class Host:
     def vtcon_bound(self, n):
         return self._read(f"/sys/class/vtconsole/vtcon{n}/bind") == "1"
 
+    def fbcon(self):
+        """fbcon's vtcon ("vtcon1"), found by name as the hook must; None when it has none."""
+        for v in sorted(os.listdir("/sys/class/vtconsole")):
+            if "frame buffer device" in (self._read(f"/sys/class/vtconsole/{v}/name") or ""):
+                return v
+        return None
+
+    def fbcon_bound(self):
+        v = self.fbcon()
+        return v is not None and self._read(f"/sys/class/vtconsole/{v}/bind") == "1"
+
     def fb_driver(self):
         return self._link("/sys/bus/platform/devices/efi-framebuffer.0/driver")
+
+    def fb_exists(self):
+        return os.path.lexists("/sys/bus/platform/devices/efi-framebuffer.0")
+
+    def module_drivers(self, module):
+        """The drivers MODULE registered: ["pci:vfio-pci"], [] when it is not loaded."""
+        try:
+            return sorted(os.listdir(f"/sys/module/{module}/drivers"))
+        except OSError:
+            return []
+
+    def card_by_path(self, name):
+        """The node udev's /dev/dri/by-path/pci-NAME-card link points to, or None."""
+        link = f"/dev/dri/by-path/pci-{name}-card"
+        return os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link))) \
+            if os.path.islink(link) else None
 
     def drm_cards(self, name):
         """Sorted cardN names under the function's drm/ directory."""
@@ -410,6 +434,25 @@ class Host:
         with open("/sys/.fakesys/fail", "w"):
             pass
 
+    def hang(self, path, value=None):
+        """Make writes to PATH (of VALUE only, when given) block until unhang(): the writer
+        waits in write(2), as in the kernel's D state; SIGKILL ends the writer (EINTR) and the
+        write completes once released."""
+        with open("/sys/.fakesys/hang", "a") as f:
+            f.write((path if value is None else f"{path}={value}") + "\n")
+
+    def unhang(self):
+        with open("/sys/.fakesys/hang", "w"):
+            pass
+
+    def blocked(self):
+        """The writes now blocked (hang, a held sound card): [(path, value, writer pid)]."""
+        out = []
+        for line in (self._read("/sys/.fakesys/blocked") or "").splitlines():
+            path, value, pid = line.rsplit(" ", 2)
+            out.append((path, "" if value == '""' else value, int(pid)))
+        return out
+
     def delay(self, probe=None, drm=None, unbind=None):
         """Milliseconds: probe (bind/drivers_probe until the driver link appears; the write
         returns at once), drm (bind until drm/cardN appears), unbind (the unbind write itself)."""
@@ -448,33 +491,23 @@ class Host:
         return time.monotonic() - t0
 
     # -- device nodes
-    def _make_nodes(self):
-        """Plain files for the DEVNAMEs in the tree: enough for holder detection (a readlink of
-        /proc/PID/fd/N) when the private /dev overlay is in place."""
-        if not in_namespace() or not os.path.isdir(f"{SCRATCH}/devov"):
-            return
-        for top, _, files in os.walk(self.backing):
-            if "uevent" in files:
-                with open(os.path.join(top, "uevent")) as f:
-                    for line in f:
-                        if line.startswith("DEVNAME="):
-                            self.node(line.strip().split("=", 1)[1])
-
     @staticmethod
     def node(devname):
+        """/dev/DEVNAME. fakesys makes the nodes of the private /dev: char devices with the class
+        device's numbers (226:N for dri/cardN...), as devtmpfs does, and udev's by-path links."""
         path = devname if devname.startswith("/dev/") else "/dev/" + devname
         if not os.path.isdir(f"{SCRATCH}/devov"):
-            die("no private /dev: refusing to create device nodes in the real one", 99)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not os.path.exists(path):
-            open(path, "w").close()
+            die("no private /dev: no device nodes here", 99)
         return path
 
     @contextlib.contextmanager
     def hold(self, node):
-        """A child process holding NODE ("/dev/dri/card0" or "dri/card0") open; yields its pid."""
+        """A child process holding NODE ("/dev/dri/card0" or "dri/card0") open; yields its pid.
+        No driver is behind the nodes here, so it holds them with O_PATH: /proc/PID/fd shows
+        the node and stat() its device number, as for a real holder."""
         path = self.node(node)
-        child = subprocess.Popen([PY, "-c", "import sys; f = open(sys.argv[1]); print('ready', flush=True); sys.stdin.read()",
+        child = subprocess.Popen([PY, "-c", "import os, sys; fd = os.open(sys.argv[1], os.O_PATH); "
+                                  "print('ready', flush=True); sys.stdin.read()",
                                   path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             if child.stdout.readline().strip() != "ready":
