@@ -125,14 +125,18 @@ def test_failure_at_each_sysfs_step():
     with fakehost.Host() as h:
         expect(hook("prepare", "begin"), 0)
         writes = [(w.path, w.value) for w in h.log()]
-    assert len(writes) >= 9, writes
+    # fbcon's unbind, the Vega's and the R5's moves (override, unbind, probe): no boot
+    # framebuffer (amdgpu's probe removed it), and fbcon comes back bound with radeon's card.
+    assert len(writes) == 7, writes
     for path, value in writes:
         config()
         with fakehost.Host() as h:
             before = h.snapshot()
             h.fail(path, "EIO", count=1, value=value)
             err = expect(hook("prepare", "begin"), 1, "failed at step", "the host was restored")
-            assert "Input/output error" in err, err
+            # The kernel ignores a vtconsole bind it cannot do, without an error: read back.
+            why = "unbinding fbcon from vtcon1 failed" if "vtconsole" in path else "Input/output error"
+            assert why in err, err
             assert h.snapshot() == before, f"after failing {path}={value}: {h.snapshot()}"
             assert not os.path.exists(JOURNAL), f"journal left after failing {path}={value}"
             # libvirt then calls release end: harmless.
@@ -247,12 +251,13 @@ def test_holder_that_lets_go_is_waited_for(host):
     assert host.driver(VEGA) == "vfio-pci"
 
 
+@fakehost.variant(framebuffer="bound")
 def test_dry_run_prints_plan_and_changes_nothing(host):
     config()
     rc, out, err, _ = fakehost.run_hook([HOOK, "--config", CONF, "--dry-run", "win10", "prepare", "begin"], XML)
     assert rc == 0, err
     for line in ("move 0000:0d:00.0 from amdgpu to vfio-pci", "(skip) move 0000:0d:00.1",
-                 "already on vfio-pci", "move 0000:08:00.0 from vfio-pci to radeon", "unbind vtcon1",
+                 "already on vfio-pci", "move 0000:08:00.0 from vfio-pci to radeon", "unbind fbcon (vtcon1)",
                  "efi-framebuffer.0", "not logged in"):
         assert line in out, f"{line!r} not in the plan:\n{out}"
     assert out.splitlines()[1].startswith(" 1. ")
