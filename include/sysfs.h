@@ -17,6 +17,6 @@ int sysfs_link_name(const char *path, char *buf, size_t size);
 bool sysfs_exists(const char *path);
 /* sysfs_write in a child process, waited for until the deadline: a write the kernel can block
  * forever (unbinding a sound card whose node a process holds waits for that process; a probe
- * may hang) ends in -ETIMEDOUT instead of hanging the hook, and libvirtd with it. The blocked
- * child is left behind, holding nothing of the hook's. */
+ * may hang) ends in -EINPROGRESS instead of hanging the hook, and libvirtd with it: the blocked
+ * child is left behind, holding nothing of the hook's, and its write may still happen. */
 int sysfs_write_deadline(const char *path, const char *value, usec_t deadline);

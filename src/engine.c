@@ -35,7 +35,17 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                 }
                 if (r < 0) {
                         step_describe(s, false, what, sizeof(what));
+                        /* A write of this step is still pending in the kernel (sysfs_write_deadline):
+                         * undoing it now would race with it. It stays recorded as started, for the
+                         * next release or --recover, once the write has returned. */
+                        if (r == -EINPROGRESS)
+                                s->state = STEP_FAILED;
                         int k = engine_undo(c, p);
+                        if (r == -EINPROGRESS) {
+                                s->state = STEP_STARTED;
+                                journal_save(p);
+                                k = k ?: r;
+                        }
                         log_set_step(s->kind->name);
                         log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; %s", p->vm, i + 1,
                                         p->n_steps, what, k < 0 ? "rolling back was incomplete, see the "

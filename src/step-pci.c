@@ -71,7 +71,7 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
         if (f.driver[0] && strcmp(f.driver, driver) != 0) {
                 snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", f.driver);
                 r = sysfs_write_deadline(path, func, deadline);
-                if (r == -ETIMEDOUT)
+                if (r == -EINPROGRESS)
                         return log_error_errno(r, "moving %s to %s: unbind from %s blocked in the kernel for %llu s "
                                                "(a process holding the device?)", func, to, f.driver,
                                                (unsigned long long) (c->timeout / USEC_PER_SEC));

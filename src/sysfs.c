@@ -117,8 +117,9 @@ static int write_in_child(const char *path, const char *value, usec_t deadline) 
                         wchan[n] = '\0';
                 kill(pid, SIGKILL);
                 log_warning("writing %s to %s did not return in time; the writer, PID %d, is blocked in the "
-                            "kernel (in %s) and is left there", value, path, (int) pid, wchan);
-                return -ETIMEDOUT;
+                            "kernel (in %s) and is left there: the write may still happen", value, path,
+                            (int) pid, wchan);
+                return -EINPROGRESS;
         }
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
