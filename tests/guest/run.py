@@ -82,6 +82,7 @@ def read_results(out):
 
 
 def fill_share(share, group, scenarios, san, bindir):
+    """san: None, or the directory of the ASan/UBSan qemu-hook and qemu-hook-act."""
     if os.path.exists(share):
         shutil.rmtree(share)
     inp = os.path.join(share, "in")
@@ -108,11 +109,11 @@ def fill_share(share, group, scenarios, san, bindir):
     if san:
         os.makedirs(os.path.join(inp, "san"))
         for b in ("qemu-hook", "qemu-hook-act"):
-            src = os.path.join(TOP, "build", "san", b)
+            src = os.path.join(san, b)
             if not os.path.exists(src):
                 sys.exit("guest: %s missing: make build/san/qemu-hook first" % src)
             shutil.copy(src, os.path.join(inp, "san", b))
-        install += " + ASan/UBSan binaries (build/san) bind-mounted"
+        install += " + the ASan/UBSan binaries of %s bind-mounted over them" % os.path.relpath(san, TOP)
     with open(os.path.join(inp, "plan.json"), "w") as f:
         json.dump({"group": group, "scenarios": [s.meta() for s in scenarios]}, f, indent=1)
     return install
@@ -130,6 +131,8 @@ def boot(group, info, image, san, bindir, verbose):
     if firmware == "ovmf":
         shutil.copy(OVMF_VARS, vars_copy)
     deadline = BOOT_OVERHEAD + sum(s.timeout + PER_SCENARIO_SLACK for s in scenarios)
+    if os.environ.get("QEMU_HOOK_GUEST_DEADLINE"):      # to try the deadline itself
+        deadline = int(os.environ["QEMU_HOOK_GUEST_DEADLINE"])
     print("guest: boot %s (%s, %d scenario%s, deadline %d s): %s" % (
         group, firmware, len(scenarios), "" if len(scenarios) == 1 else "s", deadline, install),
         flush=True)
@@ -183,8 +186,9 @@ def boot(group, info, image, san, bindir, verbose):
     for s in scenarios:
         if s.name not in done:
             r = {"name": s.name, "ok": False, "secs": 0,
-                 "reason": "no result: " + (error or "the guest powered off before running it "
-                                            "(harness.rc %s)" % (read_or(os.path.join(out, "harness.rc"), "missing")))}
+                 "reason": "no result: " + (error or "qemu exited (status %s) before the guest "
+                                            "ran it (the harness's exit: %s)" % (
+                                                q.returncode, read_or(os.path.join(out, "harness.rc"), "none")))}
             results.append(r)
             print_result(r)
     if error:
@@ -221,6 +225,8 @@ def main():
     ap.add_argument("select", nargs="*", help="groups or scenarios to run (default: all)")
     ap.add_argument("--san", action="store_true", default=os.environ.get("QEMU_HOOK_SAN") == "1",
                     help="bind-mount the ASan/UBSan build (build/san/) over the installed binaries")
+    ap.add_argument("--san-dir", metavar="DIR", default=os.path.join(TOP, "build", "san"),
+                    help="where the ASan/UBSan qemu-hook and qemu-hook-act are (with --san)")
     ap.add_argument("--list", action="store_true", help="list groups and scenarios")
     ap.add_argument("--image", default=os.path.join(TOP, "build", "guest"))
     ap.add_argument("--bin", metavar="DIR",
@@ -243,13 +249,17 @@ def main():
     if shutil.which("qemu-system-x86_64") is None or not os.path.exists(OVMF_CODE):
         sys.exit("guest: qemu-system-x86 and ovmf are needed (tests/deps.sh)")
     t0 = time.monotonic()
-    boots = [boot(name, info, a.image, a.san, a.bin, a.verbose) for name, info in groups.items()]
+    boots = [boot(name, info, a.image, a.san_dir if a.san else None, a.bin, a.verbose) for name, info in groups.items()]
     failed = [(b, r) for b in boots for r in b["results"] if not r.get("ok")]
     for b, r in failed:
         log = os.path.join(b["share"], "out", "scenarios", r["name"] + ".log")
         if os.path.exists(log):
             print("\n--- guest output of %s (%s)" % (r["name"], os.path.relpath(log, TOP)))
             print(tail(log, 400).rstrip())
+        hang = os.path.join(b["share"], "out", "scenarios", r["name"] + ".hang")
+        if os.path.exists(hang):
+            print("\n--- what hung in %s (%s)" % (r["name"], os.path.relpath(hang, TOP)))
+            print(tail(hang, 300).rstrip())
     print("\nguest: summary")
     for b in boots:
         t, gt = b["times"], b["times"].get("guest", {})

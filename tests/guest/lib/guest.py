@@ -343,15 +343,18 @@ def journal_cursor():
 def hook_journal(after_cursor=None):
     """The hook's journal entries (identifier qemu-hook), oldest first, as dicts with
     MESSAGE, QEMU_HOOK_VM, QEMU_HOOK_STEP, PRIORITY, _PID, _SOURCE_REALTIME_TIMESTAMP."""
-    argv = ["journalctl", "-t", "qemu-hook", "-o", "json", "--no-pager"]
-    if after_cursor:
-        argv += ["--after-cursor", after_cursor]
+    # The identifier is matched here, not with -t: journalctl 252 given both a match and
+    # --after-cursor skips the first matching entry when the cursor's entry does not match.
+    argv = ["journalctl", "-o", "json", "--no-pager"]
+    argv += ["--after-cursor", after_cursor] if after_cursor else ["-t", "qemu-hook"]
     r = run(argv, timeout=30)
     out = []
     for line in r.out.splitlines():
         try:
             e = json.loads(line)
         except ValueError:
+            continue
+        if e.get("SYSLOG_IDENTIFIER") != "qemu-hook":
             continue
         out.append({k: e.get(k) for k in ("MESSAGE", "QEMU_HOOK_VM", "QEMU_HOOK_STEP", "PRIORITY",
                                           "_PID", "__REALTIME_TIMESTAMP") if k in e})
