@@ -342,7 +342,7 @@ def journal_cursor():
 
 def hook_journal(after_cursor=None):
     """The hook's journal entries (identifier qemu-hook), oldest first, as dicts with
-    MESSAGE, QEMU_HOOK_VM, QEMU_HOOK_STEP, PRIORITY, _PID, _SOURCE_REALTIME_TIMESTAMP."""
+    MESSAGE, QEMU_HOOK_VM, QEMU_HOOK_STEP, PRIORITY, _PID, __REALTIME_TIMESTAMP."""
     # The identifier is matched here, not with -t: journalctl 252 given both a match and
     # --after-cursor skips the first matching entry when the cursor's entry does not match.
     argv = ["journalctl", "-o", "json", "--no-pager"]
