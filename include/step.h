@@ -41,6 +41,10 @@ struct step_kind {
         int (*undo)(struct run_ctx *c, struct step *s);
         /* What apply (or undo) does, in words, for the plan and the log. */
         void (*describe)(const struct step *s, bool undo, char *buf, size_t size);
+        /* Where its whole time goes (timing.h): a kind that only waits on something else (systemd's
+         * jobs, a script) says so here; the others account for their parts themselves. */
+        bool time_whole;
+        int time_account;
 };
 
 struct step {

@@ -11,11 +11,12 @@ enum time_account {
         TIME_SYSTEMD,           /* D-Bus calls to systemd and their jobs */
         TIME_UDEV,              /* a DRM card appearing and udev processing it */
         TIME_HOLDERS,           /* processes letting go of the GPU's nodes */
+        TIME_SCRIPTS,           /* the hook scripts of qemu.d */
         _TIME_ACCOUNT_MAX,
 };
 
 /* Adds the time since start (now_usec()) to the account. */
 void timing_add(enum time_account a, usec_t start);
-/* "sysfs 120.0 ms, systemd 800.5 ms, udev/DRM 30.1 ms, holders 0.0 ms, own 12.3 ms (1.3 %)" for
- * the wall time since start. */
+/* "sysfs 120.0 ms, systemd 800.5 ms, udev/DRM 30.1 ms, holders 0.0 ms, scripts 0.0 ms, own 12.3 ms
+ * (1.3 %)" for the wall time since start. */
 void timing_format(usec_t start, char *buf, size_t size);

@@ -10,7 +10,6 @@
 #include "bus.h"
 #include "log.h"
 #include "sysfs.h"
-#include "timing.h"
 
 #define SD_DEST "org.freedesktop.systemd1"
 #define SD_PATH "/org/freedesktop/systemd1"
@@ -264,8 +263,8 @@ static int job_outcome(const char *result, sd_bus_error *error) {
         return -EIO;
 }
 
-static int unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
-                    sd_bus_error *error) {
+int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
+                 sd_bus_error *error) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(job_watch_free) struct job_watch w = {};
@@ -309,15 +308,6 @@ static int unit_job(sd_bus *bus, const char *method, const char *unit, usec_t de
                         return r;
         }
         return job_outcome(result, error);
-}
-
-int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
-                 sd_bus_error *error) {
-        usec_t start = now_usec();
-        int r = unit_job(bus, method, unit, deadline, error);
-
-        timing_add(TIME_SYSTEMD, start);
-        return r;
 }
 
 int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error) {
@@ -396,9 +386,7 @@ int bus_set_allowed_cpus(sd_bus *bus, const char *unit, const char *list, sd_bus
                 r = sd_bus_message_close_container(m);
         if (r < 0)
                 return r;
-        usec_t start = now_usec();
         r = sd_bus_call(bus, m, 0, error, NULL);
-        timing_add(TIME_SYSTEMD, start);
         if (r < 0)
                 return sd_bus_error_has_name(error, SD_NO_SUCH_UNIT) ? -ENOENT : r;
         return 0;

@@ -5,6 +5,7 @@
 #include "engine.h"
 #include "journal.h"
 #include "log.h"
+#include "timing.h"
 
 static void log_step_done(const struct plan *p, const struct step *s, size_t index, bool undo) {
         char what[256];
@@ -32,6 +33,8 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                         start = now_usec();
                         r = s->kind->apply(c, s);
                         s->duration = now_usec() - start;
+                        if (s->kind->time_whole)
+                                timing_add(s->kind->time_account, start);
                 }
                 if (r < 0) {
                         step_describe(s, false, what, sizeof(what));
@@ -79,6 +82,8 @@ int engine_undo(struct run_ctx *c, struct plan *p) {
                 start = now_usec();
                 r = s->kind->undo(c, s);
                 s->duration = now_usec() - start;
+                if (s->kind->time_whole)
+                        timing_add(s->kind->time_account, start);
                 if (r < 0) {
                         /* Keep going: every step undone is one less thing wrong with the host. */
                         first = first ?: r;

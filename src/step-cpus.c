@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "log.h"
 #include "step.h"
+#include "timing.h"
 
 static const char *shown(const char *list) {
         return list[0] ? list : "all";
@@ -58,4 +59,5 @@ static void cpus_describe(const struct step *s, bool undo, char *buf, size_t siz
 
 const struct step_kind step_cpus = {
         .name = "cpus", .apply = cpus_apply, .undo = cpus_undo, .describe = cpus_describe,
+        .time_whole = true, .time_account = TIME_SYSTEMD,
 };

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "scripts.h"
 #include "step.h"
+#include "timing.h"
 
 static int script_apply(struct run_ctx *c, struct step *s) {
         char path[PATH_MAX];
@@ -27,4 +28,5 @@ static void script_describe(const struct step *s, bool undo, char *buf, size_t s
 
 const struct step_kind step_script = {
         .name = "script", .apply = script_apply, .undo = script_undo, .describe = script_describe,
+        .time_whole = true, .time_account = TIME_SCRIPTS,
 };

@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "log.h"
 #include "step.h"
+#include "timing.h"
 
 static int unit_set(struct run_ctx *c, const struct step *s, const char *state) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -66,8 +67,10 @@ static void unit_describe(const struct step *s, bool undo, char *buf, size_t siz
 
 const struct step_kind step_unit = {
         .name = "unit", .apply = unit_apply, .undo = unit_undo, .describe = unit_describe,
+        .time_whole = true, .time_account = TIME_SYSTEMD,
 };
 
 const struct step_kind step_user_unit = {
         .name = "user-unit", .apply = unit_apply, .undo = unit_undo, .describe = unit_describe,
+        .time_whole = true, .time_account = TIME_SYSTEMD,
 };

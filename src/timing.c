@@ -15,8 +15,9 @@ void timing_format(usec_t start, char *buf, size_t size) {
                 outside += accounts[i];
         usec_t own = wall > outside ? wall - outside : 0;
 #define MS(u) ((double) (u) / USEC_PER_MSEC)
-        snprintf(buf, size, "sysfs %.1f ms, systemd %.1f ms, udev/DRM %.1f ms, holders %.1f ms, own %.1f ms (%.1f %%)",
-                 MS(accounts[TIME_SYSFS]), MS(accounts[TIME_SYSTEMD]), MS(accounts[TIME_UDEV]),
-                 MS(accounts[TIME_HOLDERS]), MS(own), wall ? 100.0 * (double) own / (double) wall : 0.0);
+        snprintf(buf, size, "sysfs %.1f ms, systemd %.1f ms, udev/DRM %.1f ms, holders %.1f ms, scripts %.1f ms, "
+                 "own %.1f ms (%.1f %%)", MS(accounts[TIME_SYSFS]), MS(accounts[TIME_SYSTEMD]), MS(accounts[TIME_UDEV]),
+                 MS(accounts[TIME_HOLDERS]), MS(accounts[TIME_SCRIPTS]), MS(own),
+                 wall ? 100.0 * (double) own / (double) wall : 0.0);
 #undef MS
 }
