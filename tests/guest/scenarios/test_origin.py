@@ -29,6 +29,16 @@ def vfio_holders():
 @scenario(timeout=300)
 def origin_start_destroy(t):
     """Origin kvm.conf: virsh start gaming hands the GPU over, virsh destroy hands it back."""
+    start_destroy(t)
+
+
+@scenario(group="seabios", firmware="seabios", timeout=300)
+def origin_start_destroy_seabios(t):
+    """The same under SeaBIOS, where fbcon's vtconsole is vtcon0."""
+    start_destroy(t)
+
+
+def start_destroy(t):
     g.write_kvm_conf(g.ORIGIN_KVM_CONF)
     t.section("kvm.conf", g.ORIGIN_KVM_CONF)
     try:
