@@ -60,7 +60,12 @@ integration: qemu-hook build/san/qemu-hook build/fakesys
 	@tests/integration/run.sh
 	@QEMU_HOOK=build/san/qemu-hook tests/integration/run.sh
 
+# Everything: unit, integration (emulated host, libvirtd) and the real-kernel guest; check-quick
+# skips the guest for fast iteration.
 check: deps
+	@$(MAKE) --no-print-directory unit integration guest
+
+check-quick: deps
 	@$(MAKE) --no-print-directory unit integration
 
 demo: deps
@@ -82,7 +87,14 @@ guest-check: deps
 	@tests/guest/build-image.sh
 	@tests/guest/run.py
 
-.PHONY: guest-image guest-check
+# make check's guest pass: the Debian package installed with dpkg in the guest, every group; then
+# the main group again with the ASan/UBSan binaries over the package's.
+guest: deb build/san/qemu-hook build/san/qemu-hook-act
+	@tests/guest/build-image.sh
+	@tests/guest/run.py
+	@tests/guest/run.py --san main
+
+.PHONY: guest-image guest-check guest check-quick
 
 # The files alone, without the hook (the Debian package's postinst makes the link).
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
@@ -102,9 +114,10 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 
-# The Debian package of the committed tree (DEB_REV, a commit or tree; default HEAD), built from
-# its copy in build/deb/src: build/deb/qemu-hook_$(VERSION)_ARCH.deb, with no error from lintian.
-DEB_REV  ?= HEAD
+# The Debian package of the committed tree with the working tree's changes to tracked files (DEB_REV,
+# a commit or tree; default: git stash create, or HEAD when clean), built from its copy in
+# build/deb/src: build/deb/qemu-hook_$(VERSION)_ARCH.deb, with no error from lintian.
+DEB_REV  ?= $(or $(shell git stash create 2>/dev/null),HEAD)
 DEB_ARCH  = $(shell dpkg --print-architecture)
 deb:
 	rm -rf build/deb
