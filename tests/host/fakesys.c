@@ -27,7 +27,8 @@
  *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
  *            only, when given) fail; a vtconsole `bind` named there is ignored instead (the
  *            write succeeds and changes nothing), as the kernel ignores a bind it cannot do
- *   hang     "PATH[=VALUE]": writes to PATH block (the writer waits) until the line is removed
+ *   hang     "PATH[=VALUE] [D]": writes to PATH block (the writer waits) until the line is
+ *            removed; with D the writer is in the kernel's D state: SIGKILL does not end it
  *   blocked  written by fakesys: "PATH VALUE PID" for each write now blocked (hang, a sound
  *            card held), until it completes
  *   delay    "probe MS", "drm MS", "unbind MS"
@@ -39,8 +40,15 @@
  * numbers, and udev's DEV/dri/by-path/pci-ADDR-card (-render), DEV/snd/by-path/pci-ADDR links,
  * made and removed with the cards (at start: those of the tree, after clearing DEV/dri, DEV/snd).
  *
- * A write that blocks holds no lock (the rest of the emulation goes on); a SIGKILLed writer is
- * answered EINTR at once (FUSE interrupt) and its write completes later, once released.
+ * A write that blocks holds no lock of fakesys (the rest of the emulation goes on); a SIGKILLed
+ * writer is answered EINTR at once (FUSE interrupt) and its write completes later, once released,
+ * except under a hang line with D: then the writer stays blocked, killed or not, as in D state.
+ * The device lock: a blocked unbind or bind of a PCI device, or drivers_probe of it, holds the
+ * kernel's device_lock() of that device (device_release_driver, __device_attach) while it waits,
+ * so every other unbind, bind or drivers_probe of the same device, and each write or read of its
+ * driver_override (driver_set_override, driver_override_show), waits until it completes; killable
+ * or not as the holder is. Unlike kernfs, FUSE serializes the writes to one file (the inode
+ * lock of a direct write): a blocked drivers_probe holds up those of other devices too.
  *
  * Usage: fakesys BACKING MOUNTPOINT [DEV] (stays in the foreground; SIGTERM or umount stops it). */
 #define _GNU_SOURCE
@@ -262,9 +270,10 @@ static void drop_node(const char *dir, const char *devname) {
         }
 }
 
-/* Does any process hold a node of one of DEVS (by device number, deleted nodes too)? Only fds
- * whose target reads /dev/... are stat()ed: a stat of a file on this very mount would wait for
- * a FUSE answer, possibly from ourselves. Safe under the lock. */
+/* Does any process hold a node of one of DEVS (by device number, deleted nodes too, wherever
+ * the node is: another /dev, a container's)? fds whose target is under /sys are not stat()ed: a
+ * stat of a file on this very mount would wait for a FUSE answer, possibly from ourselves. Safe
+ * under the lock. */
 static int held(const dev_t *devs, size_t n) {
         DIR *proc = opendir("/proc");
         int found = 0;
@@ -284,7 +293,8 @@ static int held(const dev_t *devs, size_t n) {
                         struct stat st;
                         snprintf(l, sizeof(l), "/proc/%s/fd/%s", de->d_name, fe->d_name);
                         ssize_t len = readlink(l, t, sizeof(t) - 1);
-                        if (len < 5 || strncmp(t, "/dev/", 5) != 0 || stat(l, &st) < 0 || !S_ISCHR(st.st_mode))
+                        if (len < 1 || t[0] != '/' || (len >= 4 && !strncmp(t, "/sys", 4) && (len == 4 || t[4] == '/')) ||
+                            stat(l, &st) < 0 || !S_ISCHR(st.st_mode))
                                 continue;
                         for (size_t i = 0; i < n; i++)
                                 if (st.st_rdev == devs[i])
@@ -962,7 +972,11 @@ static int store(const char *rel, const char *value) {
 /* ---------- writes that block ---------- */
 
 /* The writes now waiting, as .fakesys/blocked shows them. */
-static struct { int used, pid; char rel[PATH_MAX], value[256]; } blocked[32];
+static struct {
+        int used, pid;
+        int locks;              /* holds its device's lock: 1 killable, 2 not (D) */
+        char rel[PATH_MAX], value[256], dev[PATH_MAX];
+} blocked[32];
 
 static void blocked_save(void) {
         char out[8192] = "";
@@ -978,6 +992,7 @@ static int blocked_add(const char *rel, const char *value, int pid) {
         for (int i = 0; i < 32; i++)
                 if (!blocked[i].used) {
                         blocked[i].used = 1;
+                        blocked[i].locks = 0;
                         blocked[i].pid = pid;
                         snprintf(blocked[i].rel, sizeof(blocked[i].rel), "%s", rel);
                         snprintf(blocked[i].value, sizeof(blocked[i].value), "%s", value);
@@ -1006,8 +1021,10 @@ static int hang_matches(const char *rel, const char *value) {
                 if (want)
                         *want++ = '\0';
                 canonical(path, canon);
-                if (!strcmp(canon, rel) && (!want || !strcmp(want, value)))
-                        return 1;
+                if (!strcmp(canon, rel) && (!want || !strcmp(want, value))) {
+                        char mode[8] = "";
+                        return sscanf(l, "%*s %7s", mode) == 1 && !strcmp(mode, "D") ? 2 : 1;
+                }
         }
         return 0;
 }
@@ -1023,8 +1040,52 @@ static int sound_held(const char *rel, const char *value) {
         return n && held(walk_devs, n);
 }
 
-static int must_wait(const char *rel, const char *value) {
-        return hang_matches(rel, value) || sound_held(rel, value);
+/* The PCI device whose device_lock() a write of VALUE to REL takes (unbind, bind, drivers_probe
+ * of it, its driver_override): its directory in OUT, or 0 when it takes none. */
+static int locked_device(const char *rel, const char *value, char out[PATH_MAX]) {
+        char bus[32], drv[64], attr[32];
+        const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+        if (sscanf(rel, "bus/%31[^/]/drivers/%63[^/]/%31s", bus, drv, attr) == 3)
+                return !strcmp(bus, "pci") && (!strcmp(attr, "bind") || !strcmp(attr, "unbind")) &&
+                       device_dir(bus, value, out) == 0;
+        if (sscanf(rel, "bus/%31[^/]/%31s", bus, attr) == 2 && !strcmp(attr, "drivers_probe"))
+                return !strcmp(bus, "pci") && device_dir(bus, value, out) == 0;
+        if (!strcmp(base, "driver_override") && !strncmp(rel, "devices/", 8)) {
+                snprintf(out, PATH_MAX, "%.*s", (int) (base - rel - 1), rel);
+                return 1;
+        }
+        return 0;
+}
+
+/* Does a blocked write other than SELF hold DEV's lock? 1 killable, 2 not. */
+static int lock_held(const char *dev, int self) {
+        for (int i = 0; i < 32; i++)
+                if (i != self && blocked[i].used && blocked[i].locks && !strcmp(blocked[i].dev, dev))
+                        return blocked[i].locks;
+        return 0;
+}
+
+/* Must this write wait (the slot SELF, -1 before it has one)? 0 no, 1 killable, 2 not. A write
+ * waiting on a hang line or a held sound card holds its device's lock meanwhile (not a
+ * driver_override write: driver_set_override takes it only around the assignment). */
+static int must_wait(const char *rel, const char *value, int self) {
+        char dev[PATH_MAX];
+        int locking = locked_device(rel, value, dev);
+        int held_by_other = locking ? lock_held(dev, self) : 0;
+        if (held_by_other) {
+                if (self >= 0)
+                        blocked[self].locks = 0;
+                return held_by_other;
+        }
+        int w = hang_matches(rel, value);
+        if (!w && sound_held(rel, value))
+                w = 1;
+        if (self >= 0) {
+                const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+                blocked[self].locks = w && locking && strcmp(base, "driver_override") ? w : 0;
+                snprintf(blocked[self].dev, sizeof(blocked[self].dev), "%s", locking ? dev : "");
+        }
+        return w;
 }
 
 struct job {
@@ -1035,10 +1096,10 @@ struct job {
 /* Under the lock: wait, without it, while the write must; then store and log it. Returns the
  * store's result, or 1 when the writer was interrupted first (the job is not done). */
 static int run_job(struct job *j, int interruptible) {
-        while (must_wait(j->rel, j->value)) {
+        for (int w; (w = must_wait(j->rel, j->value, j->slot));) {
                 pthread_mutex_unlock(&lock);
                 usleep(2000);
-                int intr = interruptible && fuse_interrupted();
+                int intr = interruptible && w == 1 && fuse_interrupted();
                 pthread_mutex_lock(&lock);
                 if (intr)
                         return 1;
@@ -1175,6 +1236,19 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
         }
         full(p, path);
         pthread_mutex_lock(&lock);
+        /* driver_override_show() takes the device lock */
+        char dev[PATH_MAX];
+        if (locked_device(path + 1, "", dev))
+                for (int w; (w = lock_held(dev, -1));) {
+                        pthread_mutex_unlock(&lock);
+                        usleep(2000);
+                        int intr = w == 1 && fuse_interrupted();
+                        pthread_mutex_lock(&lock);
+                        if (intr) {
+                                pthread_mutex_unlock(&lock);
+                                return -EINTR;
+                        }
+                }
         int fd = open(p, O_RDONLY);
         ssize_t n = fd < 0 ? -1 : pread(fd, buf, size, off);
         int r = n < 0 ? -errno : (int) n;
@@ -1215,7 +1289,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
                 log_write(rel, value, 0);
         } else if (r) {
                 log_write(rel, value, -r);
-        } else if (must_wait(rel, value)) {
+        } else if (must_wait(rel, value, -1)) {
                 r = blocking_write(rel, value);
         } else {
                 r = store(rel, value);

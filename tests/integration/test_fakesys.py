@@ -569,3 +569,94 @@ def test_run_hook_environment(host):
     assert "bus='0x0d' slot='0x00' function='0x1'" in xml and "<name>win10</name>" in xml
     rc, out, _, _ = fakehost.run_hook(["/bin/cat"], xml)
     assert out == xml
+
+
+READER = """import os, sys
+try:
+    print(open(sys.argv[1]).read().strip(), flush=True)
+except OSError as e:
+    print(e.errno, flush=True)
+"""
+
+
+def test_blocked_unbind_holds_the_device_lock(host):
+    """device_lock(): a blocked unbind of the Vega (here in D state: SIGKILL does not end it)
+    makes its drivers_probe, its driver_override writes and reads wait until it completes;
+    another device and the driver link are served meanwhile."""
+    host.hang("bus/pci/drivers/amdgpu/unbind", VEGA, killable=False)
+    u = spawn_write("bus/pci/drivers/amdgpu/unbind", VEGA)
+    host.wait(lambda: len(host.blocked()) == 1)
+    probe = spawn_write("bus/pci/drivers_probe", VEGA)
+    host.wait(lambda: len(host.blocked()) == 2)
+    reader = subprocess.Popen([fakehost.PY, "-c", READER, f"/sys/bus/pci/devices/{VEGA}/driver_override"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    assert u.poll() is None and probe.poll() is None and reader.poll() is None
+    assert [(p, v) for p, v, _ in host.blocked()] == [("bus/pci/drivers/amdgpu/unbind", VEGA),
+                                                      ("bus/pci/drivers_probe", VEGA)]
+    # another device: no wait (not through drivers_probe: FUSE serializes the writes to one
+    # file, where kernfs would not)
+    t0 = time.monotonic()
+    assert host.write("bus/pci/drivers/vfio-pci/unbind", R5) == 0
+    assert host.write("bus/pci/drivers/radeon/bind", R5) == 0
+    host.wait(lambda: host.driver(R5) == "radeon")
+    assert time.monotonic() - t0 < 0.5 and host.override(R5) is None
+    assert host.driver(VEGA) == "amdgpu"
+    u.kill()                                            # D state: the kill waits for the write
+    time.sleep(0.3)
+    assert u.poll() is None
+    host.unhang()
+    assert u.wait(timeout=5) == -signal.SIGKILL
+    assert probe.stdout.readline().strip() == "0" and reader.stdout.readline().strip() == "(null)"
+    for p in (u, probe, reader):
+        p.wait(timeout=5)
+        p.stdout.close()
+    # the unbind first, then the probe that waited for it: amdgpu again
+    vega = [w for w in host.log() if w.value == VEGA]
+    assert vega == [fakehost.Write("bus/pci/drivers/amdgpu/unbind", VEGA, "0"),
+                    fakehost.Write("bus/pci/drivers_probe", VEGA, "0")], vega
+    host.wait(lambda: host.driver(VEGA) == "amdgpu")
+    assert host.blocked() == []
+    # a killable holder: a lock waiter killed is answered at once, its write done later
+    host.hang("bus/pci/drivers/amdgpu/unbind", VEGA)
+    u = spawn_write("bus/pci/drivers/amdgpu/unbind", VEGA)
+    host.wait(lambda: len(host.blocked()) == 1)
+    w = spawn_write(f"bus/pci/devices/{VEGA}/driver_override", "vfio-pci")
+    host.wait(lambda: len(host.blocked()) == 2)
+    time.sleep(0.1)
+    assert w.poll() is None
+    t0 = time.monotonic()
+    w.kill()
+    assert w.wait(timeout=2) == -signal.SIGKILL and time.monotonic() - t0 < 1
+    host.unhang()
+    assert u.stdout.readline().strip() == "0"
+    u.wait(timeout=5)
+    for p in (u, w):
+        p.stdout.close()
+    host.wait(lambda: host.blocked() == [])
+    assert host.driver(VEGA) is None and host.override(VEGA) == "vfio-pci"
+
+
+@variant(audio_driver="snd_hda_intel")
+def test_sound_holder_through_another_node_blocks_the_unbind(host):
+    """The kernel counts open files of the card, whatever path they were opened by (a
+    container's own /dev): matched by device number."""
+    alias = "/run/fakehost/sandbox-snd"
+    st = os.stat("/dev/snd/controlC0")
+    os.mknod(alias, 0o600 | stat.S_IFCHR, st.st_rdev)
+    try:
+        holder = subprocess.Popen([fakehost.PY, "-c", "import os, sys; os.open(sys.argv[1], os.O_PATH); "
+                                   "print('ready', flush=True); sys.stdin.read()", alias],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "ready"
+        w = spawn_write("bus/pci/drivers/snd_hda_intel/unbind", VEGA_AUDIO)
+        host.wait(lambda: host.blocked() != [])
+        holder.stdin.close()
+        holder.wait()
+        holder.stdout.close()
+        assert w.stdout.readline().strip() == "0"
+        w.wait(timeout=5)
+        w.stdout.close()
+        assert host.driver(VEGA_AUDIO) is None
+    finally:
+        os.unlink(alias)

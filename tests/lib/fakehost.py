@@ -434,12 +434,14 @@ class Host:
         with open("/sys/.fakesys/fail", "w"):
             pass
 
-    def hang(self, path, value=None):
+    def hang(self, path, value=None, killable=True):
         """Make writes to PATH (of VALUE only, when given) block until unhang(): the writer
-        waits in write(2), as in the kernel's D state; SIGKILL ends the writer (EINTR) and the
-        write completes once released."""
+        waits in write(2); SIGKILL ends the writer (EINTR) and the write completes once released.
+        With killable=False the writer is in the kernel's D state: killed or not, it stays
+        blocked until released. A blocked unbind, bind or drivers_probe of a PCI device holds its
+        device lock: the device's other such writes and its driver_override wait meanwhile."""
         with open("/sys/.fakesys/hang", "a") as f:
-            f.write((path if value is None else f"{path}={value}") + "\n")
+            f.write((path if value is None else f"{path}={value}") + ("" if killable else " D") + "\n")
 
     def unhang(self):
         with open("/sys/.fakesys/hang", "w"):
