@@ -5,5 +5,8 @@
 
 /* Returns 0, or the failed step's negative errno after rolling back (the message names the step). */
 int engine_apply(struct run_ctx *c, struct plan *p);
+/* -EINPROGRESS (logged, naming the step and the PID) when a write a step left blocked in the
+ * kernel has not returned yet: the device must not be touched until it has. */
+int engine_check_writers(const struct plan *p);
 /* Undoes every started or done step, in reverse; goes on past failures and returns the first. */
 int engine_undo(struct run_ctx *c, struct plan *p);

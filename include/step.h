@@ -55,6 +55,8 @@ struct step {
         char note[STEP_FIELD_LEN];      /* why it is skipped, or what was found */
         enum step_state state;
         usec_t duration;
+        int writer;                     /* a write of this step left blocked in the kernel: its
+                                         * PID (sysfs_write_deadline), 0 when none */
 };
 
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,

@@ -20,3 +20,5 @@ bool sysfs_exists(const char *path);
  * may hang) ends in -EINPROGRESS instead of hanging the hook, and libvirtd with it: the blocked
  * child is left behind, holding nothing of the hook's, and its write may still happen. */
 int sysfs_write_deadline(const char *path, const char *value, usec_t deadline);
+/* The PID of the last writer sysfs_write_deadline left blocked, 0 when none. */
+int sysfs_blocked_writer(void);

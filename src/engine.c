@@ -5,6 +5,7 @@
 #include "engine.h"
 #include "journal.h"
 #include "log.h"
+#include "sysfs.h"
 #include "timing.h"
 
 static void log_step_done(const struct plan *p, const struct step *s, size_t index, bool undo) {
@@ -46,6 +47,7 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                         int k = engine_undo(c, p);
                         if (r == -EINPROGRESS) {
                                 s->state = STEP_STARTED;
+                                s->writer = sysfs_blocked_writer();
                                 journal_save(p);
                                 k = k ?: r;
                         }
@@ -65,6 +67,44 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                 }
         }
         log_set_step(NULL);
+        return 0;
+}
+
+/* Whether the writer is still the hook's child blocked in the kernel: alive, not a zombie nobody
+ * reaped yet, not a PID reused since. */
+static bool writer_blocked(int pid, char *wchan, size_t size) {
+        char path[64], comm[32] = "", state = 'X';
+        _cleanup_fclose_ FILE *f = NULL;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        /* "PID (COMM) STATE ...": a comm has no ')' of ours, the hook's is qemu-hook-act. */
+        if (!(f = fopen(path, "re")) || fscanf(f, "%*d (%31[^)]) %c", comm, &state) != 2 ||
+            strncmp(comm, "qemu-hook", 9) != 0 || state == 'Z' || state == 'X')
+                return false;
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/%d/wchan", pid);
+        if ((f = fopen(path, "re")) && fgets(wchan, (int) size, f))
+                return true;
+        strscpy(wchan, "?", size);
+        return true;
+}
+
+int engine_check_writers(const struct plan *p) {
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+                char what[256], wchan[64];
+
+                if (s->writer <= 0 || s->state != STEP_STARTED || !writer_blocked(s->writer, wchan, sizeof(wchan)))
+                        continue;
+                /* Touching the device now would block this call too (the kernel holds the device's
+                 * lock for the pending write), and libvirtd with it. */
+                step_describe(s, false, what, sizeof(what));
+                log_set_step(s->kind->name);
+                return log_error_errno(EINPROGRESS, "%s: step %zu (%s) has a write still blocked in the kernel, PID %d "
+                                       "(in %s); nothing done: once it has returned, `qemu-hook --recover %s` (or the "
+                                       "VM's next release) finishes the hand-back", p->vm, i + 1, what, s->writer,
+                                       wchan, p->vm);
+        }
         return 0;
 }
 

@@ -118,6 +118,8 @@ int journal_save(const struct plan *p) {
                 put_value(f, "to", s->to);
                 put_value(f, "note", s->note);
                 put_value(f, "state", step_state_to_string(s->state));
+                if (s->writer > 0)
+                        fprintf(f, "writer = %d\n", s->writer);
         }
         /* fsync before rename: after a crash the journal is the old or the new one, whole. */
         if (fflush(f) != 0 || fsync(fileno(f)) < 0 || rename(tmp, path) < 0) {
@@ -169,6 +171,8 @@ static int load_key(void *user, const char *section, const char *key, const char
                 s->state = st < 0 ? _STEP_STATE_MAX : (enum step_state) st;
                 return st >= 0;
         }
+        if (strcmp(key, "writer") == 0)
+                return sscanf(value, "%d", &s->writer) == 1 && s->writer > 0;
         char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
                       strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
         return field && get_value(value, field, STEP_FIELD_LEN) == 0;

@@ -283,7 +283,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         if (r >= 0) {
                 /* A hook killed half way: put the host back before planning from it. */
                 log_notice("%s: a previous hand-over did not finish; undoing what it did", c->vm);
-                r = undo(c, &p, dry_run, out);
+                r = engine_check_writers(&p) < 0 ? EXIT_FAILED : undo(c, &p, dry_run, out);
                 plan_free(&p);
                 if (r != EXIT_DONE || dry_run)
                         return r;
@@ -340,7 +340,7 @@ static int hand_back(struct run_ctx *c, bool dry_run, FILE *out) {
 
         r = journal_load(c->vm, &p);
         if (r >= 0) {
-                ret = undo(c, &p, dry_run, out);
+                ret = engine_check_writers(&p) < 0 ? EXIT_FAILED : undo(c, &p, dry_run, out);
                 plan_free(&p);
                 return ret;
         }

@@ -78,6 +78,12 @@ static _Noreturn void writer(const char *full, const char *value) {
         _exit(-write_full(full, value));
 }
 
+static pid_t blocked_writer;
+
+int sysfs_blocked_writer(void) {
+        return (int) blocked_writer;
+}
+
 static int write_in_child(const char *path, const char *value, usec_t deadline) {
         char full[PATH_MAX], wchan[64] = "?";
         _cleanup_close_ int pidfd = -1;
@@ -116,6 +122,7 @@ static int write_in_child(const char *path, const char *value, usec_t deadline) 
                 if (n > 0)
                         wchan[n] = '\0';
                 kill(pid, SIGKILL);
+                blocked_writer = pid;
                 log_warning("writing %s to %s did not return in time; the writer, PID %d, is blocked in the "
                             "kernel (in %s) and is left there: the write may still happen", value, path,
                             (int) pid, wchan);

@@ -388,6 +388,15 @@ def test_write_blocked_in_the_kernel_fails_in_bounded_time(host):
         assert all(s["state"] not in ("done", "started") for s in journal_steps() if s["target"] != VEGA), \
             journal_steps()
         assert host.driver(VEGA) == "amdgpu" and host.drm_cards(VEGA) == ["card0"]
+        # libvirt's release end comes at once: touching the device now would block it too (the
+        # kernel holds the device's lock for the pending write). It refuses in no time, naming
+        # the writer, and changes nothing.
+        journal = open(JOURNAL).read()
+        t0 = time.monotonic()
+        err = expect(hook("release", "end"), 1, "still blocked in the kernel", f"PID {blocked[0][2]}",
+                     "--recover win10")
+        assert time.monotonic() - t0 < 2, f"release end took {time.monotonic() - t0:.1f} s"
+        assert open(JOURNAL).read() == journal and host.blocked() == blocked, err
     finally:
         host.unhang()
     host.wait(lambda: host.blocked() == [])

@@ -287,6 +287,10 @@ static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         struct step *s = plan_add(p, &step_pci_driver, "0000:0d:00.0", "amdgpu", "vfio-pci");
         s->state = STEP_DONE;
         strscpy(s->note, "override=amdgpu", sizeof(s->note));
+        /* A move whose unbind was left blocked in the kernel: its writer's PID. */
+        s = plan_add(p, &step_pci_driver, "0000:0d:00.1", "snd_hda_intel", "vfio-pci");
+        s->state = STEP_STARTED;
+        s->writer = 4242;
         s = plan_add(p, &step_cpus, "user.slice", "", "0,1,6-7");
         s->state = STEP_DONE;
 }
@@ -305,6 +309,7 @@ static void assert_same_plan(const struct plan *got, const struct plan *want) {
                 assert_string_equal(g->from, w->from);
                 assert_string_equal(g->to, w->to);
                 assert_string_equal(g->note, w->note);
+                assert_int_equal(g->writer, w->writer);
                 assert_string_equal(step_state_to_string(g->state), step_state_to_string(w->state));
         }
 }
