@@ -75,6 +75,16 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory qemu-hook build/fakesys
 	@tests/bench.sh
+	@$(MAKE) --no-print-directory guest-bench
+
+# The same on the real kernel: the test guest's group "bench" (tests/guest/bench.py), with the
+# Debian package and the image as make check's guest pass gets them.
+guest-bench: deps
+	@$(MAKE) --no-print-directory deb
+	@tests/guest/build-image.sh
+	@tests/guest/bench.py
+
+.PHONY: guest-bench
 
 # The real-kernel tests (tests/guest/README.md): a Debian guest booted under qemu TCG, its image
 # cached in build/guest/ (rebuilt only when its inputs change). QEMU_HOOK_SAN=1: ASan/UBSan build.

@@ -222,7 +222,8 @@ def print_result(r):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("select", nargs="*", help="groups or scenarios to run (default: all)")
+    ap.add_argument("select", nargs="*",
+                    help="groups or scenarios to run (default: all but the bench group)")
     ap.add_argument("--san", action="store_true", default=os.environ.get("QEMU_HOOK_SAN") == "1",
                     help="bind-mount the ASan/UBSan build (build/san/) over the installed binaries")
     ap.add_argument("--san-dir", metavar="DIR", default=os.path.join(TOP, "build", "san"),
@@ -234,14 +235,15 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     try:
-        groups = registry.groups(a.select or None)
+        groups = registry.groups(a.select or None, with_bench=a.list)
     except ValueError as e:
         sys.exit("guest: %s" % e)
     if a.list:
         for name, info in groups.items():
             print("%s (%s)" % (name, info["firmware"]))
             for s in info["scenarios"]:
-                print("  %-28s %4d s%s  %s" % (s.name, s.timeout, " dirty" if s.dirty else "", s.doc))
+                print("  %-28s %4d s%s%s  %s" % (s.name, s.timeout, " dirty" if s.dirty else "",
+                                                 " bench (only when named)" if s.bench else "", s.doc))
         return 0
     for f in ("root.img", "vmlinuz", "initrd.img"):
         if not os.path.exists(os.path.join(a.image, f)):

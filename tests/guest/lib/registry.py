@@ -8,7 +8,9 @@ Groups: every scenario of a group runs in one boot, in file then definition orde
 group "main" (OVMF) is shared by the scenarios that leave the guest as they found it. A
 scenario that leaves the guest dirty says dirty=True and gets a boot of its own (a group named
 after it) unless it names a group. A group boots with one firmware: "ovmf" (default) or
-"seabios"; all its scenarios must agree.
+"seabios"; all its scenarios must agree. A scenario with bench=True (measurements, no pass/fail
+on the numbers: tests/guest/bench.py) runs only when its group or its name is selected, never
+in a run of every group.
 """
 import importlib
 import os
@@ -21,7 +23,7 @@ _scenarios = []
 
 
 class Scenario:
-    def __init__(self, fn, group, firmware, timeout, dirty):
+    def __init__(self, fn, group, firmware, timeout, dirty, bench=False):
         self.fn = fn
         self.name = fn.__name__
         self.doc = (fn.__doc__ or "").strip().split("\n")[0]
@@ -29,18 +31,20 @@ class Scenario:
         self.firmware = firmware
         self.timeout = timeout
         self.dirty = dirty
+        self.bench = bench
         self.module = fn.__module__
 
     def meta(self):
         return {"name": self.name, "group": self.group, "firmware": self.firmware,
-                "timeout": self.timeout, "dirty": self.dirty, "doc": self.doc}
+                "timeout": self.timeout, "dirty": self.dirty, "bench": self.bench, "doc": self.doc}
 
 
-def scenario(group=None, firmware=None, timeout=120, dirty=False):
+def scenario(group=None, firmware=None, timeout=120, dirty=False, bench=False):
     """Register the decorated function fn(t) as a scenario (t: lib.harness.Test).
 
     timeout: the guest's deadline for the whole scenario, in seconds; on expiry the harness
     records what hung (ps, the kernel stacks of every qemu-hook process) and kills it.
+    bench: a measurement, run only when its group or name is selected (not by a plain run).
     """
     def register(fn):
         g = group or (fn.__name__ if dirty else DEFAULT_GROUP)
@@ -49,7 +53,7 @@ def scenario(group=None, firmware=None, timeout=120, dirty=False):
             raise ValueError("%s: firmware %r is none of %s" % (fn.__name__, fw, FIRMWARES))
         if any(s.name == fn.__name__ for s in _scenarios):
             raise ValueError("scenario %s defined twice" % fn.__name__)
-        _scenarios.append(Scenario(fn, g, fw, timeout, dirty))
+        _scenarios.append(Scenario(fn, g, fw, timeout, dirty, bench))
         return fn
     return register
 
@@ -63,13 +67,16 @@ def load():
     return list(_scenarios)
 
 
-def groups(selected=None):
+def groups(selected=None, with_bench=False):
     """{group: {"firmware": F, "scenarios": [Scenario...]}} in first-appearance order.
 
-    selected: names of groups or scenarios to keep (None: all)."""
+    selected: names of groups or scenarios to keep (None: all but the bench=True ones, unless
+    with_bench)."""
     out = {}
     for s in load():
         if selected and s.group not in selected and s.name not in selected:
+            continue
+        if not selected and s.bench and not with_bench:
             continue
         g = out.setdefault(s.group, {"firmware": s.firmware, "scenarios": []})
         if g["firmware"] != s.firmware:
