@@ -20,5 +20,7 @@ bool sysfs_exists(const char *path);
  * may hang) ends in -EINPROGRESS instead of hanging the hook, and libvirtd with it: the blocked
  * child is left behind, holding nothing of the hook's, and its write may still happen. */
 int sysfs_write_deadline(const char *path, const char *value, usec_t deadline);
-/* The PID of the last writer sysfs_write_deadline left blocked, 0 when none. */
-int sysfs_blocked_writer(void);
+/* The PID of the writer the last -EINPROGRESS left blocked (then 0 until the next one). */
+int sysfs_take_blocked_writer(void);
+/* Whether a writer left blocked still is (alive, ours); wchan gets where it waits. */
+bool sysfs_writer_blocked(int pid, char *wchan, size_t size);

@@ -15,6 +15,8 @@ enum time_account {
         _TIME_ACCOUNT_MAX,
 };
 
+/* Empties every account: a new measurement starts. */
+void timing_reset(void);
 /* Adds the time since start (now_usec()) to the account. */
 void timing_add(enum time_account a, usec_t start);
 /* "sysfs 120.0 ms, systemd 800.5 ms, udev/DRM 30.1 ms, holders 0.0 ms, scripts 0.0 ms, own 12.3 ms

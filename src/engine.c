@@ -39,18 +39,12 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                 }
                 if (r < 0) {
                         step_describe(s, false, what, sizeof(what));
-                        /* A write of this step is still pending in the kernel (sysfs_write_deadline):
-                         * undoing it now would race with it. It stays recorded as started, for the
-                         * next release or --recover, once the write has returned. */
-                        if (r == -EINPROGRESS)
-                                s->state = STEP_FAILED;
-                        int k = engine_undo(c, p);
-                        if (r == -EINPROGRESS) {
-                                s->state = STEP_STARTED;
-                                s->writer = sysfs_blocked_writer();
+                        /* A write of this step still pending in the kernel: recorded before the
+                         * rollback, which leaves the step to the next release or --recover. */
+                        s->writer = r == -EINPROGRESS ? sysfs_take_blocked_writer() : 0;
+                        if (s->writer)
                                 journal_save(p);
-                                k = k ?: r;
-                        }
+                        int k = engine_undo(c, p);
                         log_set_step(s->kind->name);
                         log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; %s", p->vm, i + 1,
                                         p->n_steps, what, k < 0 ? "rolling back was incomplete, see the "
@@ -70,31 +64,12 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
         return 0;
 }
 
-/* Whether the writer is still the hook's child blocked in the kernel: alive, not a zombie nobody
- * reaped yet, not a PID reused since. */
-static bool writer_blocked(int pid, char *wchan, size_t size) {
-        char path[64], comm[32] = "", state = 'X';
-        _cleanup_fclose_ FILE *f = NULL;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-        /* "PID (COMM) STATE ...": a comm has no ')' of ours, the hook's is qemu-hook-act. */
-        if (!(f = fopen(path, "re")) || fscanf(f, "%*d (%31[^)]) %c", comm, &state) != 2 ||
-            strncmp(comm, "qemu-hook", 9) != 0 || state == 'Z' || state == 'X')
-                return false;
-        fclose(f);
-        snprintf(path, sizeof(path), "/proc/%d/wchan", pid);
-        if ((f = fopen(path, "re")) && fgets(wchan, (int) size, f))
-                return true;
-        strscpy(wchan, "?", size);
-        return true;
-}
-
 int engine_check_writers(const struct plan *p) {
         for (size_t i = 0; i < p->n_steps; i++) {
                 const struct step *s = &p->steps[i];
                 char what[256], wchan[64];
 
-                if (s->writer <= 0 || s->state != STEP_STARTED || !writer_blocked(s->writer, wchan, sizeof(wchan)))
+                if (s->writer <= 0 || !sysfs_writer_blocked(s->writer, wchan, sizeof(wchan)))
                         continue;
                 /* Touching the device now would block this call too (the kernel holds the device's
                  * lock for the pending write), and libvirtd with it. */
@@ -119,16 +94,26 @@ int engine_undo(struct run_ctx *c, struct plan *p) {
                 if (s->state != STEP_DONE && s->state != STEP_STARTED)
                         continue;
                 log_set_step(s->kind->name);
+                /* Its device is locked by a write still pending in the kernel (sysfs_write_deadline):
+                 * touching it would block this call too. Left for when the write has returned. */
+                if (s->writer && sysfs_writer_blocked(s->writer, (char[64]) {}, 64)) {
+                        first = first ?: -EINPROGRESS;
+                        continue;
+                }
                 start = now_usec();
                 r = s->kind->undo(c, s);
                 s->duration = now_usec() - start;
                 if (s->kind->time_whole)
                         timing_add(s->kind->time_account, start);
                 if (r < 0) {
-                        /* Keep going: every step undone is one less thing wrong with the host. */
+                        /* Keep going: every step undone is one less thing wrong with the host. A
+                         * write of the undo left pending is recorded like the hand-over's. */
                         first = first ?: r;
+                        s->writer = r == -EINPROGRESS ? sysfs_take_blocked_writer() : 0;
+                        journal_save(p);
                         continue;
                 }
+                s->writer = 0;
                 s->state = STEP_UNDONE;
                 log_step_done(p, s, i, true);
                 journal_save(p);

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE     /* statx */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -297,14 +298,17 @@ static bool holds(int fds, const dev_t *devs, size_t n_devs) {
                 return false;
         }
         while ((de = readdir(d))) {
-                struct stat st;
+                struct statx st;
 
-                /* stat() follows the magic link to the open file itself, in whatever mount
-                 * namespace the process lives, and after the node was deleted. */
-                if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISCHR(st.st_mode))
+                /* statx() follows the magic link to the open file itself, in whatever mount
+                 * namespace the process lives, and after the node was deleted. AT_STATX_DONT_SYNC:
+                 * from the inode as cached, so that a file open on a dead NFS server or a wedged
+                 * FUSE mount cannot block the scan. */
+                if (de->d_name[0] == '.' ||
+                    statx(dirfd(d), de->d_name, AT_STATX_DONT_SYNC, STATX_TYPE, &st) < 0 || !S_ISCHR(st.stx_mode))
                         continue;
                 for (size_t i = 0; i < n_devs; i++)
-                        if (st.st_rdev == devs[i])
+                        if (makedev(st.stx_rdev_major, st.stx_rdev_minor) == devs[i])
                                 return true;
         }
         return false;

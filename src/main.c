@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -211,6 +212,7 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
                 c->cfg = &recorded;
         }
         usec_t start = now_usec();
+        timing_reset();
         r = engine_undo(c, p);
         c->cfg = cfg;
         if (r < 0) {
@@ -283,10 +285,22 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         if (r >= 0) {
                 /* A hook killed half way: put the host back before planning from it. */
                 log_notice("%s: a previous hand-over did not finish; undoing what it did", c->vm);
-                r = engine_check_writers(&p) < 0 ? EXIT_FAILED : undo(c, &p, dry_run, out);
+                if (engine_check_writers(&p) < 0) {
+                        plan_free(&p);
+                        return EXIT_FAILED;
+                }
+                r = undo(c, &p, dry_run, out);
                 plan_free(&p);
-                if (r != EXIT_DONE || dry_run)
+                if (dry_run)
                         return r;
+                if (r != EXIT_DONE) {
+                        /* An undo the kernel refuses (a GPU its driver will not take back) must not
+                         * keep the VM from ever starting again: what is left was logged above, and
+                         * the hand-over starts from the host as it is. */
+                        log_warning("%s: what the previous hand-over left could not all be undone (see above); "
+                                    "handing over from the host as it is now", c->vm);
+                        journal_remove(c->vm);
+                }
         } else if (r != -ENOENT)
                 return EXIT_FAILED;
 
@@ -316,6 +330,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         if (journal_save(&p) < 0)
                 goto out;
         usec_t start = now_usec();
+        timing_reset();
         r = engine_apply(c, &p);
         if (r < 0) {
                 if (plan_settled(&p))
@@ -485,6 +500,9 @@ int main(int argc, char **argv) {
         struct args a;
         int r;
 
+        /* An ignored SIGCHLD, inherited, would make every waitpid() fail: the writes under a
+         * deadline and the scripts wait for their children. */
+        signal(SIGCHLD, SIG_DFL);
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_DONE;

@@ -30,14 +30,21 @@ static int fb_settled(void *data) {
         return w->bound ? r == 0 : r == -ENOENT;
 }
 
-/* Whether a driver other than a stub owns the PCI function the framebuffer sits on. */
+/* Whether a driver other than a stub owns the PCI function the framebuffer sits on; when that
+ * cannot be told (no record of the function), it is taken as owned: never rebind over a driver.
+ * Only the driver link is read, which needs no device lock (a write of an earlier step may still
+ * hold it). */
 static bool gpu_owned(const struct step *s, char *driver, size_t size) {
-        struct pci_func f;
+        char link[128];
+        int r;
 
-        if (strncmp(s->note, ON, strlen(ON)) != 0 || host_read_func(s->note + strlen(ON), &f) < 0)
-                return false;
-        strscpy(driver, f.driver, size);
-        return f.driver[0] && strcmp(f.driver, "vfio-pci") != 0 && strcmp(f.driver, "pci-stub") != 0;
+        if (strncmp(s->note, ON, strlen(ON)) != 0) {
+                strscpy(driver, "an unknown driver", size);
+                return true;
+        }
+        snprintf(link, sizeof(link), "bus/pci/devices/%s/driver", s->note + strlen(ON));
+        r = sysfs_link_name(link, driver, size);
+        return r != -ENOENT && (r < 0 || (strcmp(driver, "vfio-pci") != 0 && strcmp(driver, "pci-stub") != 0));
 }
 
 static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
@@ -51,7 +58,8 @@ static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
                 return 0;
         }
         if (bind && gpu_owned(s, driver, sizeof(driver))) {
-                log_info("%s: not rebinding it, %s owns its GPU %s", s->target, driver, s->note + strlen(ON));
+                log_info("%s: not rebinding it, %s owns its GPU %s", s->target, driver,
+                         strncmp(s->note, ON, strlen(ON)) == 0 ? s->note + strlen(ON) : "(not recorded)");
                 return 0;
         }
         snprintf(link, sizeof(link), "bus/platform/devices/%s/driver", s->target);

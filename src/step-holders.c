@@ -16,8 +16,8 @@ static int holders_apply(struct run_ctx *c, struct step *s) {
         r = host_wait_unused(s->target, start + c->timeout, holders, sizeof(holders));
         timing_add(TIME_HOLDERS, start);
         if (r == -ETIMEDOUT)
-                return log_error_errno(EBUSY, "%s (%s) is still in use by %s after %llu s; stop them first",
-                                       s->target, s->from, holders, (unsigned long long) (c->timeout / USEC_PER_SEC));
+                return log_error_errno(EBUSY, "%s (%s) is still in use by %s after %.1f s; stop them first",
+                                       s->target, s->from, holders, (double) c->timeout / USEC_PER_SEC);
         if (r < 0)
                 return log_error_errno(r, "checking who holds %s failed: %m", s->target);
         return 0;

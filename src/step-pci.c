@@ -63,6 +63,7 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                         return log_error_errno(EBUSY, "moving %s to %s: still in use by %s", func, to, holders);
                 if (r < 0)
                         return log_error_errno(r, "moving %s to %s: checking who holds it failed: %m", func, to);
+                deadline = now_usec() + c->timeout;     /* the writes' own, whatever the wait took */
         }
         /* The override decides what drivers_probe binds; "\n" clears it. */
         r = write_attr(func, "driver_override", named ? driver : "\n");
@@ -72,9 +73,9 @@ static int move(struct run_ctx *c, const char *func, const char *driver, const c
                 snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", f.driver);
                 r = sysfs_write_deadline(path, func, deadline);
                 if (r == -EINPROGRESS)
-                        return log_error_errno(r, "moving %s to %s: unbind from %s blocked in the kernel for %llu s "
+                        return log_error_errno(r, "moving %s to %s: unbind from %s blocked in the kernel for %.1f s "
                                                "(a process holding the device?)", func, to, f.driver,
-                                               (unsigned long long) (c->timeout / USEC_PER_SEC));
+                                               (double) c->timeout / USEC_PER_SEC);
                 if (r < 0 && r != -ENODEV)      /* ENODEV: it let go by itself meanwhile */
                         return log_error_errno(r, "moving %s to %s: unbind from %s failed: %m", func, to, f.driver);
         }

@@ -74,14 +74,37 @@ static _Noreturn void writer(const char *full, const char *value) {
         if (null >= 0)
                 for (int fd = 0; fd < 3; fd++)
                         dup2(null, fd);
-        syscall(SYS_close_range, 3U, ~0U, 0U);
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)        /* before Linux 5.9 */
+                for (int fd = 3; fd < 4096; fd++)
+                        close(fd);
         _exit(-write_full(full, value));
 }
 
 static pid_t blocked_writer;
 
-int sysfs_blocked_writer(void) {
-        return (int) blocked_writer;
+int sysfs_take_blocked_writer(void) {
+        pid_t pid = blocked_writer;
+
+        blocked_writer = 0;
+        return (int) pid;
+}
+
+bool sysfs_writer_blocked(int pid, char *wchan, size_t size) {
+        char path[64], comm[32] = "", state = 'X';
+        _cleanup_fclose_ FILE *f = NULL;
+
+        /* Alive, not a zombie nobody reaped yet, and ours: "PID (COMM) STATE ...", the hook's
+         * comm is qemu-hook-act, and its PID is never the hook asking. */
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        if (pid <= 0 || pid == getpid() || !(f = fopen(path, "re")) ||
+            fscanf(f, "%*d (%31[^)]) %c", comm, &state) != 2 || strncmp(comm, "qemu-hook", 9) != 0 ||
+            state == 'Z' || state == 'X')
+                return false;
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/%d/wchan", pid);
+        if (!(f = fopen(path, "re")) || !fgets(wchan, (int) size, f))
+                strscpy(wchan, "?", size);
+        return true;
 }
 
 static int write_in_child(const char *path, const char *value, usec_t deadline) {
@@ -115,13 +138,13 @@ static int write_in_child(const char *path, const char *value, usec_t deadline) 
         }
         if (r <= 0) {
                 /* Blocked in the kernel (an unbind waits for the last user of the device): the child
-                 * cannot be killed in D state, but the hook goes on and says so. */
-                snprintf(full, sizeof(full), "/proc/%d/wchan", (int) pid);
-                _cleanup_close_ int fd = open(full, O_RDONLY | O_CLOEXEC);
-                ssize_t n = fd >= 0 ? read(fd, wchan, sizeof(wchan) - 1) : -1;
-                if (n > 0)
-                        wchan[n] = '\0';
+                 * cannot be killed in D state, but the hook goes on and says so. A child the kill
+                 * does end was only waiting interruptibly: its write did not happen. */
+                sysfs_writer_blocked(pid, wchan, sizeof(wchan));
                 kill(pid, SIGKILL);
+                if (poll(&(struct pollfd) { .fd = pidfd, .events = POLLIN }, 1, 100) > 0 &&
+                    waitpid(pid, &status, 0) == pid)
+                        return WIFEXITED(status) ? -WEXITSTATUS(status) : -ETIMEDOUT;
                 blocked_writer = pid;
                 log_warning("writing %s to %s did not return in time; the writer, PID %d, is blocked in the "
                             "kernel (in %s) and is left there: the write may still happen", value, path,

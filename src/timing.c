@@ -4,6 +4,11 @@
 
 static usec_t accounts[_TIME_ACCOUNT_MAX];
 
+void timing_reset(void) {
+        for (int i = 0; i < _TIME_ACCOUNT_MAX; i++)
+                accounts[i] = 0;
+}
+
 void timing_add(enum time_account a, usec_t start) {
         accounts[a] += now_usec() - start;
 }

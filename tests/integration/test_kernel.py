@@ -347,13 +347,14 @@ def test_holder_of_the_vega_render_node_elsewhere_is_refused(host):
 
 # ---------------------------------------------------------------- (e) a write blocked in the kernel
 
-def prepare_bounded(host, limit):
-    """prepare begin, given LIMIT seconds to exit and to close both its pipes (communicate()
-    returns at EOF, which a child left with our stderr would keep away). Past the limit the hang
-    is released first: a writer in D state cannot be killed before. (rc, stderr, seconds)."""
+def prepare_bounded(host, limit, op="prepare", sub="begin"):
+    """prepare begin (or OP SUB), given LIMIT seconds to exit and to close both its pipes
+    (communicate() returns at EOF, which a child left with our stderr would keep away). Past the
+    limit the hang is released first: a writer in D state cannot be killed before.
+    (rc, stderr, seconds)."""
     fakehost.check_safe()
     t0 = time.monotonic()
-    p = subprocess.Popen([HOOK, "--config", CONF, "win10", "prepare", "begin", "-"], stdin=subprocess.PIPE,
+    p = subprocess.Popen([HOOK, "--config", CONF, "win10", op, sub, "-"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fakehost.hook_env(), text=True)
     try:
         out, err = p.communicate(XML, timeout=limit)
@@ -406,6 +407,33 @@ def test_write_blocked_in_the_kernel_fails_in_bounded_time(host):
     assert not os.path.exists(JOURNAL)
 
 
+def test_write_blocked_in_the_hand_back_is_recorded(host):
+    """The hand-back's unbind of the Vega from vfio-pci blocks in the kernel: release end returns
+    at its deadline, exit 1, the rest handed back; the journal names the writer, so the next
+    release refuses at once instead of touching the locked device; once the write has returned,
+    release end finishes: the host as before the hand-over."""
+    config(timeout="2s")
+    before = host.snapshot()
+    expect(hook("prepare", "begin"), 0)
+    host.hang("bus/pci/drivers/vfio-pci/unbind", VEGA, killable=False)
+    try:
+        rc, err, secs = prepare_bounded(host, 2 + 5, "release", "end")
+        assert rc == 1 and "blocked in the kernel" in err, (rc, err)
+        assert host.driver(R5) == "vfio-pci", host.snapshot()        # the rest was handed back
+        blocked = host.blocked()
+        steps = {s["target"]: s for s in journal_steps() if s["kind"] == "pci-driver"}
+        assert steps[VEGA].get("writer") == str(blocked[0][2]), (journal_steps(), blocked)
+        t0 = time.monotonic()
+        expect(hook("release", "end"), 1, "still blocked in the kernel", f"PID {blocked[0][2]}")
+        assert time.monotonic() - t0 < 2
+    finally:
+        host.unhang()
+    host.wait(lambda: host.blocked() == [])
+    expect(hook("release", "end"), 0)
+    assert host.snapshot() == before
+    assert not os.path.exists(JOURNAL)
+
+
 def test_write_blocked_in_the_kernel_recovered_by_recover(host):
     config(timeout="1s")
     before = host.snapshot()
@@ -455,3 +483,20 @@ def test_cards_by_device_when_numbers_move(host):
             assert host.driver(VEGA) == "vfio-pci"
             expect(hook("release", "end"), 0)
             assert host.drm_cards(VEGA) == ["card2"]
+
+
+# ---------------------------------------------------------------- an undo the kernel refuses
+
+def test_an_undo_the_kernel_refuses_does_not_block_the_next_start(host):
+    """amdgpu refuses the Vega back (its probe fails, as after a reset bug): the hand-back goes on
+    with the rest and keeps the Vega's step in the journal; the next prepare retries it, and when
+    the kernel still refuses, says so and hands over from the host as it is: the VM starts."""
+    config()
+    expect(hook("prepare", "begin"), 0)
+    host.fail("bus/pci/drivers_probe", "ENODEV", count=2, value=VEGA)
+    expect(hook("release", "end"), 1, "moving 0000:0d:00.0 to amdgpu: drivers_probe failed",
+           "hand-back of win10 is incomplete")
+    assert host.driver(R5) == "vfio-pci" and host.driver(VEGA) is None, host.snapshot()
+    assert [s["target"] for s in journal_steps() if s["state"] in ("done", "started")] == [VEGA], journal_steps()
+    expect(hook("prepare", "begin"), 0, "could not all be undone", "handing over from the host as it is now")
+    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon", host.snapshot()
