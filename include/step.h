@@ -4,6 +4,7 @@
 #pragma once
 #include <stdbool.h>
 #include "config.h"
+#include "timing.h"
 #include "util.h"
 
 typedef struct sd_bus sd_bus;
@@ -44,7 +45,7 @@ struct step_kind {
         /* Where its whole time goes (timing.h): a kind that only waits on something else (systemd's
          * jobs, a script) says so here; the others account for their parts themselves. */
         bool time_whole;
-        int time_account;
+        enum time_account time_account;
 };
 
 struct step {

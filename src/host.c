@@ -121,6 +121,14 @@ static int add_group(int group, struct host *h) {
         return 0;
 }
 
+/* fbcon registers as "(M) frame buffer device"; the dummy console as "(S) dummy device". */
+static bool is_fbcon(const char *vtcon) {
+        char path[PATH_MAX], name[128];
+
+        snprintf(path, sizeof(path), "class/vtconsole/%s/name", vtcon);
+        return sysfs_read(path, name, sizeof(name)) == 0 && strstr(name, "frame buffer");
+}
+
 static int add_vtcons(struct udev *udev, struct host *h) {
         _cleanup_(udev_enumerate_unrefp) struct udev_enumerate *e = udev_enumerate_new(udev);
         struct udev_list_entry *entry;
@@ -134,9 +142,7 @@ static int add_vtcons(struct udev *udev, struct host *h) {
 
                 if (sscanf(name, "vtcon%u", &v.index) != 1)
                         continue;
-                snprintf(path, sizeof(path), "class/vtconsole/%s/name", name);
-                /* fbcon registers as "(M) frame buffer device"; the dummy console as "(S) dummy device". */
-                v.framebuffer = sysfs_read(path, buf, sizeof(buf)) == 0 && strstr(buf, "frame buffer");
+                v.framebuffer = is_fbcon(name);
                 snprintf(path, sizeof(path), "class/vtconsole/%s/bind", name);
                 v.bound = sysfs_read(path, buf, sizeof(buf)) == 0 && strcmp(buf, "1") == 0;
                 h->vtcons = xreallocarray(h->vtcons, h->n_vtcons + 1, sizeof(*h->vtcons));
@@ -469,11 +475,7 @@ int host_find_fbcon(char *name, size_t size, bool *bound) {
         while ((de = readdir(d))) {
                 char path[PATH_MAX], buf[128];
 
-                if (strncmp(de->d_name, "vtcon", 5) != 0)
-                        continue;
-                /* fbcon registers as "(M) frame buffer device"; the dummy console as "(S) dummy device". */
-                snprintf(path, sizeof(path), "class/vtconsole/%s/name", de->d_name);
-                if (sysfs_read(path, buf, sizeof(buf)) < 0 || !strstr(buf, "frame buffer"))
+                if (strncmp(de->d_name, "vtcon", 5) != 0 || !is_fbcon(de->d_name))
                         continue;
                 snprintf(path, sizeof(path), "class/vtconsole/%s/bind", de->d_name);
                 *bound = sysfs_read(path, buf, sizeof(buf)) == 0 && strcmp(buf, "1") == 0;
