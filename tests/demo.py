@@ -92,7 +92,8 @@ def show(st):
         out(f"  {name:<14} {role:<30} {dash(f['driver']):<10} {dash(f['override']):<10} {dash(' '.join(f['drm']))}")
     vt = snap["vtcon"]
     out("  " + "   ".join(f"{v}: {'bound' if vt[v] == '1' else 'unbound'}" for v in vt)
-        + f"   efi-framebuffer.0: {'bound to ' + snap['fb'] if snap['fb'] else 'unbound'}")
+        + "   efi-framebuffer.0: " + ("bound to " + snap["fb"] if snap["fb"] else "unbound" if snap["fb_exists"]
+                                      else "gone (the GPU driver's probe removed it)"))
     items = [f"{u} {s}" for u, s in st["units"].items()]
     out("  units: " + items[0] + " (display-manager.service)")
     rest = items[1:]

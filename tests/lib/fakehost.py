@@ -393,7 +393,7 @@ class Host:
 
     def snapshot(self):
         """Everything a hand-over may change, as a comparable dict."""
-        s = {"pci": {}, "vtcon": {}, "fb": self.fb_driver(),
+        s = {"pci": {}, "vtcon": {}, "fb": self.fb_driver(), "fb_exists": self.fb_exists(),
              "class_drm": sorted(os.listdir("/sys/class/drm")),
              "class_sound": sorted(os.listdir("/sys/class/sound"))}
         for name in self.pci_devices():

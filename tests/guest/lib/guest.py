@@ -340,25 +340,29 @@ def journal_cursor():
     return None
 
 
+def journal_entries(after_cursor=None, match=()):
+    """The journal's entries after the cursor (or the boot's, with the journalctl MATCH
+    arguments), oldest first, as dicts of their fields."""
+    # Callers filter the entries themselves: journalctl 252 given both a match and
+    # --after-cursor skips the first matching entry when the cursor's entry does not match.
+    argv = ["journalctl", "-o", "json", "--no-pager"]
+    argv += ["--after-cursor", after_cursor] if after_cursor else list(match)
+    out = []
+    for line in run(argv, timeout=30).out.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def hook_journal(after_cursor=None):
     """The hook's journal entries (identifier qemu-hook), oldest first, as dicts with
     MESSAGE, QEMU_HOOK_VM, QEMU_HOOK_STEP, PRIORITY, _PID, __REALTIME_TIMESTAMP."""
-    # The identifier is matched here, not with -t: journalctl 252 given both a match and
-    # --after-cursor skips the first matching entry when the cursor's entry does not match.
-    argv = ["journalctl", "-o", "json", "--no-pager"]
-    argv += ["--after-cursor", after_cursor] if after_cursor else ["-t", "qemu-hook"]
-    r = run(argv, timeout=30)
-    out = []
-    for line in r.out.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if e.get("SYSLOG_IDENTIFIER") != "qemu-hook":
-            continue
-        out.append({k: e.get(k) for k in ("MESSAGE", "QEMU_HOOK_VM", "QEMU_HOOK_STEP", "PRIORITY",
-                                          "_PID", "__REALTIME_TIMESTAMP") if k in e})
-    return out
+    return [{k: e.get(k) for k in ("MESSAGE", "QEMU_HOOK_VM", "QEMU_HOOK_STEP", "PRIORITY",
+                                   "_PID", "__REALTIME_TIMESTAMP") if k in e}
+            for e in journal_entries(after_cursor, ["-t", "qemu-hook"])
+            if e.get("SYSLOG_IDENTIFIER") == "qemu-hook"]
 
 
 # --- the desktop ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ With the origin's kvm.conf and the domain gaming, ROUNDS rounds of `virsh start`
   and breaks the desktop; the hook, libvirtd and the desktop are restored at the end.
 """
 import glob
-import json
 import os
 import re
 import statistics
@@ -53,15 +52,8 @@ def dm_unit():
 
 def dm_transitions(cursor, unit):
     """[(monotonic secs, "stopping"|"started"|...)] of PID 1's lines about unit after cursor."""
-    # Matched here, not on journalctl's command line: with --after-cursor, journalctl 252
-    # skips the first matching entry (lib.guest.hook_journal).
-    r = g.run(["journalctl", "-o", "json", "--no-pager", "--after-cursor", cursor], timeout=30)
     out = []
-    for line in r.out.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
+    for e in g.journal_entries(cursor):
         if e.get("_PID") != "1" or e.get("UNIT") != unit:
             continue
         msg = e.get("MESSAGE") or ""
