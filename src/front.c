@@ -8,6 +8,7 @@
  * linked for memfd_with only.) */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,6 +97,8 @@ int main(int argc, char **argv) {
         const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
         bool simple = argc == 4 || argc == 5;
 
+        /* As in qemu-hook-act, which inherits it: a stderr whose reader is gone must not kill us. */
+        signal(SIGPIPE, SIG_IGN);
         /* libvirt's call has no options ("-" is its EXTRA when there is none); as its hook (`qemu`)
          * nothing is an option, even a VM named "-x" (qemu-hook-act reads it the same way). */
         for (int i = 1; simple && strcmp(self, "qemu") != 0 && i < argc; i++)

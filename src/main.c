@@ -501,8 +501,11 @@ int main(int argc, char **argv) {
         int r;
 
         /* An ignored SIGCHLD, inherited, would make every waitpid() fail: the writes under a
-         * deadline and the scripts wait for their children. */
+         * deadline and the scripts wait for their children. SIGPIPE ignored: a message to a
+         * stderr whose reader is gone (libvirtd restarted) must never kill the hook between two
+         * sysfs writes; the scripts get it back at its default. */
         signal(SIGCHLD, SIG_DFL);
+        signal(SIGPIPE, SIG_IGN);
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_DONE;

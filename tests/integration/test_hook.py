@@ -145,6 +145,25 @@ def test_failure_at_each_sysfs_step():
             assert h.writes() == 0, h.log()
 
 
+def test_a_stderr_without_reader_does_not_stop_the_rollback(host):
+    """libvirtd restarted while the hook ran: its stderr pipe has no reader. With SIGPIPE at its
+    default, as libvirt gives it, the first message would kill the hook half way; it must go on
+    and roll the failed hand-over back."""
+    config()
+    before = host.snapshot()
+    host.fail("bus/pci/drivers/vfio-pci/unbind", "EIO", value=R5)      # after the Vega's move
+    r, w = os.pipe()
+    os.close(r)
+    fakehost.check_safe()
+    p = subprocess.run([HOOK, "--config", CONF, "win10", "prepare", "begin", "-"], input=XML.encode(),
+                       stdout=subprocess.DEVNULL, stderr=w, env=fakehost.hook_env(), timeout=60,
+                       restore_signals=True)
+    os.close(w)
+    assert p.returncode == 1, f"exit {p.returncode} (-13: killed by SIGPIPE)"
+    assert host.snapshot() == before, host.snapshot()
+    assert not os.path.exists(JOURNAL)
+
+
 def test_failure_message_names_step_and_device(host):
     config()
     before = host.snapshot()
