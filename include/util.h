@@ -39,6 +39,10 @@ usec_t now_usec(void);
  * condition and a deadline, never a fixed sleep. */
 int wait_until(usec_t deadline, int (*check)(void *data), void *data);
 
+/* Waits for the process behind pidfd to exit, until the deadline: 0, or -ETIMEDOUT (or another
+ * negative errno of poll). */
+int pidfd_wait(int pidfd, usec_t deadline);
+
 /* strdup that aborts on out-of-memory: a hook that cannot allocate 20 bytes cannot act safely. */
 char *xstrdup(const char *s);
 void *xcalloc(size_t n, size_t size);

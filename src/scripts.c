@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -174,22 +173,6 @@ int memfd_with(const char *name, const char *data, size_t len) {
         return fd;
 }
 
-/* Waits for the process behind pidfd to exit, until the deadline: 0, or -ETIMEDOUT. */
-static int wait_exit(int pidfd, usec_t deadline) {
-        for (;;) {
-                usec_t now = now_usec();
-                struct pollfd p = { .fd = pidfd, .events = POLLIN };
-
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                int k = poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
-                if (k > 0)
-                        return 0;
-                if (k < 0 && errno != EINTR)
-                        return -errno;
-        }
-}
-
 static int spawn(const char *path, char *const argv[], int in_fd, int out_fd, pid_t *pid) {
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t attr;
@@ -233,7 +216,7 @@ int script_run(const char *path, char *const args[4], int in_fd, int out_fd, use
                                        r == -ENOEXEC ? " (does it start with #!?)" : "");
         /* glibc has pidfd_open() only since 2.36 */
         pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        r = pidfd < 0 ? -errno : wait_exit(pidfd, now_usec() + timeout);
+        r = pidfd < 0 ? -errno : pidfd_wait(pidfd, now_usec() + timeout);
         if (r == -ETIMEDOUT) {
                 /* The group, and the script itself by its pidfd in case it left the group
                  * (setsid); the group is killed even when the script is gone by then, since it
@@ -241,7 +224,7 @@ int script_run(const char *path, char *const args[4], int in_fd, int out_fd, use
                 killed = "SIGTERM";
                 (void) kill(-pid, SIGTERM);
                 (void) syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
-                if (wait_exit(pidfd, now_usec() + MIN(timeout, SCRIPT_TERM_GRACE_USEC)) == -ETIMEDOUT)
+                if (pidfd_wait(pidfd, now_usec() + MIN(timeout, SCRIPT_TERM_GRACE_USEC)) == -ETIMEDOUT)
                         killed = "SIGKILL";
                 (void) kill(-pid, SIGKILL);
                 (void) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);

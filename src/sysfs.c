@@ -1,7 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -122,28 +121,15 @@ static int write_in_child(const char *path, const char *value, usec_t deadline) 
         if (pid == 0)
                 writer(full, value);
         pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        if (pidfd < 0) {
-                /* No pidfd (before Linux 5.3): wait as before, without a deadline. */
-                while (waitpid(pid, &status, 0) < 0)
-                        if (errno != EINTR)
-                                return -errno;
-                return WIFEXITED(status) ? -WEXITSTATUS(status) : -EINTR;
-        }
-        for (;;) {
-                usec_t now = now_usec();
-                int ms = now >= deadline ? 0 : (int) MIN((deadline - now + 999) / USEC_PER_MSEC, (usec_t) 1 << 30);
-                r = poll(&(struct pollfd) { .fd = pidfd, .events = POLLIN }, 1, ms);
-                if (r > 0 || (r < 0 && errno != EINTR) || ms == 0)
-                        break;
-        }
-        if (r <= 0) {
+        /* No pidfd (before Linux 5.3): reaped below as before, without a deadline. */
+        r = pidfd < 0 ? 0 : pidfd_wait(pidfd, deadline);
+        if (r < 0) {
                 /* Blocked in the kernel (an unbind waits for the last user of the device): the child
                  * cannot be killed in D state, but the hook goes on and says so. A child the kill
                  * does end was only waiting interruptibly: its write did not happen. */
                 sysfs_writer_blocked(pid, wchan, sizeof(wchan));
                 kill(pid, SIGKILL);
-                if (poll(&(struct pollfd) { .fd = pidfd, .events = POLLIN }, 1, 100) > 0 &&
-                    waitpid(pid, &status, 0) == pid)
+                if (pidfd_wait(pidfd, now_usec() + 100 * USEC_PER_MSEC) == 0 && waitpid(pid, &status, 0) == pid)
                         return WIFEXITED(status) ? -WEXITSTATUS(status) : -ETIMEDOUT;
                 blocked_writer = pid;
                 log_warning("writing %s to %s did not return in time; the writer, PID %d, is blocked in the "

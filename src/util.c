@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +50,21 @@ int wait_until(usec_t deadline, int (*check)(void *data), void *data) {
                 if (now_usec() >= deadline)
                         return -ETIMEDOUT;
                 nanosleep(&interval, NULL);
+        }
+}
+
+int pidfd_wait(int pidfd, usec_t deadline) {
+        for (;;) {
+                usec_t now = now_usec();
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                int k = poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC));
+                if (k > 0)
+                        return 0;
+                if (k < 0 && errno != EINTR)
+                        return -errno;
         }
 }
 
