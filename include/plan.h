@@ -38,5 +38,15 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
                           const struct desktop_state *d, struct plan *ret);
 struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *target,
                       const char *from, const char *to);
+/* Puts the steps of left that are still in place (an earlier hand-over's, whose undo the kernel
+ * refused) first in p, as done: undone last, at p's release. Frees left. */
+void plan_carry(struct plan *p, struct plan *left);
 void plan_free(struct plan *p);
+/* Whether nothing of the plan is in place (no step done or started): nothing to undo. */
+bool plan_settled(const struct plan *p);
+/* Whether every step is done or skipped: the hand-over happened whole. */
+bool plan_complete(const struct plan *p);
+/* What an undo still has to do (the steps done or started), in undo order, each with its number:
+ * "6. rebind ...; 3. move ..."; returns how many. */
+size_t plan_left(const struct plan *p, char *buf, size_t size);
 void plan_print(const struct plan *p, bool undo, FILE *f);

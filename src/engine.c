@@ -44,12 +44,17 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                         s->writer = r == -EINPROGRESS ? sysfs_take_blocked_writer() : 0;
                         if (s->writer)
                                 journal_save(p);
-                        int k = engine_undo(c, p);
+                        char left[1024];
+                        engine_undo(c, p);
                         log_set_step(s->kind->name);
-                        log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; %s", p->vm, i + 1,
-                                        p->n_steps, what, k < 0 ? "rolling back was incomplete, see the "
-                                        "messages above; the journal in " JOURNAL_DIR " keeps what is left"
-                                        : "the host was restored");
+                        if (plan_left(p, left, sizeof(left)) == 0)
+                                log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; the host "
+                                                "was restored", p->vm, i + 1, p->n_steps, what);
+                        else
+                                log_error_errno(r, "hand-over of %s failed at step %zu/%zu (%s): %m; rolling back "
+                                                "was incomplete, left to undo: %s; the journal in " JOURNAL_DIR
+                                                " keeps it for `qemu-hook --recover %s` (or the VM's release)",
+                                                p->vm, i + 1, p->n_steps, what, left, p->vm);
                         return r;
                 }
                 s->state = STEP_DONE;

@@ -179,20 +179,6 @@ static int snapshot(const struct config *cfg, struct host *h) {
         return 0;
 }
 
-static bool plan_settled(const struct plan *p) {
-        for (size_t i = 0; i < p->n_steps; i++)
-                if (p->steps[i].state == STEP_DONE || p->steps[i].state == STEP_STARTED)
-                        return false;
-        return true;
-}
-
-static bool plan_complete(const struct plan *p) {
-        for (size_t i = 0; i < p->n_steps; i++)
-                if (p->steps[i].state != STEP_DONE && p->steps[i].state != STEP_SKIPPED)
-                        return false;
-        return true;
-}
-
 /* Undoes a recorded or derived hand-over; the journal goes once nothing of it is left. */
 static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
         const struct config *cfg = c->cfg;
@@ -216,8 +202,12 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
         r = engine_undo(c, p);
         c->cfg = cfg;
         if (r < 0) {
-                log_error_errno(r, "hand-back of %s is incomplete: %m; the journal in " JOURNAL_DIR
-                                " keeps what is left for the next `release end` or --recover", p->vm);
+                char left[1024];
+                size_t n = plan_left(p, left, sizeof(left));
+                log_error_errno(r, "hand-back of %s is incomplete: %m; %zu step%s could not be undone: %s; the "
+                                "journal in " JOURNAL_DIR " keeps %s: once the cause above is fixed, `qemu-hook "
+                                "--recover %s` (or the VM's next release) finishes the hand-back", p->vm, n,
+                                n == 1 ? "" : "s", left, n == 1 ? "it" : "them", p->vm);
                 return EXIT_FAILED;
         }
         journal_remove(p->vm);
@@ -270,7 +260,7 @@ static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
 static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_run, FILE *out) {
         struct host h = {};
         struct desktop_state d = {};
-        struct plan p = {};
+        struct plan p = {}, left = {};
         char error[512];
         int r, ret = EXIT_FAILED;
 
@@ -290,16 +280,26 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                         return EXIT_FAILED;
                 }
                 r = undo(c, &p, dry_run, out);
-                plan_free(&p);
+                if (dry_run || r == EXIT_DONE)
+                        plan_free(&p);
                 if (dry_run)
                         return r;
                 if (r != EXIT_DONE) {
                         /* An undo the kernel refuses (a GPU its driver will not take back) must not
-                         * keep the VM from ever starting again: what is left was logged above, and
-                         * the hand-over starts from the host as it is. */
-                        log_warning("%s: what the previous hand-over left could not all be undone (see above); "
-                                    "handing over from the host as it is now", c->vm);
-                        journal_remove(c->vm);
+                         * keep the VM from ever starting again, nor be forgotten: the hand-over starts
+                         * from the host as it is, and its journal carries what is left, undone with
+                         * the rest at the release. */
+                        char what[1024], path[PATH_MAX] = JOURNAL_DIR;
+                        size_t n = plan_left(&p, what, sizeof(what));
+                        const char *it = n == 1 ? "it" : "them";
+                        (void) journal_path(c->vm, path);
+                        log_warning("%s: %zu step%s of the previous hand-over could not be undone (%s); handing "
+                                    "over from the host as it is, and the journal keeps %s for this VM's release. "
+                                    "To clear %s sooner: fix the cause, stop the VM and run `qemu-hook --recover "
+                                    "%s`; to forget %s, remove %s", c->vm, n, n == 1 ? "" : "s", what, it, it,
+                                    c->vm, it, path);
+                        left = p;
+                        p = (struct plan) {};
                 }
         } else if (r != -ENOENT)
                 return EXIT_FAILED;
@@ -311,6 +311,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                 log_error_errno(r, "hand-over of %s refused: %s; nothing was changed", c->vm, error);
                 goto out;
         }
+        plan_carry(&p, &left);
         for (size_t i = 0; i < scripts->n; i++) {
                 if (strlen(scripts->paths[i]) >= STEP_FIELD_LEN) {
                         log_error("hand-over of %s refused: hook script %s: name longer than the journal "
@@ -343,6 +344,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         ret = EXIT_DONE;
 out:
         plan_free(&p);
+        plan_free(&left);
         host_free(&h);
         return ret;
 }

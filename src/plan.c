@@ -9,6 +9,10 @@
 
 static const char *const cpu_units[3] = { "user.slice", "system.slice", "init.scope" };
 
+static bool in_place(const struct step *s) {
+        return s->state == STEP_DONE || s->state == STEP_STARTED;
+}
+
 struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *target,
                       const char *from, const char *to) {
         struct step *s;
@@ -253,9 +257,60 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
         return 0;
 }
 
+void plan_carry(struct plan *p, struct plan *left) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < left->n_steps; i++)
+                n += in_place(&left->steps[i]);
+        if (n) {
+                p->steps = xreallocarray(p->steps, p->n_steps + n, sizeof(*p->steps));
+                memmove(p->steps + n, p->steps, p->n_steps * sizeof(*p->steps));
+                for (size_t i = 0, k = 0; i < left->n_steps; i++)
+                        if (in_place(&left->steps[i])) {
+                                p->steps[k] = left->steps[i];
+                                /* Undone at the release like any step done: the hand-over that
+                                 * follows neither redoes nor waits for it. */
+                                p->steps[k++].state = STEP_DONE;
+                        }
+                p->n_steps += n;
+        }
+        plan_free(left);
+}
+
 void plan_free(struct plan *p) {
         free(p->steps);
         *p = (struct plan) {};
+}
+
+bool plan_settled(const struct plan *p) {
+        for (size_t i = 0; i < p->n_steps; i++)
+                if (in_place(&p->steps[i]))
+                        return false;
+        return true;
+}
+
+bool plan_complete(const struct plan *p) {
+        for (size_t i = 0; i < p->n_steps; i++)
+                if (p->steps[i].state != STEP_DONE && p->steps[i].state != STEP_SKIPPED)
+                        return false;
+        return true;
+}
+
+size_t plan_left(const struct plan *p, char *buf, size_t size) {
+        size_t n = 0, len = 0;
+
+        buf[0] = '\0';
+        for (size_t i = p->n_steps; i-- > 0;) {
+                char what[256];
+
+                if (!in_place(&p->steps[i]))
+                        continue;
+                step_describe(&p->steps[i], true, what, sizeof(what));
+                if (len < size)
+                        len += (size_t) snprintf(buf + len, size - len, "%s%zu. %s", n ? "; " : "", i + 1, what);
+                n++;
+        }
+        return n;
 }
 
 void plan_print(const struct plan *p, bool undo, FILE *f) {
@@ -265,7 +320,7 @@ void plan_print(const struct plan *p, bool undo, FILE *f) {
                 const struct step *s = &p->steps[undo ? p->n_steps - 1 - k : k];
                 char what[256];
 
-                if (undo && s->state != STEP_DONE && s->state != STEP_STARTED)
+                if (undo && !in_place(s))
                         continue;
                 step_describe(s, undo, what, sizeof(what));
                 if (s->state == STEP_SKIPPED)

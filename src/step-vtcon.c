@@ -5,8 +5,10 @@
  * when a DRM driver registers the next one; its number depends on the firmware (vtcon1 under
  * OVMF, vtcon0 under SeaBIOS). The kernel ignores a bind it cannot do, without an error: the file
  * is read back. Binding is best effort (a console the kernel will not give back costs the text
- * console, never the desktop); an unbind the kernel ignores is a failure, since fbcon would keep
- * the GPU's framebuffer. */
+ * console, never the desktop). An unbind the kernel ignores fails a hand-over, since fbcon would
+ * keep the GPU's framebuffer; in an undo (the hand-back, a rollback) it is best effort too: the
+ * kernel takes fbcon off a framebuffer whose driver goes, and stopping there would leave the
+ * host without its GPU for the sake of a text console. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 #include "step.h"
 #include "sysfs.h"
 
-static int vtcon_set(struct step *s, bool bind) {
+static int vtcon_set(struct step *s, bool bind, bool undo) {
         char vtcon[32], path[96], now[8];
         bool bound;
         int r;
@@ -48,15 +50,20 @@ static int vtcon_set(struct step *s, bool bind) {
                                   "next framebuffer registers (the desktop is not affected)", vtcon);
                 return 0;
         }
+        if (undo) {
+                log_warning_errno(r, "unbinding fbcon from %s failed: %m; going on, the kernel lets fbcon go "
+                                  "with its framebuffer's driver", vtcon);
+                return 0;
+        }
         return log_error_errno(r, "unbinding fbcon from %s failed: %m", vtcon);
 }
 
 static int vtcon_apply(struct run_ctx *c, struct step *s) {
-        return vtcon_set(s, strcmp(s->to, "1") == 0);
+        return vtcon_set(s, strcmp(s->to, "1") == 0, false);
 }
 
 static int vtcon_undo(struct run_ctx *c, struct step *s) {
-        return vtcon_set(s, strcmp(s->from, "1") == 0);
+        return vtcon_set(s, strcmp(s->from, "1") == 0, true);
 }
 
 static void vtcon_describe(const struct step *s, bool undo, char *buf, size_t size) {

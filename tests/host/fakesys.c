@@ -32,6 +32,10 @@
  *   blocked  written by fakesys: "PATH VALUE PID" for each write now blocked (hang, a sound
  *            card held), until it completes
  *   delay    "probe MS", "drm MS", "unbind MS"
+ *   kill     "K before|after": the K-th attribute write from now (failed ones count) SIGKILLs
+ *            its writer's process group, before the write is made (it never happens) or after it
+ *            (the writer dies as it returns); then the line is gone. Never fakesys's own group:
+ *            the test starts the hook in a session of its own
  * /.fakesys/marker exists only in the mounted emulation, never in BACKING: the harness refuses
  * to run anything unless it sees it at /sys/.fakesys/marker.
  *
@@ -61,6 +65,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -401,6 +406,32 @@ static int injected(const char *rel, const char *value) {
         if (changed)
                 write_rel(".fakesys/fail", out);
         return ret;
+}
+
+/* The kill line's mode when this write is its K-th (the line goes), else 0: 1 before, 2 after. */
+static int kill_point(void) {
+        char buf[256], mode[16], out[64];
+        long k;
+        if (read_rel(".fakesys/kill", buf, sizeof(buf)) <= 0 || sscanf(buf, "%ld %15s", &k, mode) != 2 || k <= 0)
+                return 0;
+        if (k > 1) {
+                snprintf(out, sizeof(out), "%ld %s\n", k - 1, mode);
+                write_rel(".fakesys/kill", out);
+                return 0;
+        }
+        write_rel(".fakesys/kill", "");
+        return strcmp(mode, "after") == 0 ? 2 : 1;
+}
+
+/* A hook killed at a chosen point: its whole process group (the hook and the child it writes
+ * unbind and drivers_probe from), as SIGKILL from outside would. */
+static void kill_writer(void) {
+        pid_t pgid = getpgid(fuse_get_context()->pid);
+        if (pgid > 1 && pgid != getpgrp())
+                kill(-pgid, SIGKILL);
+        else
+                fprintf(stderr, "fakesys: kill line: the writer %d is in our own process group, not killed\n",
+                        (int) fuse_get_context()->pid);
 }
 
 static void log_write(const char *rel, const char *value, int err) {
@@ -1283,6 +1314,13 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         value[size] = '\0';
         strip_nl(value);
         pthread_mutex_lock(&lock);
+        int kill_at = kill_point();
+        if (kill_at == 1) {
+                kill_writer();
+                log_write(rel, value, -EINTR);
+                pthread_mutex_unlock(&lock);
+                return -EINTR;
+        }
         r = -injected(rel, value);
         if (r && is_vtcon_bind(rel)) {
                 r = 0;          /* the kernel ignores a bind it cannot do: success, no change */
@@ -1295,6 +1333,8 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
                 r = store(rel, value);
                 log_write(rel, value, -r);
         }
+        if (kill_at == 2)
+                kill_writer();
         pthread_mutex_unlock(&lock);
         return r < 0 ? r : (int) size;
 }

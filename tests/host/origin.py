@@ -156,7 +156,7 @@ class Origin:
         if fbs:
             self.vtcon(1 if o["firmware"] == "ovmf" else 0, "(M) frame buffer device")
         t.file(".fakesys/drivers", "".join(f"{b} {d} {' '.join(ids)}\n" for b, d, _, ids in self.drivers), 0o644)
-        for name in ("log", "fail", "delay", "hang", "blocked"):
+        for name in ("log", "fail", "delay", "hang", "blocked", "kill"):
             t.file(".fakesys/" + name, "", 0o644)
         return t.root
 

@@ -490,13 +490,24 @@ def test_cards_by_device_when_numbers_move(host):
 def test_an_undo_the_kernel_refuses_does_not_block_the_next_start(host):
     """amdgpu refuses the Vega back (its probe fails, as after a reset bug): the hand-back goes on
     with the rest and keeps the Vega's step in the journal; the next prepare retries it, and when
-    the kernel still refuses, says so and hands over from the host as it is: the VM starts."""
+    the kernel still refuses, says so and how to clear it, and hands over from the host as it is:
+    the VM starts. The journal carries the step left over, so the release after the kernel takes
+    the Vega back again restores the host as it was before all of it."""
     config()
+    before = host.snapshot()
     expect(hook("prepare", "begin"), 0)
     host.fail("bus/pci/drivers_probe", "ENODEV", count=2, value=VEGA)
     expect(hook("release", "end"), 1, "moving 0000:0d:00.0 to amdgpu: drivers_probe failed",
-           "hand-back of win10 is incomplete")
+           "hand-back of win10 is incomplete", "1 step could not be undone: 3. move 0000:0d:00.0 from vfio-pci "
+           "to amdgpu", "--recover win10")
     assert host.driver(R5) == "vfio-pci" and host.driver(VEGA) is None, host.snapshot()
     assert [s["target"] for s in journal_steps() if s["state"] in ("done", "started")] == [VEGA], journal_steps()
-    expect(hook("prepare", "begin"), 0, "could not all be undone", "handing over from the host as it is now")
+    expect(hook("prepare", "begin"), 0, "1 step of the previous hand-over could not be undone (3. move "
+           "0000:0d:00.0 from vfio-pci to amdgpu)", "handing over from the host as it is", "--recover win10",
+           "remove /run/qemu-hook/")
     assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon", host.snapshot()
+    steps = journal_steps()
+    assert (steps[0]["target"], steps[0]["to"], steps[0]["state"]) == (VEGA, "vfio-pci", "done"), steps
+    expect(hook("release", "end"), 0)
+    assert host.snapshot() == before, host.snapshot()
+    assert not os.path.exists(JOURNAL)

@@ -192,13 +192,14 @@ def hook_env(env_extra=None):
     return env
 
 
-def run_hook(args, xml="", env_extra=None, timeout=120):
-    """Run ARGS (binary first) with XML on stdin like libvirt does.
+def run_hook(args, xml="", env_extra=None, timeout=120, new_session=False):
+    """Run ARGS (binary first) with XML on stdin like libvirt does; with new_session, in a session
+    (and process group) of its own, which a kill line of fakesys may kill.
     Returns (rc, stdout, stderr, wall seconds)."""
     check_safe()
     t0 = time.monotonic()
     p = subprocess.run(args, input=xml, capture_output=True, text=True, env=hook_env(env_extra),
-                       timeout=timeout)
+                       timeout=timeout, start_new_session=new_session)
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
 
 
@@ -429,6 +430,14 @@ class Host:
         target = path if value is None else f"{path}={value}"
         with open("/sys/.fakesys/fail", "a") as f:
             f.write(f"{target} {errno_name}" + (f" {count}" if count is not None else "") + "\n")
+
+    def kill_at(self, k, mode="before"):
+        """SIGKILL the process group of the K-th attribute write from now, before the write is
+        made ("before": it never happens) or right after it ("after"). Run the hook with
+        run_hook(new_session=True): fakesys never kills its own group."""
+        assert mode in ("before", "after")
+        with open("/sys/.fakesys/kill", "w") as f:
+            f.write(f"{k} {mode}\n")
 
     def clear_fail(self):
         with open("/sys/.fakesys/fail", "w"):
