@@ -513,9 +513,12 @@ def test_user_bus_refuses_root_but_not_the_hook(host):
 # ---------------------------------------------------------------- 8. killed half way
 
 def _spawn_hook(conf, op="prepare", sub="begin"):
+    """The hook in the background, in a process group of its own (killpg reaches it and the
+    children it writes sysfs from, never the runner)."""
     fakehost.check_safe()
     p = subprocess.Popen([HOOK, "--verbose", "--config", conf, VM, op, sub, "-"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fakehost.hook_env())
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fakehost.hook_env(),
+                         start_new_session=True)
     p.stdin.write(XML)
     p.stdin.close()
     p.stdin = None
@@ -623,3 +626,89 @@ def test_release_from_the_journal_reaches_the_same_user(host):
         check(host.snapshot() == before, "sysfs not as before", *diff(before, host.snapshot()))
         check(d.states() == states0, "units not as before", *diff(states0, d.states()))
         check(not journal_exists(), "journal left after release end")
+
+
+# ---------------------------------------------------------------- killed at each D-Bus call
+
+# The calls that change something, in order, of a hand-over and a hand-back with the native
+# config, CPUs restricted (issue 10 item 3): on the system bus the display manager's stop, the
+# three AllowedCPUs and its start; on the user's bus each audio unit's stop and start.
+# test_the_dbus_points_are_these fixes them, so that no call goes untested.
+POINT_UNITS = ["pipewire.socket", "pipewire.service", "pipewire-pulse.socket", "pipewire-pulse.service",
+               "wireplumber.service"]
+DBUS_POINTS = {
+    ("hand-over", "system"): [("StopUnit", "gdm.service")] + [("SetUnitProperties", u) for u in CPU_UNITS] +
+                             [("StartUnit", "gdm.service")],
+    ("hand-over", "user"): [("StopUnit", u) for u in POINT_UNITS] + [("StartUnit", u) for u in reversed(POINT_UNITS)],
+    ("hand-back", "system"): [("StopUnit", "gdm.service")] + [("SetUnitProperties", u) for u in reversed(CPU_UNITS)] +
+                             [("StartUnit", "gdm.service")],
+    ("hand-back", "user"): [("StopUnit", u) for u in POINT_UNITS] + [("StartUnit", u) for u in reversed(POINT_UNITS)],
+}
+CHANGING = ("StartUnit", "StopUnit", "RestartUnit", "SetUnitProperties")
+
+
+def _changing_calls(d, bus):
+    calls = d.buses.user_calls() if bus == "user" else d.buses.system_calls()
+    return [(name, args[0]) for name, args in calls if name in CHANGING]
+
+
+def _desktop_state(host, d):
+    return host.snapshot(), d.states(), d.cpus()
+
+
+def test_the_dbus_points_are_these(host):
+    conf = native_conf(cpus="0", units=" ".join(POINT_UNITS))
+    with Desktop() as d:
+        rc, _, err = hook(conf, "prepare", "begin")
+        check(rc == 0, f"prepare begin exit {rc}", err)
+        for direction in ("hand-over", "hand-back"):
+            if direction == "hand-back":
+                d.buses.clear_calls()
+                d.buses.clear_calls(user=True)
+                rc, _, err = hook(conf, "release", "end")
+                check(rc == 0, f"release end exit {rc}", err)
+            for bus in ("system", "user"):
+                got = _changing_calls(d, bus)
+                check(got == DBUS_POINTS[(direction, bus)], f"{direction} on the {bus} bus", got)
+
+
+def _killed_at_call(direction, bus, k, mode):
+    """The hook SIGKILLed while it waits for the answer to its k-th changing call on one bus,
+    which did nothing ("before") or did its job ("after"); then release end puts back every
+    sysfs file, unit and CPU set exactly."""
+    def test(host):
+        conf = native_conf(cpus="0", units=" ".join(POINT_UNITS))
+        with Desktop() as d:
+            before = _desktop_state(host, d)
+            if direction == "hand-back":
+                rc, _, err = hook(conf, "prepare", "begin")
+                check(rc == 0, f"prepare begin exit {rc}", err)
+            d.buses.hold_call_at(k, mode, user=bus == "user")
+            p = _spawn_hook(conf, "prepare" if direction == "hand-over" else "release",
+                            "begin" if direction == "hand-over" else "end")
+            try:
+                _wait(lambda: d.buses.held_caller(user=bus == "user") or p.poll() is not None,
+                      f"the hook's call {k} on the {bus} bus")
+                if p.poll() is not None:
+                    raise AssertionError(f"the hook ended (exit {p.returncode}) before its call {k}: "
+                                         f"{p.stderr.read()}")
+                check(d.buses.held_caller(user=bus == "user") == p.pid, "the held call is not the hook's")
+                os.killpg(p.pid, signal.SIGKILL)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                p.communicate()
+            check(journal_exists(), "no journal left by the killed hook")
+            rc, out, err = hook(conf, "release", "end")
+            check(rc == 0, f"release end after the kill: exit {rc}", err)
+            after = _desktop_state(host, d)
+            check(after == before, "not restored", *diff(dict(enumerate(before)), dict(enumerate(after))))
+            check(not journal_exists(), "journal left after release end")
+    return test
+
+
+for (_direction, _bus), _calls in DBUS_POINTS.items():
+    for _k in range(1, len(_calls) + 1):
+        for _mode in ("before", "after"):
+            globals()[f"test_killed_at_{_direction.replace('-', '_')}_{_bus}_call_{_k}_{_mode}"] = \
+                _killed_at_call(_direction, _bus, _k, _mode)

@@ -276,6 +276,15 @@ class Buses:
         '''JobRemoved sent before the method's reply (the race a client must survive).'''
         self._mock(user, 'SetEarlySignals', early)
 
+    def hold_call_at(self, k, mode, user=False):
+        '''The K-th StartUnit/StopUnit/RestartUnit/SetUnitProperties from now is never answered,
+        "before" it does anything or "after" it did it; held_caller() then gives its caller.'''
+        self._mock(user, 'HoldCallAt', k, mode)
+
+    def held_caller(self, user=False):
+        '''The PID of the caller of the held call, 0 until it came.'''
+        return self._mock(user, 'HeldCaller')
+
     def stop(self):
         for p in reversed(self.procs):
             if p.poll() is None:

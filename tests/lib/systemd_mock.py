@@ -11,7 +11,10 @@ SetUnitProperties for AllowedCPUs, AllowedCPUs (ay) on the Slice, Scope and Serv
 
 Test controls on org.freedesktop.DBus.Mock: AddUnit, SetActiveState, FailNextJob (the next job of
 a unit ends with that result, or with "hang" never ends), FailNextCall (the next job method on a
-unit raises that D-Bus error), SetEarlySignals (JobRemoved before the method's reply).
+unit raises that D-Bus error), SetEarlySignals (JobRemoved before the method's reply),
+HoldCallAt (the K-th call from now of StartUnit, StopUnit, RestartUnit or SetUnitProperties is
+never answered: "before" it does anything, or "after" it did it; HeldCaller then gives the
+caller's PID, for the test to kill it there: a user's mock may not kill a root process itself).
 '''
 
 import dbus
@@ -42,6 +45,9 @@ def load(mock, parameters):
     mock.fail_call = {}         # unit Id -> (error name, message) for its next job method
     mock.subscribers = set()
     mock.early_signals = False
+    mock.calls_seen = 0         # calls that change something (changing_call)
+    mock.hold_at = None         # (call number, "before" or "after")
+    mock.held_caller = 0
     mock.AddProperties(MAIN_IFACE, {'Version': 'v252', 'Virtualization': ''})
     for name, state in (parameters or {}).get('units', {}).items():
         add_unit(mock, str(name), str(state))
@@ -116,6 +122,28 @@ def job(mock, name, target_state):
     return job_path
 
 
+def changing_call(mock, sender, reply, error, action):
+    '''Answers a call that changes something with action()'s result or error, unless it is the
+    held one (HoldCallAt): then it is never answered, and its caller's PID is kept.'''
+    mock.calls_seen += 1
+    mode = None
+    if mock.hold_at and mock.hold_at[0] == mock.calls_seen:
+        mode, mock.hold_at = mock.hold_at[1], None
+    try:
+        result = None if mode == 'before' else action()
+    except dbus.exceptions.DBusException as e:
+        if mode:
+            raise RuntimeError(f'the held call failed: {e}') from e
+        error(e)
+        return
+    if mode:
+        mock.held_caller = int(mock.connection.call_blocking(
+            'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus',
+            'GetConnectionUnixProcessID', 's', (sender,)))
+        return
+    reply(*([] if result is None else [result]))
+
+
 @dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='o')
 def LoadUnit(self, name):
     name = str(name)
@@ -130,19 +158,22 @@ def GetUnit(self, name):
     return self.units[str(name)]
 
 
-@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
-def StartUnit(self, name, _mode):
-    return job(self, name, 'active')
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o', sender_keyword='sender',
+                     async_callbacks=('reply', 'error'))
+def StartUnit(self, name, _mode, sender=None, reply=None, error=None):
+    changing_call(self, sender, reply, error, lambda: job(self, name, 'active'))
 
 
-@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
-def StopUnit(self, name, _mode):
-    return job(self, name, 'inactive')
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o', sender_keyword='sender',
+                     async_callbacks=('reply', 'error'))
+def StopUnit(self, name, _mode, sender=None, reply=None, error=None):
+    changing_call(self, sender, reply, error, lambda: job(self, name, 'inactive'))
 
 
-@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o')
-def RestartUnit(self, name, _mode):
-    return job(self, name, 'active')
+@dbus.service.method(MAIN_IFACE, in_signature='ss', out_signature='o', sender_keyword='sender',
+                     async_callbacks=('reply', 'error'))
+def RestartUnit(self, name, _mode, sender=None, reply=None, error=None):
+    changing_call(self, sender, reply, error, lambda: job(self, name, 'active'))
 
 
 @dbus.service.method(MAIN_IFACE, in_signature='s', out_signature='')
@@ -152,8 +183,13 @@ def ResetFailedUnit(self, name):
         set_state(obj, 'inactive')
 
 
-@dbus.service.method(MAIN_IFACE, in_signature='sba(sv)', out_signature='')
-def SetUnitProperties(self, name, _runtime, properties):
+@dbus.service.method(MAIN_IFACE, in_signature='sba(sv)', out_signature='', sender_keyword='sender',
+                     async_callbacks=('reply', 'error'))
+def SetUnitProperties(self, name, _runtime, properties, sender=None, reply=None, error=None):
+    changing_call(self, sender, reply, error, lambda: set_unit_properties(self, name, properties))
+
+
+def set_unit_properties(self, name, properties):
     obj = unit_object(self, name)
     kind = str(name).rsplit('.', 1)[-1]
     for prop, value in properties:
@@ -202,3 +238,16 @@ def FailNextCall(self, name, error, message):
 @dbus.service.method(MOCK_IFACE, in_signature='b', out_signature='')
 def SetEarlySignals(self, early):
     self.early_signals = bool(early)
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='us', out_signature='')
+def HoldCallAt(self, k, mode):
+    if str(mode) not in ('before', 'after') or k < 1:
+        raise dbus.exceptions.DBusException(f'HoldCallAt({k}, {mode})', name='org.freedesktop.DBus.Error.InvalidArgs')
+    self.hold_at = (self.calls_seen + int(k), str(mode))
+    self.held_caller = 0
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='', out_signature='u')
+def HeldCaller(self):
+    return self.held_caller
