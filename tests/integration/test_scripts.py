@@ -161,6 +161,16 @@ def test_deadline_kills_the_script_and_what_it_started(host):
         "the script's background child survived the deadline"
 
 
+def scratch(name, uid=0, mode=0o755):
+    """An empty directory /run/fakehost/NAME, owned by UID, with MODE."""
+    path = f"/run/fakehost/{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    os.chmod(path, mode)
+    os.chown(path, uid, uid)
+    return path
+
+
 def test_unsafe_scripts_are_refused_before_anything_changes(host):
     setup()
     path = script("win10/prepare/begin/10-x")
@@ -184,6 +194,28 @@ def test_unsafe_scripts_are_refused_before_anything_changes(host):
     os.symlink("/run/fakehost/userdir/x", path)
     expect(hook("win10", "prepare", "begin"), 2, "refusing it, /run/fakehost/userdir is owned by uid 1000")
     assert record() == [] and host.writes() == 0 and host.snapshot() == before
+
+
+def test_config_on_an_unsafe_path_is_refused(host):
+    """kvm.conf's directories are checked like the scripts': it decides what root unbinds."""
+    setup()
+    before = host.snapshot()
+    os.chmod(HOOKS, 0o775)
+    expect(hook("win10", "prepare", "begin"), 2, f"config {HOOKS}/kvm.conf: refusing it, {HOOKS} is writable by "
+           f"group or others (mode 0775; chmod go-w {HOOKS})")
+    os.chmod(HOOKS, 0o755)
+    # a link to a file in a directory someone else owns
+    userdir = scratch("userconf", uid=1000)
+    shutil.move(HOOKS + "/kvm.conf", userdir + "/kvm.conf")
+    os.symlink(userdir + "/kvm.conf", HOOKS + "/kvm.conf")
+    expect(hook("win10", "prepare", "begin"), 2, f"config {HOOKS}/kvm.conf: refusing it, {userdir} is owned by "
+           f"uid 1000, not root (chown root {userdir})")
+    assert host.writes() == 0 and host.snapshot() == before
+    os.chown(userdir, 0, 0)
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert host.driver(VEGA) == "vfio-pci"
+    expect(hook("win10", "release", "end"), 0)
+    assert host.snapshot() == before
 
 
 def test_script_without_interpreter_line(host):
