@@ -15,7 +15,8 @@ SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 
 # Two binaries: qemu-hook, the front end libvirt runs for every call, with only inih and libxml2,
 # which hands anything with work in it to qemu-hook-act (main.c and everything).
-FRONT_SRC  := src/front.c src/config.c src/domain.c src/journal-path.c src/log.c src/scripts.c src/util.c
+FRONT_SRC  := src/front.c src/config.c src/domain.c src/journal-path.c src/log.c src/scripts.c \
+              src/secure-path.c src/util.c
 LIB_SRC    := $(filter-out src/main.c src/front.c,$(wildcard src/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNITS      := $(UNIT_SRC:tests/unit/%.c=build/%)

@@ -8,6 +8,7 @@
 #include "util.h"
 
 typedef struct sd_bus sd_bus;
+struct scripts;
 
 #define STEP_FIELD_LEN 128
 
@@ -29,6 +30,7 @@ struct run_ctx {
         usec_t timeout;         /* each wait's allowance */
         bool dry_run;
         const char *qemu_d;     /* where the hook scripts are (step-script.c) */
+        const struct scripts *scripts;  /* found and checked, each run by its fd (step-script.c) */
         char *hook_args[4];     /* VM OPERATION SUB-OPERATION EXTRA, for the scripts */
         int xml_fd;             /* the domain XML, the scripts' stdin */
         usec_t script_timeout;  /* each script's allowance */

@@ -1,6 +1,8 @@
+#define _GNU_SOURCE 1    /* O_PATH */
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <ini.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "secure-path.h"
 
 /* Names end up in fixed fields of the plan and the journal (host.h NAME_LEN, step.h
  * STEP_FIELD_LEN): refuse longer ones here, where the message can name the line. */
@@ -605,23 +608,9 @@ static int finish(struct parser *p) {
         return 1;
 }
 
-static int load(struct parser *p, bool check_owner) {
+static int load(struct parser *p) {
         const char *path = p->config->path;
-        struct stat st;
         int r;
-
-        if (fstat(fileno(p->file), &st) < 0)
-                return log_error_errno(errno, "config %s: %m", path);
-        if (!S_ISREG(st.st_mode))
-                return log_error_errno(EINVAL, "config %s: not a regular file", path);
-        /* The file decides which devices root unbinds and which units it stops. */
-        if (check_owner && st.st_uid != 0)
-                return log_error_errno(EPERM, "config %s: refusing a file owned by uid %u, not root (chown root %s)",
-                                       path, (unsigned) st.st_uid, path);
-        if (check_owner && (st.st_mode & 022))
-                return log_error_errno(EPERM, "config %s: refusing a file writable by group or others "
-                                       "(mode %04o; chmod go-w %s)",
-                                       path, (unsigned) (st.st_mode & 07777), path);
 
         r = ini_parse_stream(read_line, p, handler, p);
         if (p->read_errno)
@@ -638,6 +627,47 @@ static int load(struct parser *p, bool check_owner) {
         return 0;
 }
 
+/* The file decides which devices root unbinds and which units it stops: with check_owner it, and
+ * every directory and link on its way, must be root's (secure-path.h), and what is read is the
+ * file that was checked. */
+static int open_config(const char *path, bool check_owner, FILE **ret) {
+        struct secure_path sp;
+        struct stat st;
+        char what[PATH_MAX + 16];
+        int fd, r;
+
+        snprintf(what, sizeof(what), "config %s", path);
+        r = secure_path_open(AT_FDCWD, NULL, path, what, check_owner, &sp);
+        if (r == -ENOENT || r == -ENOTDIR)
+                return log_error_errno(r, "%s: %m", what);
+        if (r < 0)
+                return r;
+        if (!S_ISREG(sp.st.st_mode) || sp.dir_fd < 0) {
+                secure_path_close(&sp);
+                return log_error_errno(EINVAL, "%s: not a regular file", what);
+        }
+        r = secure_path_check(&sp, what, check_owner);
+        if (r < 0) {
+                secure_path_close(&sp);
+                return r;
+        }
+        /* An O_PATH fd cannot be read: the same name in the same (checked, held) directory,
+         * and the same file, or nothing. */
+        fd = openat(sp.dir_fd, secure_path_name(&sp), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+                r = log_error_errno(errno, "%s: %m", what);
+        else if (fstat(fd, &st) < 0)
+                r = log_error_errno(errno, "%s: %m", what);
+        else if (st.st_dev != sp.st.st_dev || st.st_ino != sp.st.st_ino)
+                r = log_error_errno(EBUSY, "%s: replaced while it was being opened; try again", what);
+        else if (!(*ret = fdopen(fd, "re")))
+                r = log_error_errno(errno, "%s: %m", what);
+        if (r < 0 && fd >= 0)
+                close(fd);
+        secure_path_close(&sp);
+        return r;
+}
+
 int config_load(const char *path, bool check_owner, struct config *ret) {
         _cleanup_fclose_ FILE *f = NULL;
         struct parser p = { .config = ret };
@@ -647,14 +677,13 @@ int config_load(const char *path, bool check_owner, struct config *ret) {
         assert(ret);
         *ret = (struct config) { .path = xstrdup(path), .vtconsoles = true, .framebuffer = true };
 
-        f = fopen(path, "re");
-        if (!f) {
-                r = log_error_errno(errno, "config %s: %m", path);
+        r = open_config(path, check_owner, &f);
+        if (r < 0) {
                 config_free(ret);
                 return r;
         }
         p.file = f;
-        r = load(&p, check_owner);
+        r = load(&p);
         free(p.buf);
         if (r < 0)
                 config_free(ret);

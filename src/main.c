@@ -248,7 +248,8 @@ static int run_scripts(struct run_ctx *c, const struct scripts *s, FILE *out) {
                         continue;
                 }
                 log_set_step("script");
-                int r = script_run(path, c->hook_args, c->xml_fd, script_stdout(c->hook_args[1]), c->script_timeout);
+                int r = script_run(s->fds[i], path, c->hook_args, c->xml_fd, script_stdout(c->hook_args[1]),
+                                   c->script_timeout);
                 first = first ?: r;
         }
         log_set_step(NULL);
@@ -408,7 +409,7 @@ static int run(struct args *a) {
          * options, so no --dry-run. */
         FILE *out = stdout;
         char qemu_d[PATH_MAX];
-        struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1,
+        struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1, .scripts = &scripts,
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
         int r, ret = EXIT_DONE, scripts_r = 0;
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 #include "scripts.h"
@@ -15,7 +16,12 @@ static int script_apply(struct run_ctx *c, struct step *s) {
 
         if (snprintf(path, sizeof(path), "%s/%s/%s", c->qemu_d, c->vm, s->target) >= (int) sizeof(path))
                 return log_error_errno(ENAMETOOLONG, "hook script %s/%s/%s: %m", c->qemu_d, c->vm, s->target);
-        return script_run(path, c->hook_args, c->xml_fd, STDERR_FILENO, c->script_timeout);
+        /* The fd scripts_find checked, never the path again. */
+        for (size_t i = 0; c->scripts && i < c->scripts->n; i++)
+                if (strcmp(c->scripts->paths[i], s->target) == 0)
+                        return script_run(c->scripts->fds[i], path, c->hook_args, c->xml_fd, STDERR_FILENO,
+                                          c->script_timeout);
+        return log_error_errno(ENOENT, "hook script %s: not among the scripts found and checked for this call", path);
 }
 
 static int script_undo(struct run_ctx *c, struct step *s) {

@@ -5,6 +5,7 @@ order, input, the emulated sysfs, exit codes and messages."""
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import fakehost
@@ -161,29 +162,184 @@ def test_deadline_kills_the_script_and_what_it_started(host):
         "the script's background child survived the deadline"
 
 
+def scratch(name, uid=0, mode=0o755):
+    """An empty directory /run/fakehost/NAME, owned by UID, with MODE."""
+    path = f"/run/fakehost/{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    os.chmod(path, mode)
+    os.chown(path, uid, uid)
+    return path
+
+
 def test_unsafe_scripts_are_refused_before_anything_changes(host):
     setup()
     path = script("win10/prepare/begin/10-x")
     before = host.snapshot()
     os.chmod(path, 0o775)
     expect(hook("win10", "prepare", "begin"), 2, f"hook script {path}: refusing it, {path} is writable by "
-           "group or others")
+           "group or others (mode 0775; chmod go-w " + path + ")")
     os.chmod(path, 0o755)
     os.chown(path, 1000, 0)
-    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {path} is owned by uid 1000")
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {path} is owned by uid 1000, not root "
+           f"(chown root {path})")
     os.chown(path, 0, 0)
     os.chmod(f"{QEMU_D}/win10", 0o777)
     expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {QEMU_D}/win10 is writable by group or others")
     os.chmod(f"{QEMU_D}/win10", 0o755)
     # a link does not hide where the script really is: a root-owned script in a directory its
     # owner can write would be swapped by them
-    os.makedirs("/run/fakehost/userdir", mode=0o755, exist_ok=True)
-    os.chown("/run/fakehost/userdir", 1000, 1000)
-    shutil.copy(path, "/run/fakehost/userdir/x")
+    userdir = scratch("userdir", uid=1000)
+    shutil.copy(path, userdir + "/x")
     os.unlink(path)
-    os.symlink("/run/fakehost/userdir/x", path)
-    expect(hook("win10", "prepare", "begin"), 2, "refusing it, /run/fakehost/userdir is owned by uid 1000")
+    os.symlink(userdir + "/x", path)
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {userdir} is owned by uid 1000")
+    # nor a link someone else made (whoever could make it could make it point anywhere)
+    rootdir = scratch("rootdir")
+    shutil.copy(userdir + "/x", rootdir + "/x")
+    os.unlink(path)
+    os.symlink(rootdir + "/x", path)
+    os.lchown(path, 1000, 1000)
+    expect(hook("win10", "prepare", "begin"), 2, f"hook script {path}: refusing it, the symbolic link {path} is "
+           f"owned by uid 1000, not root (chown -h root {path})")
+    os.lchown(path, 0, 0)
+    # and the path as written counts as much as the link's target: whoever owns qemu.d can
+    # swap the link win10 it holds
+    shutil.move(f"{QEMU_D}/win10", rootdir + "/win10")
+    os.symlink(rootdir + "/win10", f"{QEMU_D}/win10")
+    os.chown(QEMU_D, 1000, 1000)
+    expect(hook("win10", "prepare", "begin"), 2, f"refusing it, {QEMU_D} is owned by uid 1000, not root")
     assert record() == [] and host.writes() == 0 and host.snapshot() == before
+    # each fixed, the same script runs
+    os.chown(QEMU_D, 0, 0)
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert [r[0] for r in record()] == ["10-x"], record()
+
+
+def test_an_unsafe_directory_without_scripts_in_it_is_no_error(host):
+    """The walk to a script that is not there reports nothing: a VM without scripts starts
+    whatever the hooks directory's mode (kvm.conf there would be refused, but there is none)."""
+    setup(conf=False)
+    os.chmod(HOOKS, 0o775)
+    err = expect(hook("win10", "start", "begin"), 0)
+    assert "refusing" not in err, err
+    script("win10/start/begin/10-x")
+    expect(hook("win10", "start", "begin"), 1, f"refusing it, {HOOKS} is writable by group or others")
+    assert record() == []
+
+
+def test_a_link_swapped_after_the_check_changes_nothing(host):
+    """Every script of a call is opened and checked before the first runs, and runs from that fd:
+    the first script (root, so allowed to) points the link of the second, or the link of the VM's
+    whole directory, somewhere else, and the script checked is still the one that runs. The next
+    call, checking again, finds the new target: links are followed, only never twice."""
+    setup()
+    good, evil = scratch("good"), scratch("evil")
+    script("win10/prepare/begin/10-swap", body=f"ln -sfn {evil}/20-b {QEMU_D}/win10/prepare/begin/20-b")
+    fakehost.recording_script(good + "/20-b", RECORD, "checked")
+    fakehost.recording_script(evil + "/20-b", RECORD, "swapped-in")
+    os.symlink(good + "/20-b", f"{QEMU_D}/win10/prepare/begin/20-b")
+    # through the hand-over's script steps (step-script.c)
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert [r[0] for r in record()] == ["10-swap", "checked"], record()
+    assert os.readlink(f"{QEMU_D}/win10/prepare/begin/20-b") == evil + "/20-b"
+    expect(hook("win10", "release", "end"), 0)
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert [r[0] for r in record()][2:] == ["10-swap", "swapped-in"], record()
+    expect(hook("win10", "release", "end"), 0)
+
+    # the VM's directory a link, swapped for another VM directory with a script of the same name
+    setup()
+    vm_a, vm_b = scratch("vm-a"), scratch("vm-b")
+    os.symlink(vm_a, f"{QEMU_D}/win10")
+    fakehost.recording_script(vm_a + "/start/begin/10-swap", RECORD, "10-swap",
+                              body=f"ln -sfn {vm_b} {QEMU_D}/win10.new && mv -T {QEMU_D}/win10.new {QEMU_D}/win10")
+    fakehost.recording_script(vm_a + "/start/begin/20-b", RECORD, "checked")
+    fakehost.recording_script(vm_b + "/start/begin/20-b", RECORD, "swapped-in")
+    # outside a hand-over (main.c's run_scripts)
+    expect(hook("win10", "start", "begin"), 0)
+    assert [r[0] for r in record()] == ["10-swap", "checked"], record()
+    assert os.readlink(f"{QEMU_D}/win10") == vm_b
+    expect(hook("win10", "start", "begin"), 0)
+    assert [r[0] for r in record()][2:] == ["swapped-in"], record()
+
+
+ELF_SCRIPT = r"""
+#include <stdio.h>
+int main(int argc, char **argv) {
+        FILE *f = fopen("%(record)s", "a"), *in = fopen("%(record)s.elf.stdin", "w");
+        int c;
+        fprintf(f, "elf");
+        for (int i = 1; i < argc; i++)
+                fprintf(f, " %%s", argv[i]);
+        fprintf(f, " argv0=%%s\n", argv[0]);
+        while ((c = getchar()) != EOF)
+                fputc(c, in);
+        return fclose(f) || fclose(in);
+}
+"""
+
+
+def test_elf_and_interpreter_scripts_both_run(host):
+    """Run by fd: an ELF executable directly, a #! script through its interpreter on /dev/fd/N
+    (the fd must stay open across the exec for that); both get the arguments and the XML."""
+    setup()
+    src = "/run/fakehost/elf.c"
+    with open(src, "w") as f:
+        f.write(ELF_SCRIPT % {"record": RECORD})
+    os.makedirs(f"{QEMU_D}/win10/start/begin")
+    subprocess.run(["gcc", "-o", f"{QEMU_D}/win10/start/begin/10-elf", src], check=True)
+    script("win10/start/begin/20-sh", body=f'echo "$0" > {RECORD}.zero')
+    expect(hook("win10", "start", "begin"), 0)
+    assert record() == [["elf", "win10", "start", "begin", "-", f"argv0={QEMU_D}/win10/start/begin/10-elf"],
+                        ["20-sh", "win10", "start", "begin", "-", "amdgpu"]], record()
+    assert stdin_of("elf") == XML and stdin_of("20-sh") == XML
+    # what a #! script sees as $0: the fd it was run from (man qemu-hook, SCRIPTS)
+    with open(f"{RECORD}.zero") as f:
+        assert re.fullmatch(r"/dev/fd/\d+\n", f.read())
+
+
+def test_links_are_followed_as_the_kernel_follows_them(host):
+    """Relative links, with "..", links to links; a loop ends in ELOOP, named."""
+    setup()
+    shared = scratch("shared")
+    fakehost.recording_script(shared + "/begin/10-x", RECORD, "shared")
+    os.makedirs(f"{QEMU_D}/win10/start")
+    os.symlink("../../../../shared/./begin", f"{QEMU_D}/win10/start/begin")    # relative, through ..
+    os.symlink("/run/fakehost/./shared//begin/10-x", shared + "/begin/20-y")      # absolute, to a file
+    os.symlink("20-y", shared + "/begin/30-z")                                   # a link to a link
+    expect(hook("win10", "start", "begin"), 0)
+    assert [r[0] for r in record()] == ["shared"] * 3, record()
+    os.symlink("40-loop", shared + "/begin/40-loop")
+    expect(hook("win10", "start", "begin"), 1, f"hook script {QEMU_D}/win10/start/begin/40-loop: {shared}/begin/"
+           "40-loop: Too many levels of symbolic links")
+    os.unlink(shared + "/begin/40-loop")
+    os.symlink("nowhere", shared + "/begin/40-dangling")
+    expect(hook("win10", "start", "begin"), 1, f"hook script {QEMU_D}/win10/start/begin/40-dangling: "
+           "No such file or directory")
+    assert len(record()) == 3, record()
+
+
+def test_config_on_an_unsafe_path_is_refused(host):
+    """kvm.conf's directories are checked like the scripts': it decides what root unbinds."""
+    setup()
+    before = host.snapshot()
+    os.chmod(HOOKS, 0o775)
+    expect(hook("win10", "prepare", "begin"), 2, f"config {HOOKS}/kvm.conf: refusing it, {HOOKS} is writable by "
+           f"group or others (mode 0775; chmod go-w {HOOKS})")
+    os.chmod(HOOKS, 0o755)
+    # a link to a file in a directory someone else owns
+    userdir = scratch("userconf", uid=1000)
+    shutil.move(HOOKS + "/kvm.conf", userdir + "/kvm.conf")
+    os.symlink(userdir + "/kvm.conf", HOOKS + "/kvm.conf")
+    expect(hook("win10", "prepare", "begin"), 2, f"config {HOOKS}/kvm.conf: refusing it, {userdir} is owned by "
+           f"uid 1000, not root (chown root {userdir})")
+    assert host.writes() == 0 and host.snapshot() == before
+    os.chown(userdir, 0, 0)
+    expect(hook("win10", "prepare", "begin"), 0)
+    assert host.driver(VEGA) == "vfio-pci"
+    expect(hook("win10", "release", "end"), 0)
+    assert host.snapshot() == before
 
 
 def test_script_without_interpreter_line(host):

@@ -472,39 +472,79 @@ static void test_errors(void **state) {
                 assert_error(cases[i].text, cases[i].message);
 }
 
-static void test_owner(void **state) {
-        struct config c;
-        char want[256];
+/* Created by tests/run-units.sh in the tmpfs it mounts on /run (mode 0755, root's). */
+#define PRIVATE_RUN_MARKER "/run/.qemu-hook-unit-tests"
 
-        write_conf("[gpu]\naddress = 0000:0d:00.0\n");
-        assert_int_equal(chmod(path, 0666), 0);
-        assert_int_equal(load(path, true, &c), -EPERM);
-        snprintf(want, sizeof(want), "qemu-hook: config %s: refusing a file writable by group or others (mode 0666; chmod go-w %s)\n",
-                 path, path);
+static void assert_refused(const char *file, const char *why) {
+        struct config c;
+        char want[1024];
+
+        assert_int_equal(load(file, true, &c), -EPERM);
+        snprintf(want, sizeof(want), "qemu-hook: config %s: refusing it, %s\n", file, why);
         assert_string_equal(messages, want);
         assert_null(c.path);
-        assert_int_equal(chmod(path, 0620), 0);
-        assert_int_equal(load(path, true, &c), -EPERM);
-        /* without the check (not running as root), the mode does not matter */
+}
+
+static void test_owner(void **state) {
+        char safe[] = "/run/test_config.XXXXXX", file[64], link[64], why[512];
+        struct config c;
+        struct stat st;
+
+        /* The file and every directory on its way (kvm.conf decides what root unbinds): our /tmp
+         * is writable by all, so a file there is refused whatever its own mode, naming /tmp. */
+        write_conf("[gpu]\naddress = 0000:0d:00.0\n");
+        assert_int_equal(stat("/tmp", &st), 0);
+        if (st.st_mode & 022) {
+                snprintf(why, sizeof(why), "/tmp is writable by group or others (mode %04o; chmod go-w /tmp)",
+                         (unsigned) (st.st_mode & 07777));
+                assert_refused(path, why);
+        }
+        /* without the check (not running as root), neither matters */
+        assert_int_equal(chmod(path, 0666), 0);
         assert_int_equal(load(path, false, &c), 0);
         config_free(&c);
+        if (geteuid() != 0 || access(PRIVATE_RUN_MARKER, F_OK) < 0)
+                skip();         /* needs root, and a path of root's to make files in */
 
-        if (geteuid() != 0) {
-                /* a file we own is not root's: refused whatever its mode */
-                assert_int_equal(chmod(path, 0600), 0);
-                assert_int_equal(load(path, true, &c), -EPERM);
-                assert_non_null(strstr(messages, "not root"));
-                skip();
-        }
-        assert_int_equal(chmod(path, 0644), 0);
-        assert_int_equal(load(path, true, &c), 0);
+        /* A path of root's: the file itself decides. */
+        assert_non_null(mkdtemp(safe));
+        assert_int_equal(chmod(safe, 0755), 0);
+        snprintf(file, sizeof(file), "%s/kvm.conf", safe);
+        snprintf(link, sizeof(link), "%s/link.conf", safe);
+        FILE *f = fopen(file, "we");
+        assert_non_null(f);
+        fputs("[gpu]\naddress = 0000:0d:00.0\n", f);
+        assert_int_equal(fclose(f), 0);
+        assert_int_equal(chmod(file, 0666), 0);
+        snprintf(why, sizeof(why), "%s is writable by group or others (mode 0666; chmod go-w %s)", file, file);
+        assert_refused(file, why);
+        assert_int_equal(chmod(file, 0620), 0);
+        assert_int_equal(load(file, true, &c), -EPERM);
+        assert_int_equal(chmod(file, 0644), 0);
+        assert_int_equal(load(file, true, &c), 0);
+        assert_string_equal(messages, "");
         config_free(&c);
-        assert_int_equal(chown(path, 65534, 0), 0);
-        assert_int_equal(load(path, true, &c), -EPERM);
-        snprintf(want, sizeof(want), "qemu-hook: config %s: refusing a file owned by uid 65534, not root (chown root %s)\n",
-                 path, path);
-        assert_string_equal(messages, want);
-        assert_int_equal(chown(path, 0, 0), 0);
+        assert_int_equal(chown(file, 65534, 0), 0);
+        snprintf(why, sizeof(why), "%s is owned by uid 65534, not root (chown root %s)", file, file);
+        assert_refused(file, why);
+        assert_int_equal(chown(file, 0, 0), 0);
+        /* its directory */
+        assert_int_equal(chmod(safe, 0775), 0);
+        snprintf(why, sizeof(why), "%s is writable by group or others (mode 0775; chmod go-w %s)", safe, safe);
+        assert_refused(file, why);
+        assert_int_equal(chmod(safe, 0755), 0);
+        /* a link: followed, and made by root */
+        assert_int_equal(symlink("kvm.conf", link), 0);
+        assert_int_equal(load(link, true, &c), 0);
+        assert_string_equal(c.path, link);
+        config_free(&c);
+        assert_int_equal(lchown(link, 65534, 65534), 0);
+        snprintf(why, sizeof(why), "the symbolic link %s is owned by uid 65534, not root (chown -h root %s)", link, link);
+        assert_refused(link, why);
+
+        unlink(link);
+        unlink(file);
+        rmdir(safe);
 }
 
 static void test_missing_and_not_a_file(void **state) {
