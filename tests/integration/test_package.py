@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 
+import elffacts
 import fakehost
 
 DEB_DIR = os.path.join(fakehost.REPO, "build", "deb")
@@ -170,6 +171,18 @@ def test_file_list():
     # only the commented-out example: no copy of conf/kvm.conf as it is
     assert not [n for n in names if n.endswith("kvm.conf") and n != EXAMPLE], sorted(names)
     assert not [n for n in names if "libvirt" in n], sorted(names)
+
+
+def test_binaries_are_hardened():
+    """dpkg-buildflags' hardening=+all (and _FORTIFY_SOURCE=3, which debian/rules asks for),
+    read off the packaged binaries: PIE, full RELRO, stack protector, fortified."""
+    tree = fakehost.SCRATCH + "/deb-files"
+    shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", deb(), tree], check=True)
+    for binary in ("usr/sbin/qemu-hook", "usr/sbin/qemu-hook-act"):
+        ok, facts = elffacts.hardened(os.path.join(tree, binary))
+        assert ok, (binary, facts)
+    shutil.rmtree(tree)
 
 
 def test_example_has_every_setting_commented_out():
