@@ -123,12 +123,15 @@ install-files: qemu-hook qemu-hook-act
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
 
-# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
+# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there,
+# and never writes kvm.conf (it names the example, conf/kvm.conf, every setting commented out).
 install: install-files
-	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
+		$(PREFIX)/share/doc/qemu-hook/kvm.conf
 
 uninstall:
-	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
+		$(PREFIX)/share/doc/qemu-hook/kvm.conf
 	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
