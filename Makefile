@@ -6,12 +6,20 @@ VERSION    := 0.1.0
 CC         ?= cc
 PKGS       := libsystemd libudev inih libxml-2.0 libkmod
 FRONT_PKGS := inih libxml-2.0
-CFLAGS     ?= -O2 -g
-CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+# Hardening, as defaults: a distribution's own CFLAGS, CPPFLAGS and LDFLAGS (dpkg-buildflags, rpm's
+# optflags) replace them whole. _FORTIFY_SOURCE needs -O: with CFLAGS=-O0, pass CPPFLAGS= too.
+# What the code itself needs is added to whatever they are, on the command line too (override).
+CFLAGS     ?= -O2 -g -fstack-protector-strong -fPIE
+CPPFLAGS   ?= -D_FORTIFY_SOURCE=3
+LDFLAGS    ?= -pie -Wl,-z,relro,-z,now
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
 LDLIBS     += $(shell pkg-config --libs $(PKGS))
 FRONT_LIBS := $(shell pkg-config --libs $(FRONT_PKGS))
-SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# Without _FORTIFY_SOURCE, whoever set it (-Wp, to come after a -Wp,-D of CFLAGS): its checked
+# copies (__memcpy_chk...) would bypass ASan's interceptors, which check more.
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+              -Wp,-U_FORTIFY_SOURCE
 
 # Two binaries: qemu-hook, the front end libvirt runs for every call, with only inih and libxml2,
 # which hands anything with work in it to qemu-hook-act (main.c and everything).
@@ -40,7 +48,7 @@ build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 
 build/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(@D)
@@ -48,7 +56,8 @@ build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
 
 build/fakesys: tests/host/fakesys.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(shell pkg-config --libs fuse3) -lpthread
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(LDFLAGS) \
+		$(shell pkg-config --libs fuse3) -lpthread
 
 deps:
 	@tests/deps.sh
@@ -115,12 +124,15 @@ install-files: qemu-hook qemu-hook-act
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
 
-# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there.
+# /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there,
+# and never writes kvm.conf (it names the example, conf/kvm.conf, every setting commented out).
 install: install-files
-	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+	@tools/hook-link install "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
+		$(PREFIX)/share/doc/qemu-hook/kvm.conf
 
 uninstall:
-	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook conf/kvm.conf
+	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
+		$(PREFIX)/share/doc/qemu-hook/kvm.conf
 	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook

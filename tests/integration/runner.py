@@ -6,7 +6,8 @@ on the command line, each with a fresh emulated Host, inside a private mount nam
 A test takes either no argument or `host` (a fakehost.Host, built with the variant set by
 @fakehost.variant(...)). It fails by raising. A module's teardown_module(), if it has one, runs
 after the module's tests (it stops what they shared, like a libvirtd). Output: "ok NAME (ms)" or "FAIL NAME: reason",
-then "N passed, M failed"; exit status 1 on any failure.
+then "N passed, M failed"; exit status 1 on any failure, 2 when no test ran (a -k that matches
+no test name: a typo must not pass).
 """
 import importlib.util
 import inspect
@@ -42,6 +43,8 @@ def run_one(fn):
 def main(argv):
     pattern = None
     if argv[:1] == ["-k"]:
+        if len(argv) < 2:
+            sys.exit(__doc__)
         pattern, argv = argv[1], argv[2:]
     if not argv:
         sys.exit(__doc__)
@@ -72,6 +75,10 @@ def main(argv):
                 failed += 1
                 print(f"FAIL teardown: {e}", flush=True)
     print(f"{passed} passed, {failed} failed")
+    if passed + failed == 0:
+        what = f"no test name contains {pattern!r}" if pattern else "no test found"
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(2)
     sys.exit(1 if failed else 0)
 
 

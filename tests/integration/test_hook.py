@@ -111,6 +111,7 @@ def test_other_operations_make_no_writes(host):
     config()
     for op, sub in OTHER_OPS:
         expect(hook(op, sub), 0)
+    assert host.writes() == 0, host.log()
     # Even during a hand-over: `started` and `reconnect` must not disturb it.
     expect(hook("prepare", "begin"), 0)
     host.clear_log()
@@ -305,16 +306,28 @@ def test_config_errors_exit_2_and_touch_nothing(host):
 
 def test_config_writable_by_others_is_refused(host):
     config(mode=0o666)
-    expect(hook("prepare", "begin"), 2, CONF)
+    expect(hook("prepare", "begin"), 2, f"config {CONF}: refusing a file writable by group or others")
     assert host.writes() == 0
 
 
 def test_missing_default_config_is_nothing_to_do(host):
-    rc, out, err, _ = fakehost.run_hook([HOOK, "win10", "prepare", "begin", "-"], XML)
-    if os.path.exists("/etc/libvirt/hooks/kvm.conf"):
-        return      # a machine with a real config: nothing to learn here
-    assert rc == 0 and out == "", (rc, err)
-    assert host.writes() == 0
+    """No /etc/libvirt/hooks/kvm.conf (the test namespace's own /etc/libvirt, an empty tmpfs but
+    for what tests put there) and no --config: qemu-hook is the scripts' dispatcher only, so a VM
+    passing the GPU is nothing to do, for the front end and for qemu-hook-act alike."""
+    fakehost.check_safe()           # /etc/libvirt is the namespace's tmpfs
+    default = "/etc/libvirt/hooks/kvm.conf"
+    if os.path.lexists(default):
+        os.unlink(default)          # another test's
+    shutil.rmtree("/etc/libvirt/hooks/qemu.d", ignore_errors=True)
+    shutil.rmtree("/run/qemu-hook", ignore_errors=True)
+    assert not os.path.lexists(default)
+    act = os.path.join(os.path.dirname(HOOK), "qemu-hook-act")
+    for binary in (HOOK, act):
+        for op, sub in (("prepare", "begin"), ("release", "end")):
+            rc, out, err, _ = fakehost.run_hook([binary, "win10", op, sub, "-"], XML)
+            assert (rc, out, err) == (0, "", ""), (binary, op, rc, out, err)
+    assert host.writes() == 0, host.log()
+    assert not os.path.exists(JOURNAL), "a journal without a config"
 
 
 def test_missing_explicit_config_is_an_error(host):
@@ -389,6 +402,7 @@ def test_stdout_stays_empty_as_installed_hook(host):
     try:
         rc, out, err, _ = fakehost.run_hook([link, "--dry-run", "win10", "prepare", "begin", "-"], XML)
         assert rc == 2 and out == "" and host.writes() == 0, (rc, out, err)
+        assert "expected VM OPERATION SUB-OPERATION [EXTRA]" in err, err       # five arguments
         for op, sub in (("prepare", "begin"), ("migrate", "begin"), ("release", "end")):
             rc, out, err, _ = fakehost.run_hook([link, "win10", op, sub, "-"], XML)
             assert rc == 0 and out == "", (op, rc, out, err)

@@ -49,7 +49,8 @@ def teardown_module():
     if LV:
         LV.stop()
         shutil.rmtree(QEMU_D, ignore_errors=True)
-        os.unlink(HOOKS + "/kvm.conf")
+        if os.path.exists(HOOKS + "/kvm.conf"):        # a test's (`make install` writes none)
+            os.unlink(HOOKS + "/kvm.conf")
 
 
 def setup(conf=NATIVE, domains=(("gaming", ()),)):
@@ -117,7 +118,7 @@ def test_domain_xml_passing_the_gpu(host):
     # release's ran, before the hand-back.
     assert [r[1:3] + r[-1:] for r in record()] == [["prepare", "begin", "vfio-pci"], ["release", "end", "vfio-pci"]], \
         (record(), err)
-    assert rc != 0 and "qemu-hook" not in err, err    # libvirt's own failure, not the hook's
+    assert rc == 1 and "qemu-hook" not in err, err    # libvirt's own failure, not the hook's
     print("    libvirt: " + err.strip().splitlines()[-1])
     assert host.snapshot() == before
     assert not os.path.exists(f"{JOURNALS}/win10.state")
@@ -198,7 +199,7 @@ def test_original_kvm_conf_with_the_desktop(host):
     try:
         before = host.snapshot()
         rc, out, err, _ = lv.virsh("start", "win10")
-        assert rc != 0 and "qemu-hook" not in err, err
+        assert rc == 1 and "qemu-hook" not in err, err
         stops = [c for c in buses.system_calls() if c[0] in ("StopUnit", "StartUnit")]
         assert [c[0] for c in stops] == ["StopUnit", "StartUnit", "StopUnit", "StartUnit"], stops
         assert buses.unit_state("gdm.service") == "active"

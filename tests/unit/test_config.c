@@ -567,16 +567,45 @@ static void test_missing_and_not_a_file(void **state) {
         config_free(NULL);
 }
 
-/* The documented example must stay valid, and say what it documents. */
+/* The example with the comment marks of its settings taken away: ';' (the example's values), and
+ * also '#' before a key ("#key = value": the keys unset by default) when with_unset. */
+static void uncomment_example(const char *example, bool with_unset) {
+        FILE *in = fopen(example, "re"), *out;
+        char line[256];
+
+        assert_non_null(in);
+        snprintf(path, sizeof(path), "%s/kvm.conf", dir);
+        out = fopen(path, "we");
+        assert_non_null(out);
+        while (fgets(line, sizeof(line), in)) {
+                bool value = line[0] == ';';
+                bool unset = line[0] == '#' && line[1] >= 'a' && line[1] <= 'z' && strstr(line, " = ");
+
+                fputs(value || (unset && with_unset) ? line + 1 : line, out);
+        }
+        fclose(in);
+        assert_int_equal(fclose(out), 0);
+}
+
+/* The documented example sets nothing as it is (a copy of it is no live config), and, uncommented,
+ * stays valid and says what it documents. */
 static void test_example(void **state) {
-        char example[4096];
+        char example[4096], want[4200];
         const char *src = __FILE__, *end = strstr(src, "tests/unit/test_config.c");
         struct config c;
         const struct vm_config *v;
 
         assert_non_null(end);
         snprintf(example, sizeof(example), "%.*sconf/kvm.conf", (int) (end - src), src);
-        assert_int_equal(load(example, false, &c), 0);
+        assert_int_equal(load(example, false, &c), -EINVAL);
+        snprintf(want, sizeof(want), "qemu-hook: %s: [gpu] address is not set "
+                 "(expected the PCI address of the GPU to pass through)\n", example);
+        assert_string_equal(messages, want);
+        config_free(&c);
+
+        /* The example's values (";key = value"). */
+        uncomment_example(example, false);
+        assert_int_equal(load(path, false, &c), 0);
         assert_string_equal(messages, "");
         assert_false(c.original);
         assert_int_equal(c.n_gpu, 1);
@@ -601,20 +630,8 @@ static void test_example(void **state) {
         assert_int_equal(v->timeout_ms, 0);
         config_free(&c);
 
-        /* The keys shown commented out ("#key = value") are valid too. */
-        FILE *in = fopen(example, "re"), *out;
-        char line[256];
-
-        assert_non_null(in);
-        snprintf(path, sizeof(path), "%s/kvm.conf", dir);
-        out = fopen(path, "we");
-        assert_non_null(out);
-        while (fgets(line, sizeof(line), in)) {
-                bool key = line[0] == '#' && line[1] >= 'a' && line[1] <= 'z' && strstr(line, " = ");
-                fputs(key ? line + 1 : line, out);
-        }
-        fclose(in);
-        assert_int_equal(fclose(out), 0);
+        /* The keys unset by default ("#key = value") are valid too. */
+        uncomment_example(example, true);
         assert_int_equal(load(path, false, &c), 0);
         assert_string_equal(messages, "");
         assert_string_equal(c.secondary_driver, "radeon");
