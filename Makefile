@@ -1,5 +1,8 @@
 # qemu-hook: libvirt QEMU hook that hands a GPU between the Linux host and vfio-pci.
 PREFIX     ?= /usr/local
+# Where qemu-hook-act lives: compiled into qemu-hook, which finds it there whatever its own path
+# (a copy of it as the hook works too). A PREFIX or LIBEXECDIR of its own needs `make clean` first.
+LIBEXECDIR ?= $(PREFIX)/libexec/qemu-hook
 DESTDIR    ?=
 HOOKS_DIR  := /etc/libvirt/hooks
 VERSION    := 0.1.0
@@ -16,6 +19,7 @@ override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
               -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
 LDLIBS     += $(shell pkg-config --libs $(PKGS))
 FRONT_LIBS := $(shell pkg-config --libs $(FRONT_PKGS))
+FRONT_DEFS := -DQEMU_HOOK_ACT='"$(LIBEXECDIR)/qemu-hook-act"'
 # Without _FORTIFY_SOURCE, whoever set it (-Wp, to come after a -Wp,-D of CFLAGS): its checked
 # copies (__memcpy_chk...) would bypass ASan's interceptors, which check more.
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
@@ -23,8 +27,8 @@ SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 
 # Two binaries: qemu-hook, the front end libvirt runs for every call, with only inih and libxml2,
 # which hands anything with work in it to qemu-hook-act (main.c and everything).
-FRONT_SRC  := src/front.c src/config.c src/domain.c src/journal-path.c src/log.c src/scripts.c \
-              src/secure-path.c src/util.c
+FRONT_SRC  := src/front.c src/config.c src/decide.c src/domain.c src/journal-path.c src/log.c \
+              src/scripts.c src/secure-path.c src/util.c
 LIB_SRC    := $(filter-out src/main.c src/front.c,$(wildcard src/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNITS      := $(UNIT_SRC:tests/unit/%.c=build/%)
@@ -33,14 +37,14 @@ UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
 all: qemu-hook qemu-hook-act
 
 qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
 qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
 build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+	$(CC) $(CFLAGS) $(SAN) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
 build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(@D)
@@ -66,9 +70,11 @@ unit: $(UNITS) $(UNITS_SAN)
 	@tests/run-units.sh $(UNITS) $(UNITS_SAN)
 
 # Every integration test with the plain binary, then again with the hook built with ASan+UBSan.
+# The harness puts each pass's qemu-hook-act where the front end looks for it (LIBEXECDIR), in
+# its private namespace.
 integration: qemu-hook build/san/qemu-hook build/fakesys
-	@tests/integration/run.sh
-	@QEMU_HOOK=build/san/qemu-hook tests/integration/run.sh
+	@QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
+	@QEMU_HOOK=build/san/qemu-hook QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 
 # Everything: unit, integration (emulated host, libvirtd) and the real-kernel guest; check-quick
 # skips the guest for fast iteration.
@@ -119,7 +125,7 @@ guest: deb build/san/qemu-hook build/san/qemu-hook-act
 # The files alone, without the hook (the Debian package's postinst makes the link).
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
 install-files: qemu-hook qemu-hook-act
-	install -D -m 0755 qemu-hook-act $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
+	install -D -m 0755 qemu-hook-act $(DESTDIR)$(LIBEXECDIR)/qemu-hook-act
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
@@ -133,7 +139,8 @@ install: install-files
 uninstall:
 	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
 		$(PREFIX)/share/doc/qemu-hook/kvm.conf
-	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
+	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(LIBEXECDIR)/qemu-hook-act
+	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 

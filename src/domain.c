@@ -164,3 +164,19 @@ out:
         xmlFreeDoc(doc);
         return r;
 }
+
+enum xml_gpu domain_uses_gpu(const struct config *cfg, const char *xml, size_t len, char **error) {
+        _cleanup_free_ struct pci_addr *addrs = NULL;
+        size_t n;
+
+        if (!xml) {
+                *error = xstrdup("no domain XML on standard input");
+                return XML_BROKEN;
+        }
+        if (domain_pci_hostdevs(xml, len, &addrs, &n, error) < 0)
+                return XML_BROKEN;
+        for (size_t i = 0; i < n; i++)
+                if (config_is_gpu(cfg, &addrs[i]))
+                        return XML_PASSES_GPU;
+        return XML_NO_GPU;
+}

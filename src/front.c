@@ -1,11 +1,10 @@
-#define _GNU_SOURCE 1    /* memrchr */
 /* qemu-hook, the front end: libvirt runs it for every call of every VM, so it links only inih and
  * libxml2 (loading libsystemd, libudev and libkmod alone takes milliseconds) and exits 0 at once
- * when there is provably nothing to do: no script for the call, and not a hand-over or hand-back
- * of ours. Everything else, and every run with options, goes to qemu-hook-act beside it, which
- * decides again from scratch and does the work; this file never decides that something must be
- * done, only that nothing must. It reports nothing itself: qemu-hook-act does. (scripts.c is
- * linked for memfd_with only.) */
+ * when decide() says there is nothing to do: no script for the call, and not a hand-over or
+ * hand-back of ours. Everything else, and every run with options, goes to qemu-hook-act (in
+ * QEMU_HOOK_ACT, the libexec directory compiled in), which decides again from the same facts and
+ * does the work. It reports nothing itself: qemu-hook-act does. (scripts.c is linked for
+ * memfd_with only.) */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -14,25 +13,16 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "decide.h"
 #include "domain.h"
 #include "journal.h"
 #include "log.h"
 #include "scripts.h"
 
-/* Execs qemu-hook-act from our own directory with our arguments; the domain XML we read, if any,
- * becomes its stdin again. Returns only on failure. */
+/* Execs qemu-hook-act, at the path compiled in (a copy of qemu-hook elsewhere finds it too), with
+ * our arguments; the domain XML we read, if any, becomes its stdin again. Returns only on
+ * failure. */
 static int act(char **argv, const char *xml, size_t len) {
-        char path[PATH_MAX];
-        const size_t room = sizeof(path) - sizeof("/qemu-hook-act");
-        ssize_t n = readlink("/proc/self/exe", path, room);
-        char *slash;
-
-        if (n <= 0 || (size_t) n >= room || !(slash = memrchr(path, '/', (size_t) n))) {
-                fprintf(stderr, "qemu-hook: cannot find where it is installed (/proc/self/exe): %s\n",
-                        n < 0 ? strerror(errno) : "not a usable path");
-                return -1;
-        }
-        strcpy(slash, "/qemu-hook-act");
         if (xml) {
                 int fd = memfd_with("domain-xml", xml, len);
                 if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, STDIN_FILENO) < 0) {
@@ -41,8 +31,8 @@ static int act(char **argv, const char *xml, size_t len) {
                 }
                 close(fd);
         }
-        execv(path, argv);
-        fprintf(stderr, "qemu-hook: cannot run %s: %m\n", path);
+        execv(QEMU_HOOK_ACT, argv);
+        fprintf(stderr, "qemu-hook: cannot run " QEMU_HOOK_ACT ": %m\n");
         return -1;
 }
 
@@ -53,46 +43,48 @@ static void note(int prio, int err, const char *msg, const char *vm, const char 
         said = said || prio <= LOG_WARNING;
 }
 
-/* Whether a prepare/release call of vm provably concerns no GPU of ours, silently: with anything
- * to say (a config warning), qemu-hook-act says it. */
-static bool not_ours(const char *vm, bool release, char **xml, size_t *len) {
-        _cleanup_free_ struct pci_addr *addrs = NULL;
-        _cleanup_free_ char *error = NULL;
-        struct config cfg;
-        size_t n;
-        bool ours = false;
+/* The call's action as decide() makes it from what this process can see cheaply: the scripts'
+ * path, the journal, the config, the XML when it matters. Anything to say (a config warning, an
+ * error) is qemu-hook-act's to say: then ACTION_REFUSE, which hands the call on. */
+static enum action front_decide(const char *vm, const char *op, const char *sub, char **xml, size_t *len) {
+        struct call_facts f = { .handle = -1 };
+        struct config cfg = {};
+        char scripts[PATH_MAX];
+        enum action a;
 
-        if (release && journal_exists(vm))
-                return false;
-        if (access(HOOKS_DIR_DEFAULT "/kvm.conf", F_OK) < 0)
-                return errno == ENOENT;         /* not configured: only scripts would run */
-        if (config_load(HOOKS_DIR_DEFAULT "/kvm.conf", geteuid() == 0, &cfg) < 0)
-                return false;                   /* qemu-hook-act reports it */
-        if (said) {
-                config_free(&cfg);
-                return false;
+        f.op = strcmp(op, "prepare") == 0 && strcmp(sub, "begin") == 0 ? CALL_PREPARE :
+               strcmp(op, "release") == 0 && strcmp(sub, "end") == 0 ? CALL_RELEASE : CALL_OTHER;
+        /* Anything there, runnable or not (qemu-hook-act warns about those), is its. */
+        snprintf(scripts, sizeof(scripts), HOOKS_DIR_DEFAULT "/qemu.d/%s/%s/%s", vm, op, sub);
+        f.scripts = !(access(scripts, F_OK) < 0 && (errno == ENOENT || errno == ENOTDIR));
+        if (f.op == CALL_OTHER || f.scripts)
+                return decide(&f);
+        f.journal = f.op == CALL_RELEASE && journal_exists(vm);
+        if (access(HOOKS_DIR_DEFAULT "/kvm.conf", F_OK) < 0 && errno == ENOENT)
+                f.config = CONFIG_ABSENT;
+        else
+                f.config = config_load(HOOKS_DIR_DEFAULT "/kvm.conf", geteuid() == 0, &cfg) < 0 ? CONFIG_BROKEN
+                                                                                                 : CONFIG_LOADED;
+        if (said)
+                f.config = CONFIG_BROKEN;
+        if (f.config == CONFIG_LOADED) {
+                const struct vm_config *v = config_vm(&cfg, vm);
+                f.handle = v ? v->handle : -1;
         }
-        const struct vm_config *v = config_vm(&cfg, vm);
-        if (v && v->handle >= 0) {
-                ours = v->handle;
-                config_free(&cfg);
-                return !ours;
+        a = decide(&f);
+        if (a == ACTION_NEED_XML) {
+                _cleanup_free_ char *error = NULL;
+                /* On a read error what was read goes on too, so qemu-hook-act meets the same error. */
+                f.xml = domain_read_stdin(xml, len) < 0 ? XML_BROKEN : domain_uses_gpu(&cfg, *xml, *len, &error);
+                a = decide(&f);
         }
-        /* On a read error what was read goes on too, so qemu-hook-act meets the same error. */
-        if (domain_read_stdin(xml, len) < 0 || !*xml ||
-            domain_pci_hostdevs(*xml, *len, &addrs, &n, &error) < 0) {
+        if (f.config == CONFIG_LOADED)
                 config_free(&cfg);
-                return false;
-        }
-        for (size_t i = 0; i < n && !ours; i++)
-                ours = config_is_gpu(&cfg, &addrs[i]);
-        config_free(&cfg);
-        return !ours;
+        return a;
 }
 
 int main(int argc, char **argv) {
         _cleanup_free_ char *xml = NULL;
-        char scripts[PATH_MAX];
         size_t len = 0;
         const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
         bool simple = argc == 4 || argc == 5;
@@ -104,15 +96,8 @@ int main(int argc, char **argv) {
         for (int i = 1; simple && strcmp(self, "qemu") != 0 && i < argc; i++)
                 simple = argv[i][0] != '-' || strcmp(argv[i], "-") == 0;
         if (simple) {
-                const char *vm = argv[1], *op = argv[2], *sub = argv[3];
-                bool prepare = strcmp(op, "prepare") == 0 && strcmp(sub, "begin") == 0;
-                bool release = strcmp(op, "release") == 0 && strcmp(sub, "end") == 0;
-
-                log_setup(vm, -1, note);
-                /* Anything there, runnable or not (qemu-hook-act warns about those), is its. */
-                snprintf(scripts, sizeof(scripts), HOOKS_DIR_DEFAULT "/qemu.d/%s/%s/%s", vm, op, sub);
-                bool none = access(scripts, F_OK) < 0 && (errno == ENOENT || errno == ENOTDIR);
-                if (none && ((!prepare && !release) || not_ours(vm, release, &xml, &len)))
+                log_setup(argv[1], -1, note);
+                if (front_decide(argv[1], argv[2], argv[3], &xml, &len) == ACTION_NOTHING)
                         return 0;
         }
         act(argv, xml, len);

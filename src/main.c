@@ -12,6 +12,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "decide.h"
 #include "domain.h"
 #include "engine.h"
 #include "host.h"
@@ -124,29 +125,18 @@ static int input_get(struct input *in) {
         return domain_read_stdin(&in->xml, &in->len);
 }
 
-/* Whether the VM is ours: the config names it, or its XML passes a function of the GPU. */
-static int vm_is_ours(const struct config *cfg, const char *vm, struct input *in) {
-        const struct vm_config *v = config_vm(cfg, vm);
-        _cleanup_free_ struct pci_addr *addrs = NULL;
+/* What the domain XML says of the GPU, for decide(); a broken or missing XML is logged. */
+static enum xml_gpu xml_facts(const struct config *cfg, const char *vm, struct input *in) {
         _cleanup_free_ char *error = NULL;
-        size_t n;
-        int r;
+        enum xml_gpu x;
 
-        if (v && v->handle >= 0)
-                return v->handle;
-        r = input_get(in);
-        if (r < 0)
-                return r;
-        if (!in->xml)
-                return log_error_errno(EINVAL, "%s: no domain XML on standard input, and the config does not "
-                                       "name the VM ([vm %s] handle = yes)", vm, vm);
-        r = domain_pci_hostdevs(in->xml, in->len, &addrs, &n, &error);
-        if (r < 0)
-                return log_error_errno(r, "%s: domain XML on standard input: %s", vm, error);
-        for (size_t i = 0; i < n; i++)
-                if (config_is_gpu(cfg, &addrs[i]))
-                        return 1;
-        return 0;
+        if (input_get(in) < 0)
+                return XML_BROKEN;
+        x = domain_uses_gpu(cfg, in->xml, in->len, &error);
+        if (x == XML_BROKEN)
+                log_error("%s: domain XML on standard input: %s%s", vm, error,
+                          in->xml ? "" : ", and the config does not name the VM ([vm NAME] handle = yes)");
+        return x;
 }
 
 /* The host as the planner needs it: a snapshot, the secondary GPU's display driver resolved, and
@@ -402,8 +392,7 @@ static int run(struct args *a) {
         struct config cfg = {};
         struct scripts scripts = {};
         struct input in = {};
-        bool prepare = strcmp(a->op, "prepare") == 0 && strcmp(a->sub, "begin") == 0;
-        bool release = strcmp(a->op, "release") == 0 && strcmp(a->sub, "end") == 0;
+        struct call_facts f = { .handle = -1 };
         /* Only what --dry-run was asked for goes to stdout: libvirt takes the hook's stdout of
          * `migrate` and `restore` as a new domain XML, and as its hook (`qemu`) there are no
          * options, so no --dry-run. */
@@ -411,43 +400,52 @@ static int run(struct args *a) {
         char qemu_d[PATH_MAX];
         struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1, .scripts = &scripts,
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
-        int r, ret = EXIT_DONE, scripts_r = 0;
+        int ret = EXIT_DONE, scripts_r = 0;
 
         log_setup(a->vm, a->verbose ? LOG_DEBUG : LOG_NOTICE, a->dry_run ? NULL : log_journal);
         if (snprintf(qemu_d, sizeof(qemu_d), "%s/qemu.d", a->hooks_dir) >= (int) sizeof(qemu_d)) {
                 log_error("--hooks-dir %s: path too long", a->hooks_dir);
                 return EXIT_USAGE;
         }
+        f.op = strcmp(a->op, "prepare") == 0 && strcmp(a->sub, "begin") == 0 ? CALL_PREPARE :
+               strcmp(a->op, "release") == 0 && strcmp(a->sub, "end") == 0 ? CALL_RELEASE : CALL_OTHER;
         /* One stat() when there are none: the path of every VM that is not ours. */
         if (!a->recover)
                 scripts_r = scripts_find(qemu_d, a->vm, a->op, a->sub, geteuid() == 0, &scripts);
-        if (!prepare && !release && scripts.n == 0 && scripts_r == 0)
+        f.scripts = scripts.n > 0 || scripts_r < 0;
+        /* Another operation depends on its scripts alone: no config to read when there are none. */
+        if (f.op == CALL_OTHER && decide(&f) == ACTION_NOTHING)
                 return EXIT_DONE;
 
         /* Without the default kvm.conf qemu-hook is only the scripts' dispatcher. */
-        bool configured = a->explicit_config || access(a->config, F_OK) == 0 || errno != ENOENT;
-        r = configured ? config_load(a->config, geteuid() == 0, &cfg) : 0;
-        configured = configured && r >= 0;
-        /* A recorded hand-over is handed back whatever the XML or the config say now: the journal
-         * has all the undo needs, and the host must get its GPU back. hand_back() reads it. */
-        bool recorded = release && journal_exists(a->vm);
-        if (recorded && !configured)
+        f.config = !a->explicit_config && access(a->config, F_OK) < 0 && errno == ENOENT ? CONFIG_ABSENT :
+                   config_load(a->config, geteuid() == 0, &cfg) < 0 ? CONFIG_BROKEN : CONFIG_LOADED;
+        const struct vm_config *v = f.config == CONFIG_LOADED ? config_vm(&cfg, a->vm) : NULL;
+        /* --recover names the VM to hand back: it is ours. */
+        f.handle = a->recover ? 1 : v ? v->handle : -1;
+        f.journal = f.op == CALL_RELEASE && journal_exists(a->vm);
+        enum action action = decide(&f);
+        if (action == ACTION_NEED_XML) {
+                f.xml = xml_facts(&cfg, a->vm, &in);
+                action = decide(&f);
+        }
+        if (action == ACTION_HAND_BACK && f.journal && f.config != CONFIG_LOADED)
                 log_warning("%s: the config %s %s; handing back what the journal in " JOURNAL_DIR " records",
-                            a->vm, a->config, r < 0 ? "cannot be used (see above)" : "does not exist");
-        /* Elsewhere the scripts still run, with the default deadline. */
-        if (r < 0 && !recorded && (prepare || release)) {
-                ret = EXIT_USAGE;
+                            a->vm, a->config, f.config == CONFIG_BROKEN ? "cannot be used (see above)" : "does not exist");
+        if (action == ACTION_REFUSE) {
+                ret = EXIT_USAGE;       /* said where the config or the XML was read; nothing done */
                 goto out;
         }
+        /* Elsewhere the scripts still run, with the default deadlines. */
         c.cfg = &cfg;
-        const struct vm_config *v = configured ? config_vm(&cfg, a->vm) : NULL;
-        c.timeout = (v && v->timeout_ms ? v->timeout_ms : configured ? cfg.timeout_ms : CONFIG_TIMEOUT_DEFAULT_MS) *
-                    USEC_PER_MSEC;
-        c.script_timeout = (configured ? cfg.script_timeout_ms : CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS) * USEC_PER_MSEC;
+        c.timeout = (v && v->timeout_ms ? v->timeout_ms : f.config == CONFIG_LOADED ? cfg.timeout_ms :
+                     CONFIG_TIMEOUT_DEFAULT_MS) * USEC_PER_MSEC;
+        c.script_timeout = (f.config == CONFIG_LOADED ? cfg.script_timeout_ms : CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS) *
+                           USEC_PER_MSEC;
         if (scripts.n && scripts_r == 0)
                 scripts_r = scripts_input(&c, &in);
 
-        if (!prepare && !release) {
+        if (action == ACTION_SCRIPTS && f.op == CALL_OTHER) {
                 if (scripts_r == 0)
                         scripts_r = run_scripts(&c, &scripts, out);
                 if (scripts_r < 0 && failure_ignored(a->op))
@@ -458,23 +456,16 @@ static int run(struct args *a) {
         }
         /* Release: the scripts first, while the GPU is still the VM's (they may need it); a failing
          * one does not keep the host from getting its GPU back. */
-        if (release) {
+        if (f.op == CALL_RELEASE) {
                 if (scripts_r == 0)
                         scripts_r = run_scripts(&c, &scripts, out);
-                scripts_free(&scripts);
         } else if (scripts_r < 0) {
                 ret = EXIT_USAGE;       /* a script refused before anything was done */
                 goto out;
         }
-
-        r = recorded ? 1 : !configured ? 0 : vm_is_ours(&cfg, a->vm, &in);
-        if (r < 0) {
-                ret = EXIT_USAGE;
-                goto out;
-        }
-        if (r == 0) {
-                /* Not ours: prepare's scripts run on their own. */
-                if (prepare && run_scripts(&c, &scripts, out) < 0)
+        if (action == ACTION_SCRIPTS) {
+                /* Not ours: prepare's scripts run on their own (release's ran above). */
+                if (f.op == CALL_PREPARE && run_scripts(&c, &scripts, out) < 0)
                         ret = EXIT_FAILED;
                 goto out;
         }
@@ -485,16 +476,16 @@ static int run(struct args *a) {
                         goto out;
                 }
         }
-        ret = prepare ? hand_over(&c, &scripts, a->dry_run, out) : hand_back(&c, a->dry_run, out);
+        ret = action == ACTION_HAND_OVER ? hand_over(&c, &scripts, a->dry_run, out) : hand_back(&c, a->dry_run, out);
         bus_close(&c);
 out:
-        if (release && scripts_r < 0 && ret == EXIT_DONE)
+        if (f.op == CALL_RELEASE && scripts_r < 0 && ret == EXIT_DONE)
                 ret = EXIT_FAILED;
         if (c.xml_fd >= 0)
                 close(c.xml_fd);
         free(in.xml);
         scripts_free(&scripts);
-        if (configured)
+        if (f.config == CONFIG_LOADED)
                 config_free(&cfg);
         return ret;
 }

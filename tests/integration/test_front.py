@@ -1,17 +1,19 @@
 """The front end (src/front.c) as libvirt runs it: no options, /etc/libvirt/hooks/kvm.conf (the
 test namespace's own, empty /etc/libvirt). It must exit 0 by itself when nothing is to be done,
-and hand everything else to qemu-hook-act beside it with the XML it read. A copy of the front
-end in a directory of its own, beside a stand-in qemu-hook-act that records its arguments and
-standard input and exits 42, shows which calls it settles by itself (the stand-in never runs)
-and what it hands on (exactly the arguments and the XML libvirt gave)."""
+and hand everything else to qemu-hook-act, at the libexec path compiled in, with the XML it read.
+A copy of the front end in a directory of its own (a hook installed as a copy), with a stand-in
+qemu-hook-act at that path that records its arguments and standard input and exits 42, shows
+which calls it settles by itself (the stand-in never runs) and what it hands on (exactly the
+arguments and the XML libvirt gave)."""
 import os
 import shutil
 
 import fakehost
 from fakehost import R5, VEGA, VEGA_AUDIO
 
-HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", "qemu-hook"))
+HOOK = fakehost.HOOK
 ACT = os.path.join(os.path.dirname(HOOK), "qemu-hook-act")
+INSTALLED_ACT = os.path.join(fakehost.LIBEXEC, "qemu-hook-act")
 HOOKS = "/etc/libvirt/hooks"
 ALONE = "/run/fakehost/front-alone"
 OURS = fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO])
@@ -29,7 +31,8 @@ exit 42
 
 def setup(conf=fakehost.NATIVE_CONF, stand_in=True):
     """HOOKS with CONF as kvm.conf (None: no kvm.conf), no journal; ALONE with a copy of the
-    front end and, unless not stand_in, the recording stand-in for qemu-hook-act."""
+    front end and, unless not stand_in, the recording stand-in for qemu-hook-act, which alone()
+    puts at the libexec path (without it, none is there)."""
     fakehost.check_safe()
     shutil.rmtree(HOOKS, ignore_errors=True)
     shutil.rmtree("/run/qemu-hook", ignore_errors=True)
@@ -58,7 +61,15 @@ def alone(vm, op, sub, xml, *options):
     for f in ("act-args", "act-stdin"):
         if os.path.exists(f"{ALONE}/{f}"):
             os.unlink(f"{ALONE}/{f}")
-    rc, out, err, _ = fakehost.run_hook([ALONE + "/qemu-hook", *options, vm, op, sub, "-"], xml)
+    stand_in = ALONE + "/qemu-hook-act"
+    if os.path.exists(stand_in):
+        fakehost.install_act(stand_in)
+    else:
+        os.unlink(INSTALLED_ACT)
+    try:
+        rc, out, err, _ = fakehost.run_hook([ALONE + "/qemu-hook", *options, vm, op, sub, "-"], xml)
+    finally:
+        fakehost.install_act(ACT)
     if not os.path.exists(f"{ALONE}/act-args"):
         return rc, out, err, None
     with open(f"{ALONE}/act-args") as f:
@@ -112,17 +123,17 @@ def test_hands_over_through_qemu_hook_act(host):
 
 
 def test_a_broken_installation_never_kills_a_running_vm(host):
-    """No qemu-hook-act beside the front end: what it cannot settle fails with exit 2 naming the
-    missing file, but on started and reconnect (where libvirt kills the VM) it exits 0."""
+    """No qemu-hook-act where the front end looks: what it cannot settle fails with exit 2 naming
+    the missing file, but on started and reconnect (where libvirt kills the VM) it exits 0."""
     setup(stand_in=False)
     for op, sub in (("prepare", "begin"), ("release", "end")):
         rc, out, err, _ = alone("win10", op, sub, OURS)
-        assert (rc, out) == (2, "") and err.startswith(f"qemu-hook: cannot run {ALONE}/qemu-hook-act: "), (rc, err)
+        assert (rc, out) == (2, "") and err.startswith(f"qemu-hook: cannot run {INSTALLED_ACT}: "), (rc, err)
     for op, sub in (("started", "begin"), ("reconnect", "begin")):
         # a script, so that the call is not the front end's to settle
         fakehost.recording_script(f"{HOOKS}/qemu.d/win10/{op}/{sub}/10-x", ALONE + "/scripts")
         rc, out, err, _ = alone("win10", op, sub, OURS)
-        assert (rc, out) == (0, "") and err.startswith(f"qemu-hook: cannot run {ALONE}/qemu-hook-act: "), (rc, err)
+        assert (rc, out) == (0, "") and err.startswith(f"qemu-hook: cannot run {INSTALLED_ACT}: "), (rc, err)
     assert host.writes() == 0
 
 

@@ -306,7 +306,8 @@ def test_config_errors_exit_2_and_touch_nothing(host):
 
 def test_config_writable_by_others_is_refused(host):
     config(mode=0o666)
-    expect(hook("prepare", "begin"), 2, f"config {CONF}: refusing a file writable by group or others")
+    expect(hook("prepare", "begin"), 2, f"config {CONF}: refusing it, {CONF} is writable by group or others "
+           "(mode 0666; chmod go-w")
     assert host.writes() == 0
 
 

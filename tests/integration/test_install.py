@@ -15,8 +15,8 @@ BINARY = "/usr/local/sbin/qemu-hook"
 EXAMPLE = "/usr/local/share/doc/qemu-hook/kvm.conf"
 TREE = [
     "etc/libvirt/hooks/qemu -> /usr/local/sbin/qemu-hook",
+    "usr/local/libexec/qemu-hook/qemu-hook-act",
     "usr/local/sbin/qemu-hook",
-    "usr/local/sbin/qemu-hook-act",
     "usr/local/share/doc/qemu-hook/kvm.conf",
     "usr/local/share/man/man8/qemu-hook.8",
 ]

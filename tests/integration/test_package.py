@@ -163,7 +163,7 @@ def test_file_list():
     entries = contents()
     names = {name.rstrip("/"): (mode, target) for mode, name, target in entries}
     assert not [n for n in names if n == "etc" or n.startswith("etc/")], sorted(names)
-    for binary in ("usr/sbin/qemu-hook", "usr/sbin/qemu-hook-act"):
+    for binary in ("usr/sbin/qemu-hook", "usr/libexec/qemu-hook/qemu-hook-act"):
         assert names.get(binary, ("",))[0] == "-rwxr-xr-x", (binary, names.get(binary))
     assert "usr/share/man/man8/qemu-hook.8.gz" in names, sorted(names)
     assert names.get(EXAMPLE, ("",))[0] == "-rw-r--r--", sorted(names)
@@ -179,7 +179,7 @@ def test_binaries_are_hardened():
     tree = fakehost.SCRATCH + "/deb-files"
     shutil.rmtree(tree, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-x", deb(), tree], check=True)
-    for binary in ("usr/sbin/qemu-hook", "usr/sbin/qemu-hook-act"):
+    for binary in ("usr/sbin/qemu-hook", "usr/libexec/qemu-hook/qemu-hook-act"):
         ok, facts = elffacts.hardened(os.path.join(tree, binary))
         assert ok, (binary, facts)
     shutil.rmtree(tree)
@@ -218,7 +218,7 @@ def test_install_without_a_hook_makes_the_link_and_remove_deletes_it():
     out = dpkg("-i", deb())
     assert os.readlink(f"{HOOKS}/qemu") == BINARY, out
     assert os.stat(HOOKS).st_mode & 0o777 == 0o755
-    assert os.path.isfile(f"{ROOT}/usr/sbin/qemu-hook") and os.path.isfile(f"{ROOT}/usr/sbin/qemu-hook-act")
+    assert os.path.isfile(f"{ROOT}/usr/sbin/qemu-hook") and os.path.isfile(f"{ROOT}/usr/libexec/qemu-hook/qemu-hook-act")
     assert os.path.isfile(f"{ROOT}/{EXAMPLE}")
     assert os.listdir(HOOKS) == ["qemu"], os.listdir(HOOKS)       # no kvm.conf made
     assert "made /etc/libvirt/hooks/qemu a link" in out, out
@@ -295,7 +295,7 @@ def test_remove_is_refused_while_a_hand_over_is_recorded():
     assert "a hand-over is still recorded in /run/qemu-hook" in out and "/run/qemu-hook/win10.state" in out, out
     assert "'qemu-hook --recover VM'" in out, out
     assert status().endswith(" ok installed"), (status(), out)    # still installed (want: deinstall)
-    assert os.readlink(f"{HOOKS}/qemu") == BINARY and os.path.isfile(f"{ROOT}/usr/sbin/qemu-hook-act"), out
+    assert os.readlink(f"{HOOKS}/qemu") == BINARY and os.path.isfile(f"{ROOT}/usr/libexec/qemu-hook/qemu-hook-act"), out
     # the override the message names
     out = dpkg("-r", "qemu-hook", QEMU_HOOK_FORCE_REMOVE="1")
     assert not os.path.lexists(f"{HOOKS}/qemu"), out

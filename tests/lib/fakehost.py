@@ -32,6 +32,10 @@ MARKER = "/sys/.fakesys/marker"
 NS_ENV = "FAKEHOST_NAMESPACE"
 SCRATCH = "/run/fakehost"
 LIBVIRT_ETC = "/etc/libvirt"
+# Where the front end execs qemu-hook-act from (the Makefile's LIBEXECDIR, compiled in), and the
+# qemu-hook under test (the Makefile sets QEMU_HOOK for the ASan pass).
+LIBEXEC = os.environ.get("QEMU_HOOK_LIBEXECDIR", "/usr/local/libexec/qemu-hook")
+HOOK = os.path.join(REPO, os.environ.get("QEMU_HOOK", "qemu-hook"))
 PY = "/usr/bin/python3"
 
 # Fake kernel modules for libkmod: name, file, aliases (origin.KERNEL_MODULES). Enough for
@@ -95,7 +99,23 @@ def enter_namespace(dev=True, modules=True):
         _fake_modules()
     if dev:
         _private_dev()
+    _overlay("/usr/local", "usrlocal", "/usr/local")
+    install_act(os.path.join(os.path.dirname(HOOK), "qemu-hook-act"))
     os.environ[NS_ENV + "_READY"] = "1"
+
+
+def install_act(path):
+    """PATH becomes the qemu-hook-act the front end runs: linked at LIBEXEC, in this namespace's
+    own /usr/local (an overlay of the machine's), never the machine's."""
+    if not LIBEXEC.startswith("/usr/local/"):
+        die(f"QEMU_HOOK_LIBEXECDIR={LIBEXEC}: the tests can only place qemu-hook-act under /usr/local", 2)
+    if not any(point == "/usr/local" and fstype == "overlay" for point, fstype in _mounts()):
+        die("/usr/local is the machine's: refusing to install qemu-hook-act there", 99)
+    os.makedirs(LIBEXEC, exist_ok=True)
+    act = os.path.join(LIBEXEC, "qemu-hook-act")
+    if os.path.lexists(act):
+        os.unlink(act)
+    os.symlink(os.path.abspath(path), act)
 
 
 def _overlay(lower, name, target):

@@ -114,6 +114,8 @@ class Libvirt:
         with open("/etc/libvirt/libvirtd.conf", "w") as f:
             f.write('log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n')
         cls._add_user("libvirt-qemu", 64055)       # libvirtd wants it even with user = "root"
+        if binary:      # its own qemu-hook-act, where the installed front end looks too
+            fakehost.install_act(os.path.join(os.path.dirname(binary), "qemu-hook-act"))
         os.rename("/usr/local/sbin/qemu-hook", "/usr/local/sbin/qemu-hook.real")
         with open("/usr/local/sbin/qemu-hook", "w") as f:
             f.write(WRAPPER.format(pid=os.getpid(), marker=fakehost.MARKER,
