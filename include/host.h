@@ -53,18 +53,27 @@ void host_free(struct host *h);
 /* Reads one function's driver and driver_override now ("" when none). */
 int host_read_func(const char *name, struct pci_func *ret);
 
-/* The device numbers of a PCI function's DRM (card, render), sound (/dev/snd/...) and framebuffer
- * (/dev/fbN) nodes. Returns how many were found (up to max), or a negative errno. */
-int host_func_devnums(const char *func, dev_t *devs, size_t max);
+/* A device node through which a process uses a PCI function: matched by number, named by path. */
+struct func_node {
+        dev_t devnum;
+        char path[64];                          /* "/dev/vfio/17", for messages */
+};
+
+/* The nodes of a PCI function a process may hold: its DRM (card, render), sound (/dev/snd/...),
+ * framebuffer (/dev/fbN) and vfio cdev (/dev/vfio/devices/vfioN) nodes; on vfio-pci its IOMMU
+ * group's /dev/vfio/GROUP (never the container /dev/vfio/vfio, which every VM holds); on amdgpu
+ * /dev/kfd, which all amdgpu devices share. Returns how many were found (up to max), or a negative
+ * errno. */
+int host_func_nodes(const char *func, struct func_node *nodes, size_t max);
 
 /* Whether the function has a DRM card (cardN, not a connector) of its own, and udev has processed
  * it if udevd runs. */
 int host_func_has_drm_card(const char *func);
 
-/* Processes holding any of the device numbers open (matched by st_rdev through /proc/PID/fd, in any
- * mount namespace): writes "PID (comm, unit U)" entries into buf, comma-separated; returns how
- * many. */
-int host_node_holders(const dev_t *devs, size_t n_devs, char *buf, size_t size);
+/* Processes holding any of the nodes open (matched by device number through /proc/PID/fd, in any
+ * mount namespace, deleted or not): writes "PID (comm, unit U) holding /dev/NODE" entries into buf,
+ * comma-separated; returns how many. */
+int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size);
 
 /* The module the kernel's module aliases (libkmod, modules.alias) give for the function, vfio_pci
  * and pci_stub excepted: the display driver of a parked secondary GPU, as a module name (see
@@ -81,8 +90,8 @@ int host_pci_driver(const char *name, bool load, char *buf, size_t size);
  * (no framebuffer). */
 int host_find_fbcon(char *name, size_t size, bool *bound);
 
-/* Waits until no process holds a node of the function (host_func_devnums). On -ETIMEDOUT,
- * holders names them ("PID (comm, unit U), ..."). */
+/* Waits until no process holds a node of the function (host_func_nodes). On -ETIMEDOUT, holders
+ * names them ("PID (comm, unit U) holding /dev/NODE, ..."). */
 int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t size);
 
 /* Whether a PCI driver is registered, or can be loaded (libkmod); 1 loaded, 0 loadable, <0 not. */

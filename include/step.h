@@ -65,6 +65,10 @@ struct step {
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
         step_holders, step_pci_driver, step_cpus, step_script;
 const struct step_kind *step_kind_by_name(const char *name);
+/* Before a hand-back undoes anything: waits (until the deadline) for the processes holding the
+ * vfio nodes of a function it takes off vfio-pci to let go; -EBUSY, logged naming them, when a VM
+ * still holds the GPU. */
+int holders_check_hand_back(struct run_ctx *c, const struct step *steps, size_t n_steps);
 const char *step_state_to_string(enum step_state s);
 int step_state_from_string(const char *s);
 void step_describe(const struct step *s, bool undo, char *buf, size_t size);

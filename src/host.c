@@ -249,28 +249,73 @@ static int foreach_child(const char *func, const char *subsystem,
         return 0;
 }
 
-struct devnum_list {
-        dev_t *devs;
+struct node_list {
+        struct func_node *nodes;
         size_t n, max;
 };
 
-static int add_devnum(struct udev_device *child, void *data) {
-        struct devnum_list *l = data;
-        dev_t dev = udev_device_get_devnum(child);
+static void add_node(struct node_list *l, struct udev_device *dev) {
+        dev_t devnum = udev_device_get_devnum(dev);
+        const char *path = udev_device_get_devnode(dev);
 
-        if (major(dev) != 0 && l->n < l->max)
-                l->devs[l->n++] = dev;
+        if (major(devnum) == 0 || l->n >= l->max)
+                return;
+        for (size_t i = 0; i < l->n; i++)
+                if (l->nodes[i].devnum == devnum)
+                        return;
+        l->nodes[l->n] = (struct func_node) { .devnum = devnum };
+        /* Only for the message: a name too long for it is cut, the number is what counts. */
+        snprintf(l->nodes[l->n].path, sizeof(l->nodes[l->n].path), "%s", path ? path : "?");
+        l->n++;
+}
+
+static int add_child_node(struct udev_device *child, void *data) {
+        add_node(data, child);
         return 0;
 }
 
-int host_func_devnums(const char *func, dev_t *devs, size_t max) {
-        static const char *const subsystems[] = { "drm", "sound", "graphics" };
-        struct devnum_list l = { .devs = devs, .max = max };
-        int r = 0;
+/* The node of a class device that is no child of the function (/dev/vfio/GROUP, /dev/kfd): absent
+ * is fine, the kernel makes them only while they have users to serve. */
+static void add_class_node(struct node_list *l, const char *subsystem, const char *sysname) {
+        _cleanup_(udev_unrefp) struct udev *udev = udev_new();
+        _cleanup_(udev_device_unrefp) struct udev_device *dev = NULL;
 
-        for (size_t i = 0; i < ELEMENTSOF(subsystems) && r >= 0; i++)
-                r = foreach_child(func, subsystems[i], add_devnum, &l);
-        return r < 0 ? r : (int) l.n;
+        if (udev && (dev = udev_device_new_from_subsystem_sysname(udev, subsystem, sysname)))
+                add_node(l, dev);
+}
+
+int host_func_nodes(const char *func, struct func_node *nodes, size_t max) {
+        /* vfio-dev: the device's own vfio cdev (/dev/vfio/devices/vfioN, Linux >= 6.6); before
+         * that its vfio-dev/vfioN has no node, and it is skipped like a sound card's directory. */
+        static const char *const subsystems[] = { "drm", "sound", "graphics", "vfio-dev" };
+        struct node_list l = { .nodes = nodes, .max = max };
+        char path[PATH_MAX], driver[NAME_LEN] = "", group[16] = "";
+        int r;
+
+        /* The links alone, not host_read_func(): driver_override takes the device's lock, which
+         * a write still pending in the kernel may hold. */
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/driver", func);
+        r = sysfs_link_name(path, driver, sizeof(driver));
+        if (r < 0 && r != -ENOENT)
+                return r;
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/iommu_group", func);
+        (void) sysfs_link_name(path, group, sizeof(group));
+        for (size_t i = 0; i < ELEMENTSOF(subsystems); i++) {
+                r = foreach_child(func, subsystems[i], add_child_node, &l);
+                if (r < 0)
+                        return r;
+        }
+        /* On vfio-pci, a VM uses the function through its IOMMU group's node (qemu opens
+         * /dev/vfio/GROUP, then the device through it): a holder is a VM still running with it,
+         * and vfio-pci's remove waits for it to let go. Not /dev/vfio/vfio: the container node,
+         * open in every VM, says nothing about this function. */
+        if (strcmp(driver, "vfio-pci") == 0 && group[0])
+                add_class_node(&l, "vfio", group);
+        /* ROCm and OpenCL reach amdgpu through /dev/kfd, one node for every amdgpu device: a
+         * compute process holding it keeps amdgpu busy, whichever GPU it computes on. */
+        if (strcmp(driver, "amdgpu") == 0)
+                add_class_node(&l, "kfd", "kfd");
+        return (int) l.n;
 }
 
 static int is_card(struct udev_device *child, void *data) {
@@ -295,29 +340,31 @@ int host_func_has_drm_card(const char *func) {
         return foreach_child(func, "drm", is_card, NULL);
 }
 
-static bool holds(int fds, const dev_t *devs, size_t n_devs) {
+/* The index in nodes of a node the process whose fd directory is fds holds open, or -1. */
+static int holds(int fds, const struct func_node *nodes, size_t n_nodes) {
         _cleanup_(closedirp) DIR *d = fdopendir(fds);
         struct dirent *de;
 
         if (!d) {
                 close(fds);
-                return false;
+                return -1;
         }
         while ((de = readdir(d))) {
                 struct statx st;
 
                 /* statx() follows the magic link to the open file itself, in whatever mount
-                 * namespace the process lives, and after the node was deleted. AT_STATX_DONT_SYNC:
-                 * from the inode as cached, so that a file open on a dead NFS server or a wedged
-                 * FUSE mount cannot block the scan. */
+                 * namespace the process lives (its path may exist only there), and after the node
+                 * was deleted: the device number is all that counts. AT_STATX_DONT_SYNC: from the
+                 * inode as cached, so that a file open on a dead NFS server or a wedged FUSE mount
+                 * cannot block the scan. */
                 if (de->d_name[0] == '.' ||
                     statx(dirfd(d), de->d_name, AT_STATX_DONT_SYNC, STATX_TYPE, &st) < 0 || !S_ISCHR(st.stx_mode))
                         continue;
-                for (size_t i = 0; i < n_devs; i++)
-                        if (makedev(st.stx_rdev_major, st.stx_rdev_minor) == devs[i])
-                                return true;
+                for (size_t i = 0; i < n_nodes; i++)
+                        if (makedev(st.stx_rdev_major, st.stx_rdev_minor) == nodes[i].devnum)
+                                return (int) i;
         }
-        return false;
+        return -1;
 }
 
 /* "PID (comm, unit)": what a user needs to find the process and stop it the right way. */
@@ -338,28 +385,28 @@ static void describe_pid(pid_t pid, char *buf, size_t size) {
                 snprintf(buf, size, "%d (%s, in no unit)", (int) pid, comm);
 }
 
-int host_node_holders(const dev_t *devs, size_t n_devs, char *buf, size_t size) {
+int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size) {
         _cleanup_(closedirp) DIR *proc = opendir("/proc");
         struct dirent *de;
         int count = 0;
         pid_t self = getpid();
 
         buf[0] = '\0';
-        if (!proc || n_devs == 0)
+        if (!proc || n_nodes == 0)
                 return proc ? 0 : -errno;
         while ((de = readdir(proc))) {
                 char path[PATH_MAX], who[256];
-                int fds;
+                int fds, i;
 
                 if (!isdigit((unsigned char) de->d_name[0]) || atoi(de->d_name) == self)
                         continue;
                 snprintf(path, sizeof(path), "%s/fd", de->d_name);
                 fds = openat(dirfd(proc), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (fds < 0 || !holds(fds, devs, n_devs))
+                if (fds < 0 || (i = holds(fds, nodes, n_nodes)) < 0)
                         continue;       /* gone, a kernel thread, or not a holder */
                 describe_pid(atoi(de->d_name), who, sizeof(who));
                 size_t len = strlen(buf);
-                snprintf(buf + len, size - len, "%s%s", count ? ", " : "", who);
+                snprintf(buf + len, size - len, "%s%s holding %s", count ? ", " : "", who, nodes[i].path);
                 count++;
         }
         return count;
@@ -501,26 +548,28 @@ int host_pci_driver_available(const char *driver) {
 }
 
 struct unused_wait {
-        dev_t devs[64];
-        size_t n_devs;
+        struct func_node nodes[64];
+        size_t n_nodes;
         char *holders;
         size_t size;
 };
 
 static int nobody_holds(void *data) {
         struct unused_wait *w = data;
-        int r = host_node_holders(w->devs, w->n_devs, w->holders, w->size);
+        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size);
         return r < 0 ? r : r == 0;
 }
 
 int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t size) {
-        struct unused_wait w = { .holders = holders, .size = size };
+        _cleanup_free_ struct unused_wait *w = xcalloc(1, sizeof(*w));
         int r;
 
         holders[0] = '\0';
-        r = host_func_devnums(func, w.devs, ELEMENTSOF(w.devs));
+        r = host_func_nodes(func, w->nodes, ELEMENTSOF(w->nodes));
         if (r < 0)
                 return r;
-        w.n_devs = (size_t) r;
-        return wait_until(deadline, nobody_holds, &w);
+        w->n_nodes = (size_t) r;
+        w->holders = holders;
+        w->size = size;
+        return wait_until(deadline, nobody_holds, w);
 }

@@ -180,6 +180,9 @@ static int undo(struct run_ctx *c, struct plan *p, bool dry_run, FILE *out) {
                 plan_print(p, true, out);
                 return EXIT_DONE;
         }
+        /* A VM still running with the GPU keeps it, and the desktop stays as it is. */
+        if (holders_check_hand_back(c, p->steps, p->n_steps) < 0)
+                return EXIT_FAILED;
         /* The user units go back on the bus of the user they were stopped for. */
         if (p->user[0]) {
                 recorded = *cfg;

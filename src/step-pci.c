@@ -144,10 +144,11 @@ static int pci_apply(struct run_ctx *c, struct step *s) {
         r = resolve(s->target, s->to, sizeof(s->to));
         if (r < 0)
                 return r;
-        /* The override stays while handed over: it is what marks the GPU as ours. The plan's
-         * holders step has just waited for the GPU's nodes; the secondary GPU leaves its parking
-         * driver, which has none. */
-        r = move(c, s->target, s->to, s->to, false);
+        /* The override stays while handed over: it is what marks the GPU as ours. Holders once
+         * more right before the unbind: for the GPU the plan's holders step has just waited (this
+         * finds nobody, unless a process opened a node since); the secondary GPU leaving its
+         * parking driver may be another VM's (/dev/vfio/GROUP). */
+        r = move(c, s->target, s->to, s->to, true);
         return r < 0 ? r : wait_display(c, s->target);
 }
 

@@ -13,7 +13,19 @@
  *   - unbinding a function with a sound card blocks the writer while any process holds one of
  *     the card's /dev/snd nodes (matched by device number), and completes when it lets go;
  *   - a DRM minor stays taken while a process holds the old node: the next card gets another
- *     number.
+ *     number;
+ *   - vfio-pci binding the first function of an IOMMU group makes the group's char device
+ *     (devices/virtual/vfio/GROUP, class vfio, node DEV/vfio/GROUP), and the last function leaving
+ *     removes it; each function on vfio-pci has vfio-dev/vfioN, with a node
+ *     (DEV/vfio/devices/vfioN) only when .fakesys/options says vfio_cdev (Linux >= 6.6);
+ *   - unbinding a function from vfio-pci blocks the writer while any process holds its group's
+ *     node or its vfio cdev (vfio_unregister_group_dev waits for the user to release the device;
+ *     the emulation takes a holder of the group node for a VM holding the device through it).
+ * Device numbers as a kernel hands them out: vfio groups, vfio cdevs and kfd have dynamic majors
+ * (alloc_chrdev_region, register_chrdev(0, ...)); here vfio groups are 242:N, N the lowest free
+ * minor (not the group number), vfio cdevs 241:N, /dev/kfd 235:0, the container /dev/vfio/vfio is
+ * misc 10:196; DRM 226, ALSA 116, as real. kfd and the container exist while their modules are
+ * loaded: always, here (origin.py makes them).
  * Drivers are registered by modules of other names (vfio_pci: vfio-pci); /sys/module is part of
  * the tree origin.py builds, since drivers do not come and go here.
  *
@@ -22,6 +34,7 @@
  * the writes now blocked.
  *
  * Control files in BACKING/.fakesys/ (see tests/lib/fakehost.py):
+ *   options  words, one a line, set by origin.py: "vfio_cdev" (the kernel has the vfio cdev)
  *   drivers  "BUS DRIVER ID..." in registration order (pci ids vendor:device, platform names)
  *   log      one line per attribute write, when it returns: "PATH VALUE RESULT"
  *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
@@ -40,9 +53,10 @@
  * to run anything unless it sees it at /sys/.fakesys/marker.
  *
  * Device nodes: given DEV (the test namespace's private /dev, never the machine's), fakesys is
- * devtmpfs and udev too: char nodes DEV/dri/cardN, DEV/snd/controlCN... with the class device's
- * numbers, and udev's DEV/dri/by-path/pci-ADDR-card (-render), DEV/snd/by-path/pci-ADDR links,
- * made and removed with the cards (at start: those of the tree, after clearing DEV/dri, DEV/snd).
+ * devtmpfs and udev too: char nodes DEV/dri/cardN, DEV/snd/controlCN, DEV/vfio/GROUP... with the
+ * class device's numbers, and udev's DEV/dri/by-path/pci-ADDR-card (-render), DEV/snd/by-path/pci-ADDR
+ * links, made and removed with the cards (at start: those of the tree, after clearing DEV/dri,
+ * DEV/snd, DEV/vfio and DEV/kfd).
  *
  * A write that blocks holds no lock of fakesys (the rest of the emulation goes on); a SIGKILLed
  * writer is answered EINTR at once (FUSE interrupt) and its write completes later, once released,
@@ -548,7 +562,7 @@ static int lowest_free(const char *classdir, const char *prefix) {
         return 64;
 }
 
-/* Class device DIR (child of PARENT) of class CLS: uevent, dev, subsystem and device links,
+/* Class device DIR (child of PARENT, NULL for none) of class CLS: uevent, dev, subsystem and device links,
  * the class/CLS/NAME link udev enumerates by, and its node. */
 static void add_class_dev(const char *dir, const char *parent, const char *cls, const char *devname,
                           int major, int minor) {
@@ -569,8 +583,10 @@ static void add_class_dev(const char *dir, const char *parent, const char *cls, 
         snprintf(rel, sizeof(rel), "%s/subsystem", dir);
         snprintf(text, sizeof(text), "class/%s", cls);
         make_link(rel, text);
-        snprintf(rel, sizeof(rel), "%s/device", dir);
-        make_link(rel, parent);
+        if (parent) {   /* none for a virtual device (devices/virtual/...) */
+                snprintf(rel, sizeof(rel), "%s/device", dir);
+                make_link(rel, parent);
+        }
         snprintf(rel, sizeof(rel), "class/%s/%s", cls, strrchr(dir, '/') + 1);
         make_link(rel, dir);
         if (devname)
@@ -659,6 +675,118 @@ static void remove_cards(const char *dev, const char *sub) {
         walk_drop = 0;
         snprintf(rel, sizeof(rel), "%s/%s", dev, sub);
         rm_rf(rel);
+}
+
+/* ---------- vfio ---------- */
+
+#define VFIO_GROUP_MAJOR 242
+#define VFIO_CDEV_MAJOR 241
+
+static int option(const char *word) {
+        char buf[1024];
+        if (read_rel(".fakesys/options", buf, sizeof(buf)) < 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (!strcmp(l, word))
+                        return 1;
+        return 0;
+}
+
+/* The device number in a class device's dev file ("242:0"); 0 when it has none. */
+static dev_t class_devnum(const char *cls, const char *name) {
+        char rel[PATH_MAX], buf[32];
+        unsigned major, minor;
+        snprintf(rel, sizeof(rel), "class/%s/%s/dev", cls, name);
+        if (read_rel(rel, buf, sizeof(buf)) < 0 || sscanf(buf, "%u:%u", &major, &minor) != 2)
+                return 0;
+        return makedev(major, minor);
+}
+
+/* The lowest minor no vfio group has (the kernel's ida). */
+static int vfio_group_minor(void) {
+        char p[PATH_MAX];
+        for (int minor = 0; minor < 256; minor++) {
+                int used = 0;
+                snprintf(p, sizeof(p), "%s/class/vfio", backing);
+                DIR *d = opendir(p);
+                for (struct dirent *de; d && !used && (de = readdir(d));)
+                        used = de->d_name[0] != '.' &&
+                               class_devnum("vfio", de->d_name) == makedev(VFIO_GROUP_MAJOR, (unsigned) minor);
+                if (d)
+                        closedir(d);
+                if (!used)
+                        return minor;
+        }
+        return 255;
+}
+
+static void iommu_group(const char *dev, char *out, size_t size) {
+        char rel[PATH_MAX];
+        snprintf(rel, sizeof(rel), "%s/iommu_group", dev);
+        link_base(rel, out, size);
+}
+
+/* vfio-pci bound DEV: its group's char device if it is the first of the group, its vfio-dev. */
+static void vfio_add(const char *dev) {
+        char group[32], p[PATH_MAX], node[64];
+        struct stat st;
+        iommu_group(dev, group, sizeof(group));
+        snprintf(p, sizeof(p), "%s/class/vfio/%s", backing, group);
+        if (group[0] && lstat(p, &st) < 0) {
+                full(p, "devices/virtual/vfio");
+                mkdirs(p);
+                snprintf(p, sizeof(p), "devices/virtual/vfio/%s", group);
+                snprintf(node, sizeof(node), "vfio/%s", group);
+                add_class_dev(p, NULL, "vfio", node, VFIO_GROUP_MAJOR, vfio_group_minor());
+        }
+        snprintf(p, sizeof(p), "%s/%s/vfio-dev", backing, dev);
+        mkdir(p, 0755);
+        int n = lowest_free("class/vfio-dev", "vfio");
+        snprintf(p, sizeof(p), "%s/vfio-dev/vfio%d", dev, n);
+        snprintf(node, sizeof(node), "vfio/devices/vfio%d", n);
+        add_class_dev(p, dev, "vfio-dev", option("vfio_cdev") ? node : NULL, VFIO_CDEV_MAJOR, n);
+}
+
+/* Is a function of GROUP other than DEV bound to vfio-pci? */
+static int group_on_vfio(const char *group, const char *dev) {
+        char p[PATH_MAX], other[PATH_MAX], drv[64];
+        int found = 0;
+        snprintf(p, sizeof(p), "%s/kernel/iommu_groups/%s/devices", backing, group);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && !found && (de = readdir(d));)
+                found = de->d_name[0] != '.' && device_dir("pci", de->d_name, other) == 0 && strcmp(other, dev) != 0 &&
+                        bound_to(other, drv, sizeof(drv)) && !strcmp(drv, "vfio-pci");
+        if (d)
+                closedir(d);
+        return found;
+}
+
+/* vfio-pci let go of DEV: its vfio-dev goes, and the group's char device with the last function. */
+static void vfio_remove(const char *dev) {
+        char group[32], rel[PATH_MAX], node[64];
+        remove_cards(dev, "vfio-dev");
+        iommu_group(dev, group, sizeof(group));
+        if (!group[0] || group_on_vfio(group, dev))
+                return;
+        snprintf(rel, sizeof(rel), "devices/virtual/vfio/%s", group);
+        snprintf(node, sizeof(node), "vfio/%s", group);
+        drop_node(rel, node);
+        rm_rf(rel);
+        snprintf(rel, sizeof(rel), "class/vfio/%s", group);
+        unlink_rel(rel);
+}
+
+/* The nodes through which a user holds DEV on vfio-pci: its group's and its vfio cdev; how many. */
+static size_t vfio_devs(const char *dev, dev_t *devs, size_t max) {
+        char group[32];
+        size_t n = card_devs(dev, "vfio-dev");
+        n = n < max ? n : max;
+        memcpy(devs, walk_devs, n * sizeof(*devs));
+        iommu_group(dev, group, sizeof(group));
+        dev_t g = group[0] ? class_devnum("vfio", group) : 0;
+        if (g && n < max)
+                devs[n++] = g;
+        return n;
 }
 
 /* ---------- framebuffers and fbcon ---------- */
@@ -847,6 +975,8 @@ static void do_event(const struct event *e) {
         snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/%s", e->bus, e->drv, e->name);
         make_link(rel, e->dev);
         uevent_driver(e->dev, e->drv);
+        if (!strcmp(e->bus, "pci") && !strcmp(e->drv, "vfio-pci"))
+                vfio_add(e->dev);
         if (!strcmp(e->bus, "pci") && pci_display_class(e->dev)) {
                 if (strcmp(e->drv, "pci-stub") != 0)
                         remove_boot_fb(e->dev);         /* vfio-pci's probe too */
@@ -911,6 +1041,8 @@ static int store_unbind(const char *bus, const char *drv, const char *name) {
         unlink_rel(rel);
         snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/%s", bus, drv, name);
         unlink_rel(rel);
+        if (!strcmp(bus, "pci") && !strcmp(drv, "vfio-pci"))
+                vfio_remove(dev);
         uevent_driver(dev, "");
         fbcon_update();
         return 0;
@@ -1060,15 +1192,20 @@ static int hang_matches(const char *rel, const char *value) {
         return 0;
 }
 
-/* An unbind of a function with a sound card while a process holds one of the card's nodes:
- * snd_card_free() waits for the last close. */
-static int sound_held(const char *rel, const char *value) {
+/* An unbind of a function while a process holds one of its sound card's nodes (snd_card_free()
+ * waits for the last close), or, from vfio-pci, its group's node or vfio cdev (vfio-pci's remove
+ * waits for the user to release the device). */
+static int unbind_held(const char *rel, const char *value) {
         char bus[32], drv[64], attr[32], dev[PATH_MAX], cur[64];
+        dev_t devs[64];
         if (sscanf(rel, "bus/%31[^/]/drivers/%63[^/]/%31s", bus, drv, attr) != 3 || strcmp(attr, "unbind") != 0 ||
             device_dir(bus, value, dev) < 0 || !bound_to(dev, cur, sizeof(cur)) || strcmp(cur, drv) != 0)
                 return 0;
         size_t n = card_devs(dev, "sound");
-        return n && held(walk_devs, n);
+        memcpy(devs, walk_devs, n * sizeof(*devs));
+        if (!strcmp(bus, "pci") && !strcmp(drv, "vfio-pci"))
+                n += vfio_devs(dev, devs + n, sizeof(devs) / sizeof(devs[0]) - n);
+        return n && held(devs, n);
 }
 
 /* The PCI device whose device_lock() a write of VALUE to REL takes (unbind, bind, drivers_probe
@@ -1097,7 +1234,7 @@ static int lock_held(const char *dev, int self) {
 }
 
 /* Must this write wait (the slot SELF, -1 before it has one)? 0 no, 1 killable, 2 not. A write
- * waiting on a hang line or a held sound card holds its device's lock meanwhile (not a
+ * waiting on a hang line or a held device holds its device's lock meanwhile (not a
  * driver_override write: driver_set_override takes it only around the assignment). */
 static int must_wait(const char *rel, const char *value, int self) {
         char dev[PATH_MAX];
@@ -1109,7 +1246,7 @@ static int must_wait(const char *rel, const char *value, int self) {
                 return held_by_other;
         }
         int w = hang_matches(rel, value);
-        if (!w && sound_held(rel, value))
+        if (!w && unbind_held(rel, value))
                 w = 1;
         if (self >= 0) {
                 const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
@@ -1376,13 +1513,17 @@ static const struct fuse_operations ops = {
         .utimens = fs_utimens,
 };
 
-/* DEV as devtmpfs and udev would have it for the tree: DEV/dri and DEV/snd anew. */
+/* DEV as devtmpfs and udev would have it for the tree: DEV/dri, DEV/snd, DEV/vfio and DEV/kfd
+ * anew. */
 static void populate_dev(void) {
-        static const char *const classes[] = { "drm", "sound" };
+        static const char *const classes[] = { "drm", "sound", "vfio", "vfio-dev", "misc", "kfd" };
+        static const char *const cleared[] = { "dri", "snd", "vfio", "kfd" };
         char p[PATH_MAX], r[PATH_MAX], rel[PATH_MAX], text[512], devname[256];
-        for (size_t c = 0; c < 2; c++) {
-                snprintf(p, sizeof(p), "%s/%s", devroot, c ? "snd" : "dri");
+        for (size_t c = 0; c < sizeof(cleared) / sizeof(cleared[0]); c++) {
+                snprintf(p, sizeof(p), "%s/%s", devroot, cleared[c]);
                 nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        }
+        for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
                 snprintf(p, sizeof(p), "%s/class/%s", backing, classes[c]);
                 DIR *d = opendir(p);
                 for (struct dirent *de; d && (de = readdir(d));) {

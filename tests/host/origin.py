@@ -12,6 +12,11 @@ probe removed efi-framebuffer.0 (it is gone, not unbound), fbcon's vtcon (vtcon1
 dummy console vtcon0) is bound over amdgpu's fbdev framebuffer. Drivers are registered by
 modules whose names may differ (vfio_pci registers vfio-pci, xhci_pci xhci_hcd, bochs
 bochs-drm): /sys/module/MODULE/drivers/BUS:DRIVER says which.
+
+Char devices of the kernel's own (fakesys.c says which numbers and why): each IOMMU group with a
+function on vfio-pci has devices/virtual/vfio/GROUP (/dev/vfio/GROUP), each function on vfio-pci
+vfio-dev/vfioN (with a node only under vfio_cdev); vfio-pci loaded gives the container
+/dev/vfio/vfio (misc), amdgpu loaded /dev/kfd.
 """
 import os
 import sys
@@ -20,6 +25,8 @@ VEGA, VEGA_AUDIO = "0000:0d:00.0", "0000:0d:00.1"
 R5, R5_AUDIO = "0000:08:00.0", "0000:08:00.1"
 FOREIGN = "0000:0e:00.0"
 PARKING = ("vfio-pci", "pci-stub")     # drivers that bind a display function without a DRM card
+# Dynamic majors on a real kernel; fakesys.c uses the same.
+VFIO_GROUP_MAJOR, VFIO_CDEV_MAJOR, KFD_MAJOR = 242, 241, 235
 
 # The modules on disk (libkmod's modules.alias is made from this by tests/lib/fakehost.py):
 # name -> (path under /lib/modules/VERSION, aliases). Loaded or not: only the drivers of a tree
@@ -70,7 +77,7 @@ class Origin:
 
     def __init__(self, root, vega_driver="amdgpu", secondary=True, secondary_driver="vfio-pci",
                  secondary_gpu="r5", audio_driver="vfio-pci", foreign=False, framebuffer=False,
-                 fb_parent="gpu", firmware="ovmf"):
+                 fb_parent="gpu", firmware="ovmf", vfio_cdev=False):
         """Variants:
         secondary_gpu  "r5": the R5 240 (1002:6613, radeon); "bochs": a QEMU bochs-display
                        (1234:1111) at the same address, whose display driver is bochs-drm,
@@ -86,6 +93,9 @@ class Origin:
                        "platform": under devices/platform (6.1), found through boot_vga
         firmware       "ovmf": vtcon0 is "(S) dummy device", fbcon's vtcon follows; "seabios":
                        fbcon's vtcon is vtcon0, there is no dummy vtcon (and no EFI framebuffer)
+        vfio_cdev      False (default): Linux 6.1, a function on vfio-pci has vfio-dev/vfioN
+                       without a node; True: Linux >= 6.6 with the vfio cdev,
+                       /dev/vfio/devices/vfioN too
         """
         bochs = secondary_gpu == "bochs"
         self.secondary_ids = ("1234:1111", "1af4:1100", "0x038000") if bochs else ("1002:6613", "1028:2120", "0x030000")
@@ -108,13 +118,19 @@ class Origin:
             framebuffer = False
         self.opts = dict(vega_driver=vega_driver, secondary=secondary, secondary_driver=secondary_driver,
                          audio_driver=audio_driver, foreign=foreign, framebuffer=framebuffer,
-                         fb_parent=fb_parent, firmware=firmware)
+                         fb_parent=fb_parent, firmware=firmware, vfio_cdev=vfio_cdev)
 
     def build(self):
         t, o = self.t, self.opts
-        for rel in ("class/drm", "class/sound", "class/vtconsole", "kernel/iommu_groups",
-                    "bus/pci/devices", "bus/platform/devices", "devices/virtual/vtconsole"):
+        for rel in ("class/drm", "class/sound", "class/vtconsole", "class/vfio", "class/vfio-dev", "class/misc",
+                    "kernel/iommu_groups", "bus/pci/devices", "bus/platform/devices", "devices/virtual/vtconsole"):
             t.dir(rel)
+        # Made by the modules' init: the vfio container (misc 10:196), amdgpu's kfd.
+        loaded = {drv for _, drv, _, _ in self.drivers}
+        if "vfio-pci" in loaded:
+            self.class_dev("devices/virtual/misc/vfio", None, "misc", "vfio/vfio", 10, 196)
+        if "amdgpu" in loaded:
+            self.class_dev("devices/virtual/kfd/kfd", None, "kfd", "kfd", KFD_MAJOR, 0)
         for bus in ("pci", "platform"):
             t.file(f"bus/{bus}/drivers_probe", "", 0o200)
             t.file(f"bus/{bus}/drivers_autoprobe", "1\n", 0o644)
@@ -158,6 +174,7 @@ class Origin:
         t.file(".fakesys/drivers", "".join(f"{b} {d} {' '.join(ids)}\n" for b, d, _, ids in self.drivers), 0o644)
         for name in ("log", "fail", "delay", "hang", "blocked", "kill"):
             t.file(".fakesys/" + name, "", 0o644)
+        t.file(".fakesys/options", "vfio_cdev\n" if o["vfio_cdev"] else "", 0o644)
         return t.root
 
     def pci(self, name, parent, ids, cls, driver, group, subsys=None, boot_vga=None):
@@ -196,6 +213,8 @@ class Origin:
                 self.drm(d)
             if driver == "snd_hda_intel":
                 self.sound(d)
+            if driver == "vfio-pci":
+                self.vfio(d, group)
 
     def bind(self, bus, driver, name, d):
         self.t.link(f"{d}/driver", f"bus/{bus}/drivers/{driver}")
@@ -208,7 +227,8 @@ class Origin:
         if devname:
             t.file(f"{d}/dev", f"{major}:{minor}\n")
         t.link(f"{d}/subsystem", f"class/{cls}")
-        t.link(f"{d}/device", parent)
+        if parent:      # none for a virtual device
+            t.link(f"{d}/device", parent)
         t.link(f"class/{cls}/{os.path.basename(d)}", d)
 
     def lowest_free(self, cls):
@@ -228,6 +248,19 @@ class Origin:
         self.class_dev(card, d, "sound")
         self.class_dev(f"{card}/controlC{n}", card, "sound", f"snd/controlC{n}", 116, 32 * n)
         self.class_dev(f"{card}/pcmC{n}D3p", card, "sound", f"snd/pcmC{n}D3p", 116, 32 * n + 3)
+
+    def vfio(self, d, group):
+        """The group's char device, made by the first of its functions vfio-pci binds, with the
+        lowest free minor (not the group number); the function's vfio-dev/vfioN."""
+        t = self.t
+        if not os.path.lexists(t.path(f"class/vfio/{group}")):
+            minor = len(os.listdir(t.path("class/vfio")))      # none is ever freed while building
+            self.class_dev(f"devices/virtual/vfio/{group}", None, "vfio", f"vfio/{group}", VFIO_GROUP_MAJOR, minor)
+        n = 0
+        while os.path.lexists(t.path(f"class/vfio-dev/vfio{n}")):
+            n += 1
+        self.class_dev(f"{d}/vfio-dev/vfio{n}", d, "vfio-dev", f"vfio/devices/vfio{n}" if self.opts["vfio_cdev"] else None,
+                       VFIO_CDEV_MAJOR, n)
 
     def vtcon(self, n, name):
         t, d = self.t, f"devices/virtual/vtconsole/vtcon{n}"

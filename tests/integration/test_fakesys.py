@@ -660,3 +660,117 @@ def test_sound_holder_through_another_node_blocks_the_unbind(host):
         assert host.driver(VEGA_AUDIO) is None
     finally:
         os.unlink(alias)
+
+
+# ---------------------------------------------------------------- vfio and kfd nodes
+
+UDEV_NODE = r"""
+import ctypes, os, sys
+u = ctypes.CDLL("libudev.so.1")
+u.udev_new.restype = ctypes.c_void_p
+u.udev_device_new_from_subsystem_sysname.restype = ctypes.c_void_p
+u.udev_device_new_from_subsystem_sysname.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+u.udev_device_get_devnum.restype = ctypes.c_ulong
+u.udev_device_get_devnum.argtypes = [ctypes.c_void_p]
+u.udev_device_get_devnode.restype = ctypes.c_char_p
+u.udev_device_get_devnode.argtypes = [ctypes.c_void_p]
+d = u.udev_device_new_from_subsystem_sysname(u.udev_new(), sys.argv[1].encode(), sys.argv[2].encode())
+if d:
+    n = u.udev_device_get_devnum(d)
+    print(os.major(n), os.minor(n), (u.udev_device_get_devnode(d) or b"").decode())
+"""
+
+
+def udev_node(subsystem, sysname):
+    """What qemu-hook asks libudev of a class device that is no child of a PCI function:
+    (major, minor, devnode), or None when libudev finds no such device."""
+    fakehost.check_safe()
+    out = subprocess.run([fakehost.PY, "-c", UDEV_NODE, subsystem, sysname], capture_output=True, text=True,
+                         env=fakehost.hook_env(), check=True).stdout.split()
+    return (int(out[0]), int(out[1]), out[2]) if out else None
+
+
+def char_node(path):
+    st = os.stat(path)
+    assert stat.S_ISCHR(st.st_mode), path
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def test_vfio_and_kfd_nodes_of_the_tree(host):
+    """Groups 17 (the Vega's audio) and 18 (the R5 and its audio) have functions on vfio-pci:
+    their char devices, with minors in the order they were made (not the group numbers), a
+    vfio-dev/vfioN per function without a node (6.1), the container and kfd as their modules make
+    them; libudev finds each by subsystem and name, with its node."""
+    assert os.listdir("/sys/class/vfio") and sorted(os.listdir("/sys/class/vfio")) == ["17", "18"]
+    assert open("/sys/class/vfio/17/dev").read() == "242:0\n" and open("/sys/class/vfio/18/dev").read() == "242:1\n"
+    assert os.path.realpath("/sys/class/vfio/17") == "/sys/devices/virtual/vfio/17"
+    assert "DEVNAME=vfio/17" in open("/sys/class/vfio/17/uevent").read()
+    assert char_node("/dev/vfio/17") == (242, 0) and char_node("/dev/vfio/18") == (242, 1)
+    assert udev_node("vfio", "17") == (242, 0, "/dev/vfio/17")
+    assert udev_node("vfio", "19") is None
+    assert char_node("/dev/vfio/vfio") == (10, 196)
+    assert char_node("/dev/kfd") == (235, 0) and udev_node("kfd", "kfd") == (235, 0, "/dev/kfd")
+    assert host.vfio_devs(VEGA_AUDIO) == ["vfio0"] and host.vfio_devs(R5) == ["vfio1"]
+    assert host.vfio_devs(R5_AUDIO) == ["vfio2"] and host.vfio_devs(VEGA) == []
+    assert not os.path.exists(f"/sys/bus/pci/devices/{VEGA_AUDIO}/vfio-dev/vfio0/dev")
+    assert not os.path.exists("/dev/vfio/devices")
+    assert host.vfio_group_node(R5) == "/dev/vfio/18"
+
+
+def test_vfio_group_node_comes_with_the_first_function_and_goes_with_the_last(host):
+    move(host, R5, "vfio-pci", "radeon")
+    host.wait(lambda: host.driver(R5) == "radeon")
+    assert host.vfio_devs(R5) == [] and os.path.exists("/dev/vfio/18")     # its audio is on vfio-pci
+    assert host.write("bus/pci/drivers/vfio-pci/unbind", R5_AUDIO) == 0
+    assert not os.path.lexists("/sys/class/vfio/18") and not os.path.exists("/sys/devices/virtual/vfio/18")
+    assert not os.path.lexists("/dev/vfio/18") and os.path.exists("/dev/vfio/17")
+    assert host.write("bus/pci/drivers/vfio-pci/bind", R5_AUDIO) == 0
+    host.wait(lambda: host.driver(R5_AUDIO) == "vfio-pci")
+    assert open("/sys/class/vfio/18/dev").read() == "242:1\n" and char_node("/dev/vfio/18") == (242, 1)
+    assert host.vfio_devs(R5_AUDIO) == ["vfio1"]                          # the lowest free
+    # group 17: the Vega joins its audio on vfio-pci; the audio leaving keeps the group
+    move(host, VEGA, "amdgpu", "vfio-pci")
+    host.wait(lambda: host.driver(VEGA) == "vfio-pci")
+    assert host.write("bus/pci/drivers/vfio-pci/unbind", VEGA_AUDIO) == 0
+    assert char_node("/dev/vfio/17") == (242, 0) and host.vfio_devs(VEGA) == ["vfio2"]
+    assert host.write("bus/pci/drivers/vfio-pci/unbind", VEGA) == 0
+    assert not os.path.lexists("/dev/vfio/17") and os.listdir("/sys/class/vfio") == ["18"]
+
+
+def test_vfio_holder_blocks_the_unbind_until_it_exits(host):
+    """A VM holding its group's node: vfio-pci's remove waits for it. The container node, open in
+    every VM, blocks nothing."""
+    with host.hold("/dev/vfio/vfio"):
+        t0 = time.monotonic()
+        assert host.write("bus/pci/drivers/vfio-pci/unbind", VEGA_AUDIO) == 0
+        assert time.monotonic() - t0 < 0.2 and host.driver(VEGA_AUDIO) is None
+    with host.hold("/dev/vfio/18") as pid:
+        w = spawn_write("bus/pci/drivers/vfio-pci/unbind", R5)
+        host.wait(lambda: host.blocked() != [])
+        assert host.blocked() == [("bus/pci/drivers/vfio-pci/unbind", R5, w.pid)]
+        time.sleep(0.2)
+        assert w.poll() is None and host.driver(R5) == "vfio-pci" and pid
+    assert w.stdout.readline().strip() == "0"
+    w.wait(timeout=5)
+    w.stdout.close()
+    assert host.driver(R5) is None and host.blocked() == []
+
+
+@variant(vfio_cdev=True)
+def test_vfio_cdev_nodes_and_their_holders(host):
+    """Linux >= 6.6: each function on vfio-pci has its own node, /dev/vfio/devices/vfioN; a holder
+    of it blocks vfio-pci's remove too."""
+    d = f"/sys/bus/pci/devices/{VEGA_AUDIO}/vfio-dev/vfio0"
+    assert open(f"{d}/dev").read() == "241:0\n" and "DEVNAME=vfio/devices/vfio0" in open(f"{d}/uevent").read()
+    assert char_node("/dev/vfio/devices/vfio0") == (241, 0) and char_node("/dev/vfio/devices/vfio2") == (241, 2)
+    move(host, VEGA, "amdgpu", "vfio-pci")
+    host.wait(lambda: host.driver(VEGA) == "vfio-pci")
+    assert host.vfio_devs(VEGA) == ["vfio3"] and char_node("/dev/vfio/devices/vfio3") == (241, 3)
+    with host.hold("/dev/vfio/devices/vfio0"):
+        w = spawn_write("bus/pci/drivers/vfio-pci/unbind", VEGA_AUDIO)
+        host.wait(lambda: host.blocked() != [])
+        assert w.poll() is None
+    assert w.stdout.readline().strip() == "0"
+    w.wait(timeout=5)
+    w.stdout.close()
+    assert not os.path.lexists("/dev/vfio/devices/vfio0") and os.path.exists("/dev/vfio/devices/vfio3")

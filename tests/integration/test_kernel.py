@@ -7,13 +7,16 @@ asserted by the sysfs state, exit codes, messages and time bounds where the poin
   (b) fbcon's vtcon found by name when its step runs: gone, or back bound by itself, is fine;
       a bind the kernel ignores is logged, not fatal;
   (c) the boot framebuffer: gone is never an error, never rebound over a GPU a driver owns;
-  (d) holders matched by device number through /proc/PID/fd (DRM, /dev/snd), named with their
-      comm and unit, refused in bounded time, nothing left blocked;
+  (d) holders matched by device number through /proc/PID/fd (DRM, /dev/snd, /dev/kfd on
+      amdgpu, /dev/vfio/GROUP and the vfio cdev on vfio-pci), in any mount namespace, named with
+      their comm, unit and node, refused in bounded time, nothing left blocked; a VM still
+      holding the GPU keeps it: release end and --recover refuse before touching anything;
   (e) a write blocked in the kernel fails its step at the deadline, the hook returns (its stderr
       reaching EOF), the step stays started in the journal, and the next release restores;
   (f) DRM cards matched under the device, not by number: numbers move.
 """
 import os
+import re
 import subprocess
 import time
 
@@ -323,6 +326,7 @@ def refused_for_holder(host, node, alias=None):
     assert host.snapshot() == before
     assert not [w for w in host.log() if "bus/pci/drivers/" in w.path and w.path.endswith("/unbind")], host.log()
     assert not os.path.exists(JOURNAL)
+    return pid, err
 
 
 @variant(audio_driver="snd_hda_intel")
@@ -343,6 +347,165 @@ def test_holder_of_the_vega_card_is_refused(host):
 
 def test_holder_of_the_vega_render_node_elsewhere_is_refused(host):
     refused_for_holder(host, "/dev/dri/renderD128", alias="/run/fakehost/sandbox/dev/dri/renderD128")
+
+
+def named(err, pid, node):
+    """The message names the holder as "PID (comm, unit U) holding NODE" (the harness's processes
+    are in no unit)."""
+    assert re.search(rf"{pid} \(python3, (in no unit|unit [^)]+)\) holding {re.escape(node)}", err), err
+
+
+def test_holder_of_kfd_is_refused_on_amdgpu(host):
+    """A ROCm or OpenCL process holds /dev/kfd, which amdgpu serves for all its devices."""
+    pid, err = refused_for_holder(host, "/dev/kfd")
+    named(err, pid, "/dev/kfd")
+
+
+@variant(vega_driver="radeon")
+def test_holder_of_kfd_is_no_holder_of_another_driver(host):
+    """The same node while the GPU is on another driver (amdgpu loaded all the same): no holder of
+    the GPU; the hand-over and the hand-back go through beside it."""
+    config(timeout="2s")
+    before = host.snapshot()
+    with holding(host, "/dev/kfd"):
+        expect(hook("prepare", "begin"), 0)
+        assert host.driver(VEGA) == "vfio-pci"
+        expect(hook("release", "end"), 0)
+    assert host.snapshot() == before
+
+
+class ns_holding:
+    """A process in a mount namespace of its own holding NODE through a bind mount of it at a path
+    that exists only there (a container's /dev). Yields its pid."""
+    DIR = "/run/fakehost/nsonly"
+
+    def __init__(self, node):
+        self.node = node
+
+    def __enter__(self):
+        os.makedirs(self.DIR, exist_ok=True)
+        path = f"{self.DIR}/gpu"
+        script = (f"mount -t tmpfs tmpfs {self.DIR} && touch {path} && mount --bind {self.node} {path} && "
+                  f"exec {fakehost.PY} -c 'import os, sys; fd = os.open(sys.argv[1], os.O_PATH); "
+                  f"print(\"ready\", flush=True); sys.stdin.read()' {path}")
+        self.child = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.child.stdout.readline().strip() == "ready", f"holder of {self.node} did not start"
+        fds = [os.readlink(f"/proc/{self.child.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{self.child.pid}/fd")]
+        assert path in fds and not os.path.exists(path), (fds, "the path must exist only in its namespace")
+        assert os.readlink(f"/proc/{self.child.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        return self.child.pid
+
+    def __exit__(self, *exc):
+        self.child.stdin.close()
+        self.child.wait()
+        self.child.stdout.close()
+
+
+def test_holder_in_another_mount_namespace_is_refused(host):
+    """The Vega's card held by a path that only the holder's mount namespace has: found by its
+    device number all the same."""
+    config(timeout="1s")
+    before = host.snapshot()
+    with ns_holding("/dev/dri/card0") as pid:
+        err = expect(hook("prepare", "begin"), 1, "still in use", "the host was restored")
+    named(err, pid, "/dev/dri/card0")
+    assert host.snapshot() == before
+    assert not writes_to(host, "amdgpu/unbind"), host.log()
+
+
+def refused_while_vm_runs(host, hand_back, node=None, holder=None):
+    """The GPU handed over, a process (a VM) holding NODE (default: the Vega's /dev/vfio/GROUP) through
+    HOLDER (a context yielding its pid; default holding): HAND_BACK() -> (rc, stderr, seconds) is
+    refused after the deadline, exit 1, naming it; not one sysfs write, the journal kept. Once it
+    has exited, HAND_BACK() restores the host as it was before the hand-over."""
+    config(timeout="1s")
+    before = host.snapshot()
+    expect(hook("prepare", "begin"), 0)
+    handed_over, journal = host.snapshot(), open(JOURNAL).read()
+    node = node or host.vfio_group_node(VEGA)
+    host.clear_log()
+    with (holder or holding(host, node)) as pid:
+        rc, err, secs = hand_back()
+        assert host.blocked() == [], f"a write was left blocked: {host.blocked()}"
+    assert rc == 1, f"exit {rc} after {secs:.1f} s; stderr:\n{err}"
+    assert 1 <= secs < 1 + 3, f"refused after {secs:.1f} s (the deadline is 1 s)"
+    for m in ("hand-back of win10 refused", f"{VEGA} is still used by {pid} (python3, ", "nothing was changed"):
+        assert m in err, f"{m!r} not in stderr:\n{err}"
+    named(err, pid, node)
+    assert host.log() == [], f"sysfs was written: {host.log()}"
+    assert host.snapshot() == handed_over
+    assert open(JOURNAL).read() == journal
+    # the VM is gone; the container node stays open in other VMs and is nobody's GPU
+    with holding(host, "/dev/vfio/vfio"):
+        rc, err, _ = hand_back()
+    assert rc == 0, err
+    assert host.snapshot() == before
+    assert not os.path.exists(JOURNAL)
+
+
+def release():
+    return hook("release", "end", timeout=30)
+
+
+def recover():
+    rc, out, err, secs = fakehost.run_hook([HOOK, "--config", CONF, "--recover", "win10"], "", timeout=30)
+    assert out == "", out
+    return rc, err, secs
+
+
+def test_release_refused_while_a_vm_holds_the_gpu(host):
+    refused_while_vm_runs(host, release)
+
+
+def test_recover_refused_while_a_vm_holds_the_gpu(host):
+    refused_while_vm_runs(host, recover)
+
+
+def test_release_refused_while_a_vm_in_another_mount_namespace_holds_the_gpu(host):
+    refused_while_vm_runs(host, release, holder=ns_holding("/dev/vfio/17"), node="/dev/vfio/17")
+
+
+@variant(vfio_cdev=True)
+def test_release_refused_while_a_vm_holds_the_gpu_by_its_vfio_cdev(host):
+    """Linux >= 6.6: a VM (iommufd) holds the function's own node, /dev/vfio/devices/vfioN."""
+    refused_while_vm_runs(host, release, node="/dev/vfio/devices/vfio3")
+
+
+def test_release_waits_for_a_vm_that_is_exiting(host):
+    """libvirt calls release once qemu is dead; a qemu still closing its files has until the
+    deadline."""
+    config(timeout="5s")
+    before = host.snapshot()
+    expect(hook("prepare", "begin"), 0)
+    fakehost.check_safe()
+    host.clear_log()
+    with holding(host, host.vfio_group_node(VEGA)):
+        p = subprocess.Popen([HOOK, "--config", CONF, "win10", "release", "end", "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=fakehost.hook_env(), text=True)
+        p.stdin.write(XML)
+        p.stdin.close()
+        time.sleep(0.3)
+        # waiting before anything: not a write yet, the desktop not stopped
+        assert p.poll() is None and host.log() == [], host.log()
+    assert p.wait(timeout=10) == 0, p.stderr.read()
+    p.stderr.close()
+    assert host.snapshot() == before
+
+
+def test_hand_over_refused_while_another_vm_holds_the_secondary_gpu(host):
+    """The R5 leaves its parking driver vfio-pci for radeon: a VM holding its group (/dev/vfio/18)
+    keeps it; the hand-over fails naming it, never unbinds the R5, and restores the host."""
+    config(timeout="1s")
+    before = host.snapshot()
+    node = host.vfio_group_node(R5)
+    with holding(host, node) as pid:
+        err = expect(hook("prepare", "begin"), 1, "still in use", "the host was restored")
+        assert host.blocked() == [], host.blocked()
+    named(err, pid, node)
+    assert not [w for w in host.log() if w.path.endswith("/unbind") and w.value == R5], host.log()
+    assert host.snapshot() == before
+    assert not os.path.exists(JOURNAL)
 
 
 # ---------------------------------------------------------------- (e) a write blocked in the kernel

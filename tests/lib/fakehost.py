@@ -289,7 +289,7 @@ Write = collections.namedtuple("Write", "path value result")
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
     origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
-    foreign, framebuffer, fb_parent, firmware."""
+    foreign, framebuffer, fb_parent, firmware, vfio_cdev."""
     count = 0
 
     def __init__(self, **variant):
@@ -405,6 +405,21 @@ class Host:
         except OSError:
             return []
 
+    def vfio_devs(self, name):
+        """The function's vfio-dev/vfioN names (one while it is on vfio-pci)."""
+        try:
+            return sorted(os.listdir(f"/sys/bus/pci/devices/{name}/vfio-dev"))
+        except OSError:
+            return []
+
+    def iommu_group(self, name):
+        return self._link(f"/sys/bus/pci/devices/{name}/iommu_group")
+
+    def vfio_group_node(self, name):
+        """/dev/vfio/GROUP of the function's IOMMU group (it exists while a function of the group
+        is on vfio-pci)."""
+        return f"/dev/vfio/{self.iommu_group(name)}"
+
     def pci_devices(self):
         return sorted(os.listdir("/sys/bus/pci/devices"))
 
@@ -416,11 +431,14 @@ class Host:
         """Everything a hand-over may change, as a comparable dict."""
         s = {"pci": {}, "vtcon": {}, "fb": self.fb_driver(), "fb_exists": self.fb_exists(),
              "class_drm": sorted(os.listdir("/sys/class/drm")),
-             "class_sound": sorted(os.listdir("/sys/class/sound"))}
+             "class_sound": sorted(os.listdir("/sys/class/sound")),
+             "class_vfio": sorted(os.listdir("/sys/class/vfio"))}
         for name in self.pci_devices():
+            # vfio-dev/vfioN: whether, not its number (the lowest free at the bind, as the kernel's)
             s["pci"][name] = {"driver": self.driver(name), "override": self.override(name),
                               "uevent_driver": self.uevent(name).get("DRIVER"),
-                              "drm": self.drm_cards(name), "sound": self.sound_cards(name)}
+                              "drm": self.drm_cards(name), "sound": self.sound_cards(name),
+                              "vfio_dev": bool(self.vfio_devs(name))}
         for v in sorted(os.listdir("/sys/class/vtconsole")):
             s["vtcon"][v] = self._read(f"/sys/class/vtconsole/{v}/bind")
         s["driver_links"] = {d: sorted(e for e in os.listdir(f"/sys/bus/pci/drivers/{d}") if ":" in e)

@@ -1,6 +1,7 @@
 """The hook on the real kernel, systemd and desktop, called as libvirt calls it: repeated calls,
-stray holders, CPUs on the real slices, the journal's fields, VMs not ours, a display manager
-that will not stop, and kill -9 at several points of a real hand-over."""
+stray holders, a hand-back refused while the VM runs, CPUs on the real slices, the journal's
+fields, VMs not ours, a display manager that will not stop, and kill -9 at several points of a
+real hand-over."""
 import configparser
 import os
 import re
@@ -11,7 +12,7 @@ import time
 from lib import guest as g
 from lib.registry import scenario
 
-from scenarios.test_origin import STARTED
+from scenarios.test_origin import STARTED, vfio_holders
 
 NATIVE_KVM_CONF = """\
 [gpu]
@@ -36,13 +37,14 @@ def native(dm="auto", timeout="20s", extra=""):
     return NATIVE_KVM_CONF.format(dm=dm, timeout=timeout, extra=extra)
 
 
-def traced_hook(vm, op, sub, xml, timeout=90):
-    """The hook as libvirt calls it, under strace: (result, the sysfs files it opened for
-    writing)."""
+def traced_hook(vm, op, sub, xml, timeout=90, cmd=None):
+    """The hook as libvirt calls it (or CMD, a command line of the installed binary), under
+    strace: (result, the sysfs files it opened for writing)."""
     # LeakSanitizer cannot run under ptrace: the ASan build's leaks are checked by the other calls.
     env = dict(g.LIBVIRT_HOOK_ENV, ASAN_OPTIONS="detect_leaks=0")
     r = g.run(["strace", "-f", "-qq", "-e", "trace=openat", "-e", "signal=none", "-o", STRACE_LOG,
-               "env", "--default-signal", g.HOOK, vm, op, sub, "-"], timeout=timeout, input=xml, env=env)
+               "env", "--default-signal"] + (cmd or [g.HOOK, vm, op, sub, "-"]), timeout=timeout, input=xml,
+              env=env)
     with open(STRACE_LOG) as f:
         writes = [m.group(1) for m in map(SYSFS_WRITE.search, f) if m]
     return r, writes
@@ -189,6 +191,55 @@ def stray_holders(t):
             refused_for_holder(t, nodes[0], "stray-snd", "the GPU's audio")
         refused_for_holder(t, g.drm_card(g.GPU), "stray-drm", "the GPU's DRM card")
     finally:
+        cleanup()
+
+
+@scenario(timeout=420)
+def hand_back_refused_while_the_vm_runs(t):
+    """virsh start gaming, then `qemu-hook --recover gaming` by hand (and a release end called
+    early) while the nested qemu holds /dev/vfio/GROUP: exit 1 after the deadline naming qemu,
+    its unit and the node, no sysfs write, the GPU still the VM's and the desktop on the weak GPU;
+    virsh destroy then hands back to the boot state."""
+    g.write_kvm_conf(native(timeout="3s"))
+    xml = g.domain_xml()
+    try:
+        r = g.run(["virsh", "start", g.DOMAIN], timeout=180)
+        t.section("virsh start", r.describe())
+        if not t.check(r.ok, "virsh start exits 0 (exit %s)" % r.rc):
+            return
+        on_weak_gpu(t)
+        vms = t.wait_for(vfio_holders, 30, "the nested qemu holds /dev/vfio/%s" % g.iommu_group(g.GPU))
+        if not vms:
+            return
+        t.data["vfio_holders"] = vms
+        t.log("VM holding the GPU: %s" % vms)
+        # "PID (comm, unit U) holding NODE": the scope machined made for the VM, or libvirtd's
+        who = re.compile(r"%d \(qemu-system-x86, unit [^)]+\) holding /dev/vfio/%s" % (vms[0]["pid"],
+                                                                                      g.iommu_group(g.GPU)))
+        journal = open(JOURNAL).read()
+        # --recover by the binary's own name: called as the hook (`qemu`), it takes no options.
+        for what, call in (("qemu-hook --recover", dict(cmd=["qemu-hook", "--recover", g.DOMAIN], xml="")),
+                           ("release end", dict(cmd=None, xml=xml))):
+            r, writes = traced_hook(g.DOMAIN, "release", "end", call["xml"], cmd=call["cmd"])
+            t.section("%s while the VM runs" % what, r.describe())
+            t.data["refused " + what] = {"rc": r.rc, "secs": round(r.secs, 2), "sysfs_writes": writes}
+            t.check(r.rc == 1, "%s is refused (exit %s)" % (what, r.rc))
+            t.check(3 <= r.secs < 3 + 10, "after the 3 s deadline, no more (%.1f s)" % r.secs)
+            t.check(who.search(r.err), "the message names the VM's qemu, its unit and the node (%s): %s"
+                    % (who.pattern, r.err.strip()[-400:]))
+            for part in ("is still used by", "nothing was changed"):
+                t.check(part in r.err, "the message says %r: %s" % (part, r.err.strip()[-400:]))
+            t.check(not writes, "not one sysfs write: %s" % writes)
+            t.check(open(JOURNAL).read() == journal, "the journal is kept as it was")
+            t.expect_state(STARTED, g.snapshot(), "after the refused %s: the GPU still the VM's" % what)
+        d = g.run(["virsh", "destroy", g.DOMAIN], timeout=180)
+        t.section("virsh destroy", d.describe())
+        t.check(d.ok, "virsh destroy exits 0 (exit %s)" % d.rc)
+        t.check(not os.path.exists(JOURNAL), "the release libvirt sends after qemu exits hands back")
+        back_to_boot(t, "after virsh destroy")
+    finally:
+        if g.domain_state() == "running":
+            g.run(["virsh", "destroy", g.DOMAIN], timeout=120)
         cleanup()
 
 
