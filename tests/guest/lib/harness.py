@@ -24,6 +24,9 @@ import traceback
 from lib import guest as g
 from lib import registry
 
+# Where qemu-hook-act is: built with the default PREFIX (fallback, ASan) or by the package.
+LOCAL_LIBEXEC = "/usr/local/libexec/qemu-hook"
+PACKAGE_ACT = "/usr/libexec/qemu-hook/qemu-hook-act"
 DESKTOP_DEADLINE = 150   # boot: from the unit's start until the desktop is up
 
 
@@ -136,7 +139,8 @@ class Boot:
         """The project as a Debian user installs it (dpkg -i of the package), or, until the
         package exists, the binaries copied to /usr/sbin and the hook linked; then libvirtd
         restarted so it finds the hook. ASan binaries from in/san/ are bind-mounted over the
-        installed ones."""
+        installed ones. Binaries built outside the package (fallback, ASan) look for
+        qemu-hook-act in the default libexec directory, /usr/local/libexec/qemu-hook/."""
         log = open(os.path.join(self.out, "install.log"), "w")
         debs = sorted(glob.glob(os.path.join(self.inp, "*.deb")))
         if debs:
@@ -146,12 +150,14 @@ class Boot:
             if not r.ok:
                 raise RuntimeError("dpkg -i failed:\n" + r.describe())
         else:
-            method = "fallback: no .deb in the share; binaries copied to /usr/sbin, hook linked"
-            for b in ("qemu-hook-act", "qemu-hook"):   # -act first: a call must find it
-                src = os.path.join(self.inp, "bin", b)
-                shutil.copyfile(src, "/usr/sbin/" + b + ".new")
-                os.chmod("/usr/sbin/" + b + ".new", 0o755)
-                os.rename("/usr/sbin/" + b + ".new", "/usr/sbin/" + b)
+            method = "fallback: no .deb in the share; binaries copied to /usr/sbin and " + LOCAL_LIBEXEC + ", hook linked"
+            # -act first: a call must find it
+            for b, where in (("qemu-hook-act", LOCAL_LIBEXEC), ("qemu-hook", "/usr/sbin")):
+                os.makedirs(where, exist_ok=True)
+                dest = os.path.join(where, b)
+                shutil.copyfile(os.path.join(self.inp, "bin", b), dest + ".new")
+                os.chmod(dest + ".new", 0o755)
+                os.rename(dest + ".new", dest)
             os.makedirs("/etc/libvirt/hooks", exist_ok=True)
             if os.path.lexists(g.HOOK):
                 os.unlink(g.HOOK)
@@ -160,12 +166,20 @@ class Boot:
         self.say("installed: " + method)
         san = os.path.join(self.inp, "san")
         if os.path.exists(os.path.join(san, "qemu-hook")):
-            for b in ("qemu-hook-act", "qemu-hook"):
-                r = g.run(["mount", "--bind", os.path.join(san, b), "/usr/sbin/" + b])
+            # The ASan front end finds its qemu-hook-act in /usr/local's libexec directory; the
+            # package's place gets it too, so no call of either binary runs the plain one.
+            os.makedirs(LOCAL_LIBEXEC, exist_ok=True)
+            shutil.copyfile(os.path.join(san, "qemu-hook-act"), os.path.join(LOCAL_LIBEXEC, "qemu-hook-act"))
+            os.chmod(os.path.join(LOCAL_LIBEXEC, "qemu-hook-act"), 0o755)
+            targets = [("qemu-hook", "/usr/sbin/qemu-hook")]
+            if os.path.exists(PACKAGE_ACT):
+                targets.insert(0, ("qemu-hook-act", PACKAGE_ACT))
+            for b, target in targets:
+                r = g.run(["mount", "--bind", os.path.join(san, b), target])
                 log.write(r.describe())
                 if not r.ok:
                     raise RuntimeError("bind-mounting the ASan %s failed:\n%s" % (b, r.describe()))
-            method += "; ASan/UBSan binaries bind-mounted over /usr/sbin/qemu-hook{,-act}"
+            method += "; ASan/UBSan binaries bind-mounted over /usr/sbin/qemu-hook and the package's qemu-hook-act"
             self.say("ASan/UBSan build in place")
         self.times["install"] = method
         daemon = "libvirtd.service" if g.unit_state("libvirtd.service") == "active" else "virtqemud.service"
