@@ -10,9 +10,12 @@
 int journal_escape(const char *vm, char *buf, size_t size);
 /* The journal's path: JOURNAL_DIR/escaped name.state, long names shortened with a hash. */
 int journal_path(const char *vm, char buf[static PATH_MAX]);
-/* Creates JOURNAL_DIR (0700) and takes the exclusive hand-over lock, waiting until deadline.
- * Returns the lock fd. */
-int journal_lock(usec_t deadline);
+/* Creates JOURNAL_DIR (0700) and takes the exclusive hand-over lock, waiting until deadline, or
+ * longer while its holder says it may need it longer (a hand-over of the same GPU is never given
+ * up on half way); once taken, says it holds it until `until` at the latest. Returns the fd. */
+int journal_lock(usec_t deadline, usec_t until);
+/* The holder of the lock (fd) says it keeps it until `until` at the latest (CLOCK_MONOTONIC). */
+int journal_lock_until(int fd, usec_t until);
 int journal_save(const struct plan *p);
 /* Whether the VM has a journal, without reading it. */
 bool journal_exists(const char *vm);

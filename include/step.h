@@ -36,6 +36,7 @@ struct run_ctx {
         usec_t script_timeout;  /* each script's allowance */
         sd_bus *system_bus;     /* opened on first use (bus.c) */
         sd_bus *user_bus;
+        int lock;               /* the GPU lock's fd while held, else -1 (engine_lock) */
 };
 
 struct step_kind {
@@ -48,6 +49,9 @@ struct step_kind {
          * jobs, a script) says so here; the others account for their parts themselves. */
         bool time_whole;
         enum time_account time_account;
+        /* Runs without the GPU lock: a hook script may take long, or start another VM whose
+         * hook waits for that lock. */
+        bool unlocked;
 };
 
 struct step {

@@ -10,6 +10,7 @@
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 static inline void freep(void *p) { free(*(void **)p); }
 static inline void fclosep(FILE **f) { if (*f) fclose(*f); }

@@ -16,6 +16,42 @@ static void log_step_done(const struct plan *p, const struct step *s, size_t ind
                  (double) s->duration / USEC_PER_MSEC);
 }
 
+/* The longest a step may take, waits and all (holders, writes, a probe, a DRM card, a job): for
+ * the lock's holder to say how long a call waiting for it may have to wait. */
+#define STEP_WAITS 4
+
+/* How long the lock may be held from now on for what is left of p: each step still to apply, and
+ * its undo in a rollback; each step in place, its undo. Unlocked steps do not count. */
+static usec_t lock_bound(const struct run_ctx *c, const struct plan *p) {
+        usec_t bound = c->timeout;
+
+        for (size_t i = 0; i < p->n_steps; i++)
+                if (!p->steps[i].kind->unlocked)
+                        bound += STEP_WAITS * c->timeout * (p->steps[i].state == STEP_PLANNED ? 2 :
+                                                            p->steps[i].state == STEP_SKIPPED ? 0 : 1);
+        return bound;
+}
+
+int engine_lock(struct run_ctx *c, bool want) {
+        if (c->dry_run || want == (c->lock >= 0))
+                return 0;
+        if (!want) {
+                close(c->lock);
+                c->lock = -1;
+                return 0;
+        }
+        /* Until the plan says better: the snapshot, the desktop's state, the planning. */
+        c->lock = journal_lock(now_usec() + c->timeout, now_usec() + STEP_WAITS * c->timeout);
+        return c->lock < 0 ? c->lock : 0;
+}
+
+/* The lock taken (want) or not, saying for how long the rest of p may hold it. */
+static int lock_for(struct run_ctx *c, const struct plan *p, bool want) {
+        int r = engine_lock(c, want);
+
+        return r < 0 || c->lock < 0 ? r : journal_lock_until(c->lock, now_usec() + lock_bound(c, p));
+}
+
 int engine_apply(struct run_ctx *c, struct plan *p) {
         for (size_t i = 0; i < p->n_steps; i++) {
                 struct step *s = &p->steps[i];
@@ -26,6 +62,11 @@ int engine_apply(struct run_ctx *c, struct plan *p) {
                 if (s->state != STEP_PLANNED)
                         continue;
                 log_set_step(s->kind->name);
+                r = lock_for(c, p, !s->kind->unlocked);
+                if (r < 0) {
+                        engine_undo(c, p);
+                        return r;
+                }
                 /* Intent first: if the hook dies inside apply, the next release undoes this step too
                  * (every undo works from any state in between). */
                 s->state = STEP_STARTED;
@@ -99,6 +140,12 @@ int engine_undo(struct run_ctx *c, struct plan *p) {
                 if (s->state != STEP_DONE && s->state != STEP_STARTED)
                         continue;
                 log_set_step(s->kind->name);
+                /* Every undo under the lock: without it the journal keeps the step for later. */
+                r = lock_for(c, p, true);
+                if (r < 0) {
+                        first = first ?: r;
+                        continue;
+                }
                 /* Its device is locked by a write still pending in the kernel (sysfs_write_deadline):
                  * touching it would block this call too. Left for when the write has returned. */
                 if (s->writer && sysfs_writer_blocked(s->writer, (char[64]) {}, 64)) {

@@ -27,7 +27,27 @@ static int make_dir(void) {
         return 0;
 }
 
-int journal_lock(usec_t deadline) {
+int journal_lock_until(int fd, usec_t until) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "%d %" PRIu64 "\n", (int) getpid(), (uint64_t) until);
+
+        if (pwrite(fd, line, (size_t) n, 0) != n || ftruncate(fd, n) < 0)
+                return log_error_errno(errno ?: EIO, "Failed to write " JOURNAL_DIR "/lock: %m");
+        return 0;
+}
+
+/* Until when the lock's holder says it may hold it, 0 when it did not say. */
+static usec_t holder_until(int fd) {
+        char line[64] = "";
+        uint64_t until;
+        int pid;
+
+        if (pread(fd, line, sizeof(line) - 1, 0) <= 0 || sscanf(line, "%d %" SCNu64, &pid, &until) != 2)
+                return 0;
+        return until;
+}
+
+int journal_lock(usec_t deadline, usec_t until) {
         const struct timespec interval = { .tv_nsec = 5 * 1000 * 1000 };
         int fd, r;
 
@@ -37,14 +57,20 @@ int journal_lock(usec_t deadline) {
         fd = open(JOURNAL_DIR "/lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return log_error_errno(errno, "Failed to open " JOURNAL_DIR "/lock: %m");
-        /* Another VM's hand-over may be running: wait for it, but not forever. */
+        /* Another call's hand-over or hand-back may be running: wait for it, as long as it says it
+         * may take (each of its waits has a deadline, so that is bounded too), but not forever. */
         while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno != EWOULDBLOCK || now_usec() >= deadline) {
+                if (errno != EWOULDBLOCK || now_usec() >= MAX(deadline, holder_until(fd))) {
                         r = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
                         close(fd);
                         return log_error_errno(r, "Failed to lock " JOURNAL_DIR "/lock (another hand-over running?): %m");
                 }
                 nanosleep(&interval, NULL);
+        }
+        r = journal_lock_until(fd, until);
+        if (r < 0) {
+                close(fd);
+                return r;
         }
         return fd;
 }

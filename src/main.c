@@ -264,6 +264,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                  * over, and this start's scripts run as usual. */
                 log_info("%s: handed over already (journal in " JOURNAL_DIR ")", c->vm);
                 plan_free(&p);
+                engine_lock(c, false);          /* scripts never run under it */
                 return run_scripts(c, scripts, out) < 0 ? EXIT_FAILED : EXIT_DONE;
         }
         if (r >= 0) {
@@ -391,7 +392,6 @@ static int scripts_input(struct run_ctx *c, struct input *in) {
 }
 
 static int run(struct args *a) {
-        _cleanup_close_ int lock = -1;
         struct config cfg = {};
         struct scripts scripts = {};
         struct input in = {};
@@ -401,7 +401,8 @@ static int run(struct args *a) {
          * options, so no --dry-run. */
         FILE *out = stdout;
         char qemu_d[PATH_MAX];
-        struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1, .scripts = &scripts,
+        struct run_ctx c = { .vm = a->vm, .dry_run = a->dry_run, .qemu_d = qemu_d, .xml_fd = -1, .lock = -1,
+                             .scripts = &scripts,
                              .hook_args = { (char *) a->vm, (char *) a->op, (char *) a->sub, (char *) a->extra } };
         int ret = EXIT_DONE, scripts_r = 0;
 
@@ -466,24 +467,22 @@ static int run(struct args *a) {
                 ret = EXIT_USAGE;       /* a script refused before anything was done */
                 goto out;
         }
-        if (action == ACTION_SCRIPTS) {
+        if (action != ACTION_HAND_OVER && action != ACTION_HAND_BACK) {
                 /* Not ours: prepare's scripts run on their own (release's ran above). */
                 if (f.op == CALL_PREPARE && run_scripts(&c, &scripts, out) < 0)
                         ret = EXIT_FAILED;
                 goto out;
         }
-        if (!a->dry_run) {
-                lock = journal_lock(now_usec() + c.timeout);
-                if (lock < 0) {
-                        ret = EXIT_FAILED;
-                        goto out;
-                }
+        if (engine_lock(&c, true) < 0) {
+                ret = EXIT_FAILED;
+                goto out;
         }
         ret = action == ACTION_HAND_OVER ? hand_over(&c, &scripts, a->dry_run, out) : hand_back(&c, a->dry_run, out);
         bus_close(&c);
 out:
         if (f.op == CALL_RELEASE && scripts_r < 0 && ret == EXIT_DONE)
                 ret = EXIT_FAILED;
+        engine_lock(&c, false);
         if (c.xml_fd >= 0)
                 close(c.xml_fd);
         free(in.xml);

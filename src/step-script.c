@@ -1,6 +1,7 @@
 /* A hook script of qemu.d run as a step of the hand-over (prepare/begin): after the GPU moved, so
  * the script finds it on vfio-pci, and a failing script fails the start, which rolls the hand-over
- * back. A script cannot be undone; the steps before it can. */
+ * back. A script cannot be undone; the steps before it can. It runs without the GPU lock: it may
+ * start another VM, whose hook would wait for the lock until its deadline. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -34,5 +35,5 @@ static void script_describe(const struct step *s, bool undo, char *buf, size_t s
 
 const struct step_kind step_script = {
         .name = "script", .apply = script_apply, .undo = script_undo, .describe = script_describe,
-        .time_whole = true, .time_account = TIME_SCRIPTS,
+        .time_whole = true, .time_account = TIME_SCRIPTS, .unlocked = true,
 };

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "journal.h"
@@ -169,7 +172,7 @@ static int fresh_dir(void **state) {
         if (!private_run)
                 return 0;
         rm_journal_dir();
-        int fd = journal_lock(now_usec() + USEC_PER_SEC);
+        int fd = journal_lock(now_usec() + USEC_PER_SEC, 0);
         assert_true(fd >= 0);
         *state = (void *) (intptr_t) fd;
         return 0;
@@ -219,29 +222,68 @@ static void test_lock(void **state) {
 
         /* The setup holds the lock: another taker waits until its deadline, then gives up. */
         start = now_usec();
-        fd2 = journal_lock(now_usec() + 50 * USEC_PER_MSEC);
+        fd2 = journal_lock(now_usec() + 50 * USEC_PER_MSEC, 0);
         assert_int_equal(fd2, -ETIMEDOUT);
         assert_true(now_usec() - start >= 50 * USEC_PER_MSEC);
 
         close((int) (intptr_t) *state);
         *state = NULL;
-        fd2 = journal_lock(now_usec());
+        fd2 = journal_lock(now_usec(), 0);
         assert_true(fd2 >= 0);
         close(fd2);
+}
+
+/* A holder that says it needs the lock longer than the taker's own deadline is waited for: a
+ * release end never gives up half way through a hand-over of the same GPU. Until the holder's word
+ * runs out, and no longer. */
+static void test_lock_waits_as_long_as_the_holder_says(void **state) {
+        int fd = (int) (intptr_t) *state, fd2, ready[2];
+        char c;
+        usec_t start;
+        pid_t child;
+
+        REQUIRE_PRIVATE_RUN();
+        assert_int_equal(journal_lock_until(fd, now_usec() + 300 * USEC_PER_MSEC), 0);
+        start = now_usec();
+        assert_int_equal(journal_lock(now_usec() + 20 * USEC_PER_MSEC, 0), -ETIMEDOUT);
+        assert_true(now_usec() - start >= 300 * USEC_PER_MSEC);
+
+        /* A holder that says 5 s and lets go after 200 ms: taken then, well past the 20 ms. */
+        close(fd);
+        *state = NULL;
+        assert_int_equal(pipe(ready), 0);
+        child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+                int held = journal_lock(now_usec() + USEC_PER_SEC, now_usec() + 5 * USEC_PER_SEC);
+                (void) !write(ready[1], "x", 1);
+                nanosleep(&(struct timespec) { .tv_nsec = 200 * 1000 * 1000 }, NULL);
+                _exit(held >= 0 ? 0 : 1);
+        }
+        assert_int_equal(read(ready[0], &c, 1), 1);
+        start = now_usec();
+        fd2 = journal_lock(now_usec() + 20 * USEC_PER_MSEC, 0);
+        assert_true(fd2 >= 0);
+        assert_true(now_usec() - start >= 100 * USEC_PER_MSEC);
+        assert_true(now_usec() - start < 3 * USEC_PER_SEC);
+        close(fd2);
+        assert_int_equal(waitpid(child, &(int) { 0 }, 0), child);
+        close(ready[0]);
+        close(ready[1]);
 }
 
 /* A journal directory somebody else could write decides what root undoes: refused. */
 static void test_lock_refuses_open_dir(void **state) {
         REQUIRE_PRIVATE_RUN();
         assert_int_equal(chmod(JOURNAL_DIR, 0755), 0);
-        assert_int_equal(journal_lock(now_usec()), -EPERM);
+        assert_int_equal(journal_lock(now_usec(), 0), -EPERM);
         assert_int_equal(chmod(JOURNAL_DIR, 0700), 0);
 
         close((int) (intptr_t) *state);
         *state = NULL;
         rm_journal_dir();
         assert_int_equal(symlink("/tmp", JOURNAL_DIR), 0);
-        assert_int_equal(journal_lock(now_usec()), -EPERM);
+        assert_int_equal(journal_lock(now_usec(), 0), -EPERM);
         assert_int_equal(unlink(JOURNAL_DIR), 0);
 }
 
@@ -543,6 +585,7 @@ int main(void) {
                 cmocka_unit_test(test_escape_every_byte),
                 cmocka_unit_test(test_escape_errors),
                 FILE_TEST(test_lock),
+                FILE_TEST(test_lock_waits_as_long_as_the_holder_says),
                 FILE_TEST(test_lock_refuses_open_dir),
                 FILE_TEST(test_round_trip),
                 FILE_TEST(test_round_trip_odd_vm_names),

@@ -1,0 +1,121 @@
+"""The GPU lock (issue 10 item 4), on the emulated host: one hand-over or hand-back of the GPU at
+a time, a release that waits for a hand-over of the same GPU however long it takes, hook scripts
+that never run under the lock, and two VMs started at once."""
+import os
+import subprocess
+import time
+
+import fakehost
+from fakehost import R5, VEGA
+
+HOOK = fakehost.HOOK
+CONF = "/run/fakehost/lock.conf"
+HOOKS = "/run/fakehost/lock-hooks"
+
+
+def config(timeout="5s", extra=""):
+    os.makedirs(os.path.dirname(CONF), exist_ok=True)
+    with open(CONF, "w") as f:
+        f.write(fakehost.NATIVE_CONF + f"[host]\ntimeout = {timeout}\n" + extra)
+    os.chmod(CONF, 0o644)
+    fakehost.sh("rm", "-rf", "/run/qemu-hook", HOOKS)
+
+
+def argv(vm, op, sub, *options):
+    return [HOOK, "--config", CONF, *options, vm, op, sub, "-"]
+
+
+def hook(vm, op, sub, xml, *options):
+    rc, out, err, seconds = fakehost.run_hook(argv(vm, op, sub, *options), xml)
+    assert out == "", f"hook mode wrote to stdout: {out!r}"
+    return rc, err, seconds
+
+
+def spawn(vm, op, sub, xml, *options):
+    fakehost.check_safe()
+    p = subprocess.Popen(argv(vm, op, sub, *options), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=fakehost.hook_env(), start_new_session=True)
+    p.stdin.write(xml)
+    p.stdin.close()
+    p.stdin = None
+    return p
+
+
+def finish(p, timeout=60):
+    out, err = p.communicate(timeout=timeout)
+    assert out == "", out
+    return p.returncode, err
+
+
+XML = fakehost.domain_xml("win10", [VEGA])
+
+
+def test_release_waits_for_a_hand_over_longer_than_its_own_deadline(host):
+    """libvirt's release end of a VM whose hand-over is still running (a second libvirtd call, or
+    the hook run by hand): with a 1 s deadline per wait, a hand-over whose probes take 0.8 s each
+    holds the lock for well over 1 s. The release waits for it, as long as the holder says it may
+    take, and then hands back: never a half-done host with a failed release."""
+    config(timeout="1s")
+    before = host.snapshot()
+    host.delay(probe=800)
+    prepare = spawn("win10", "prepare", "begin", XML)
+    host.wait(lambda: any(w.path.endswith("drivers_probe") for w in host.log()))
+    t0 = time.monotonic()
+    rc, err, _ = hook("win10", "release", "end", XML)
+    waited = time.monotonic() - t0
+    assert finish(prepare)[0] == 0
+    assert rc == 0, f"release end: exit {rc} after {waited:.1f} s: {err}"
+    assert waited > 1.0, f"the release did not wait for the hand-over ({waited:.2f} s)"
+    host.delay(probe=0)
+    assert host.snapshot() == before, host.snapshot()
+    assert not os.path.exists("/run/qemu-hook/win10.state")
+
+
+def test_a_hook_script_never_runs_under_the_lock(host):
+    """A prepare/begin script (the hand-over's last step) may start another VM, whose hook then
+    waits for the lock: it runs with the lock free."""
+    config(extra="")
+    record = f"{HOOKS}/record"
+    script = f"{HOOKS}/qemu.d/win10/prepare/begin/10-lock"
+    fakehost.recording_script(script, record, body="flock -n /run/qemu-hook/lock true && echo free >> "
+                              f"{record} || echo held >> {record}")
+    rc, err, _ = hook("win10", "prepare", "begin", XML, "--hooks-dir", HOOKS)
+    assert rc == 0, err
+    lines = fakehost.read_record(record)
+    assert lines and lines[-1] == ["free"], lines
+    assert lines[0][-1] == "vfio-pci", f"the script ran before the hand-over: {lines}"
+    assert hook("win10", "release", "end", XML, "--hooks-dir", HOOKS)[0] == 0
+
+
+def test_a_vm_without_the_gpu_is_never_held_up(host):
+    """Two VMs started at once, one passing the GPU, the other another device: the other's hook
+    takes no lock and returns at once, while the hand-over is blocked in the kernel."""
+    config()
+    before = host.snapshot()
+    host.hang("bus/pci/drivers/amdgpu/unbind", VEGA)
+    try:
+        prepare = spawn("win10", "prepare", "begin", XML)
+        host.wait(lambda: host.blocked() != [])
+        for op, sub in (("prepare", "begin"), ("release", "end")):
+            rc, err, seconds = hook_bounded("linux", op, sub, fakehost.domain_xml("linux", ["0000:03:00.0"]))
+            assert rc == 0 and err == "" and seconds < 1.0, (op, rc, err, seconds)
+    finally:
+        host.unhang()
+    assert finish(prepare)[0] == 0
+    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon"
+    assert not os.path.exists("/run/qemu-hook/linux.state")
+    assert hook("win10", "release", "end", XML)[0] == 0
+    assert host.snapshot() == before
+
+
+def hook_bounded(vm, op, sub, xml):
+    p = spawn(vm, op, sub, xml)
+    try:
+        out, err = p.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        stack = open(f"/proc/{p.pid}/stack").read() if os.path.exists(f"/proc/{p.pid}/stack") else "?"
+        fds = {fd: os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{p.pid}/fd")}
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"{vm} {op} {sub} did not return in 5 s: stack {stack}, fds {fds}")
+    return p.returncode, err, 0.0
