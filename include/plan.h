@@ -38,6 +38,20 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
                           const struct desktop_state *d, struct plan *ret);
 struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *target,
                       const char *from, const char *to);
+
+/* The pieces both planners (plan.c, plan-back.c) build with, so both lists come in one order. */
+#define PLAN_VFIO "vfio-pci"
+extern const char *const plan_cpu_units[3];     /* AllowedCPUs of these, in this order */
+void plan_skip(struct step *s, const char *why);
+bool plan_is_display(const struct pci_func *f);
+/* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
+const char *plan_host_cpus(const struct config *cfg, const char *vm);
+/* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */
+void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d, bool all, struct plan *p);
+/* Step 10: a start for each stop of plan_desktop_stops, in reverse. */
+void plan_desktop_starts(struct plan *p);
+/* Step 8: a bind for each of the n vtcon unbinds from index first on. */
+void plan_vtcons_back(struct plan *p, size_t first, size_t n);
 /* Puts the steps of left that are still in place (an earlier hand-over's, whose undo the kernel
  * refused) first in p, as done: undone last, at p's release. Frees left. */
 void plan_carry(struct plan *p, struct plan *left);

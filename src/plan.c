@@ -5,9 +5,9 @@
 #include "log.h"
 #include "plan.h"
 
-#define VFIO "vfio-pci"
+#define VFIO PLAN_VFIO
 
-static const char *const cpu_units[3] = { "user.slice", "system.slice", "init.scope" };
+const char *const plan_cpu_units[3] = { "user.slice", "system.slice", "init.scope" };
 
 static bool in_place(const struct step *s) {
         return s->state == STEP_DONE || s->state == STEP_STARTED;
@@ -28,12 +28,12 @@ struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *
         return s;
 }
 
-static void skip(struct step *s, const char *why) {
+void plan_skip(struct step *s, const char *why) {
         s->state = STEP_SKIPPED;
         strscpy(s->note, why, sizeof(s->note));
 }
 
-static bool is_display(const struct pci_func *f) {
+bool plan_is_display(const struct pci_func *f) {
         return (f->class >> 16) == 0x03;
 }
 
@@ -61,102 +61,37 @@ static struct step *add_move(struct plan *p, const struct pci_func *f, const cha
         return s;
 }
 
-static const char *host_cpus(const struct config *cfg, const char *vm) {
+const char *plan_host_cpus(const struct config *cfg, const char *vm) {
         const struct vm_config *v = config_vm(cfg, vm);
         return v && v->host_cpus ? v->host_cpus : cfg->host_cpus;
 }
 
-/* The steps of a hand-over, in SPEC order. With derive, every step is marked done and its `from`
- * is what the config says the host had, so that undoing the plan is the hand-back. */
-static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
-                       const struct desktop_state *d, bool derive, struct plan *p) {
-        const char *cpus = host_cpus(cfg, vm);
+void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d, bool all, struct plan *p) {
         const char *dm = d->display_manager[0] ? d->display_manager :
                          strcmp(cfg->display_manager, "auto") == 0 ? "display-manager.service" : cfg->display_manager;
-        size_t first_vtcon, n_vtcon;
         struct step *s;
 
         /* 1. The display manager lets go of the GPU. */
         if (strcmp(cfg->display_manager, "none") != 0) {
                 s = plan_add(p, &step_unit, dm, "active", "inactive");
                 if (d->display_manager_skip)
-                        skip(s, d->display_manager_skip);
-                else if (!d->display_manager_active && !derive)
-                        skip(s, "not active");
+                        plan_skip(s, d->display_manager_skip);
+                else if (!d->display_manager_active && !all)
+                        plan_skip(s, "not active");
         }
         /* 2. So do the desktop user's audio units, which hold the GPU's HDMI audio. */
         for (size_t i = 0; cfg->user && cfg->user_units[i]; i++) {
                 s = plan_add(p, &step_user_unit, cfg->user_units[i], "active", "inactive");
                 if (d->user_units_skip)
-                        skip(s, d->user_units_skip);
-                else if (!d->user_unit_active[i] && !derive)
-                        skip(s, "not active");
+                        plan_skip(s, d->user_units_skip);
+                else if (!d->user_unit_active[i] && !all)
+                        plan_skip(s, "not active");
         }
-        /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
-        first_vtcon = p->n_steps;
-        for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
-                char name[32];
-                const struct vtcon *v = &h->vtcons[i];
+}
 
-                if (!v->framebuffer || (!v->bound && !derive))
-                        continue;
-                snprintf(name, sizeof(name), "vtcon%u", v->index);
-                plan_add(p, &step_vtcon, name, "1", "0");
-        }
-        n_vtcon = p->n_steps - first_vtcon;
-        /* 4. The firmware framebuffer on the GPU holds its memory. */
-        for (size_t i = 0; cfg->framebuffer && !derive && i < h->n_fbs; i++) {
-                const struct pci_func *on = fb_on_gpu(&h->fbs[i], h);
-
-                if (h->fbs[i].driver[0] && on)
-                        snprintf(plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "")->note,
-                                 STEP_FIELD_LEN, "on=%s", on->name);
-        }
-        /* 5. Unbinding a driver from a device in use can hang the machine: wait until nobody holds
-         * the GPU's nodes (the processes of steps 1 and 2 take a moment to exit). */
-        for (size_t i = 0; !derive && i < h->n_gpu; i++)
-                if (strcmp(h->gpu[i].driver, VFIO) != 0 && h->gpu[i].driver[0])
-                        plan_add(p, &step_holders, h->gpu[i].name, h->gpu[i].driver, "");
-        /* 6. Every function of the GPU to vfio-pci, each remembering its driver. */
-        for (size_t i = 0; i < h->n_gpu; i++) {
-                const struct pci_func *f = &h->gpu[i];
-
-                if (derive) {
-                        /* "*": back to whatever the kernel binds without an override. */
-                        if (strcmp(f->driver, VFIO) == 0 && strcmp(f->driver_override, VFIO) == 0)
-                                plan_add(p, &step_pci_driver, f->name, "*", VFIO);
-                        continue;
-                }
-                s = add_move(p, f, f->driver, VFIO);
-                if (strcmp(f->driver, VFIO) == 0)
-                        skip(s, "already on vfio-pci");
-        }
-        /* 7. The secondary GPU's display function to its display driver. */
-        for (size_t i = 0; i < h->n_secondary; i++) {
-                const struct pci_func *f = &h->secondary[i];
-                const char *park = derive && cfg->park_driver ? cfg->park_driver : f->driver;
-
-                if (!is_display(f))
-                        continue;
-                s = add_move(p, f, park, h->secondary_driver);
-                if (derive ? strcmp(f->driver, h->secondary_driver) != 0
-                           : strcmp(f->driver, h->secondary_driver) == 0)
-                        skip(s, derive ? "not on its display driver" : "already on its display driver");
-        }
-        /* 8. The consoles of step 3 come back, now on the secondary GPU. */
-        for (size_t i = 0; i < n_vtcon; i++) {
-                char name[STEP_FIELD_LEN];      /* plan_add moves the steps */
-                strscpy(name, p->steps[first_vtcon + i].target, sizeof(name));
-                plan_add(p, &step_vtcon, name, "0", "1");
-        }
-        /* 9. Host CPUs restricted while the VM runs. */
-        for (size_t i = 0; cpus && i < ELEMENTSOF(cpu_units); i++) {
-                s = plan_add(p, &step_cpus, cpu_units[i], derive ? d->host_cpus : d->cpus_now[i], cpus);
-                if (!derive && strcmp(d->cpus_now[i], cpus) == 0)
-                        skip(s, "already set");
-        }
-        /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
+void plan_desktop_starts(struct plan *p) {
         size_t n = p->n_steps;
+
         for (size_t i = n; i-- > 0;) {
                 const struct step *stop = &p->steps[i];
                 if ((stop->kind != &step_unit && stop->kind != &step_user_unit) ||
@@ -167,14 +102,82 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 char unit[STEP_FIELD_LEN], note[STEP_FIELD_LEN];       /* plan_add moves the steps */
                 strscpy(unit, stop->target, sizeof(unit));
                 strscpy(note, stop->note, sizeof(note));
-                s = plan_add(p, kind, unit, "inactive", "active");
+                struct step *s = plan_add(p, kind, unit, "inactive", "active");
                 if (skipped)
-                        skip(s, note);
+                        plan_skip(s, note);
         }
-        if (derive)
-                for (size_t i = 0; i < p->n_steps; i++)
-                        if (p->steps[i].state == STEP_PLANNED)
-                                p->steps[i].state = STEP_DONE;
+}
+
+void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                char name[STEP_FIELD_LEN];      /* plan_add moves the steps */
+                strscpy(name, p->steps[first + i].target, sizeof(name));
+                plan_add(p, &step_vtcon, name, "0", "1");
+        }
+}
+
+/* The steps of a hand-over, in SPEC order. */
+static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
+                       const struct desktop_state *d, struct plan *p) {
+        const char *cpus = plan_host_cpus(cfg, vm);
+        size_t first_vtcon;
+        struct step *s;
+
+        /* 1-2. The display manager and the user's audio units. */
+        plan_desktop_stops(cfg, d, false, p);
+        /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
+        first_vtcon = p->n_steps;
+        for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
+                char name[32];
+                const struct vtcon *v = &h->vtcons[i];
+
+                if (!v->framebuffer || !v->bound)
+                        continue;
+                snprintf(name, sizeof(name), "vtcon%u", v->index);
+                plan_add(p, &step_vtcon, name, "1", "0");
+        }
+        size_t n_vtcon = p->n_steps - first_vtcon;
+        /* 4. The firmware framebuffer on the GPU holds its memory. */
+        for (size_t i = 0; cfg->framebuffer && i < h->n_fbs; i++) {
+                const struct pci_func *on = fb_on_gpu(&h->fbs[i], h);
+
+                if (h->fbs[i].driver[0] && on)
+                        snprintf(plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "")->note,
+                                 STEP_FIELD_LEN, "on=%s", on->name);
+        }
+        /* 5. Unbinding a driver from a device in use can hang the machine: wait until nobody holds
+         * the GPU's nodes (the processes of steps 1 and 2 take a moment to exit). */
+        for (size_t i = 0; i < h->n_gpu; i++)
+                if (strcmp(h->gpu[i].driver, VFIO) != 0 && h->gpu[i].driver[0])
+                        plan_add(p, &step_holders, h->gpu[i].name, h->gpu[i].driver, "");
+        /* 6. Every function of the GPU to vfio-pci, each remembering its driver. */
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                const struct pci_func *f = &h->gpu[i];
+
+                s = add_move(p, f, f->driver, VFIO);
+                if (strcmp(f->driver, VFIO) == 0)
+                        plan_skip(s, "already on vfio-pci");
+        }
+        /* 7. The secondary GPU's display function to its display driver. */
+        for (size_t i = 0; i < h->n_secondary; i++) {
+                const struct pci_func *f = &h->secondary[i];
+
+                if (!plan_is_display(f))
+                        continue;
+                s = add_move(p, f, f->driver, h->secondary_driver);
+                if (strcmp(f->driver, h->secondary_driver) == 0)
+                        plan_skip(s, "already on its display driver");
+        }
+        /* 8. The consoles of step 3 come back, now on the secondary GPU. */
+        plan_vtcons_back(p, first_vtcon, n_vtcon);
+        /* 9. Host CPUs restricted while the VM runs. */
+        for (size_t i = 0; cpus && i < ELEMENTSOF(plan_cpu_units); i++) {
+                s = plan_add(p, &step_cpus, plan_cpu_units[i], d->cpus_now[i], cpus);
+                if (strcmp(d->cpus_now[i], cpus) == 0)
+                        plan_skip(s, "already set");
+        }
+        /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
+        plan_desktop_starts(p);
 }
 
 static int check_group(const struct host *h, char *error, size_t size) {
@@ -205,7 +208,7 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
          * for a VM that passes a USB controller sharing the slot's bus number. */
         bool display = false;
         for (size_t i = 0; i < h->n_gpu; i++)
-                display = display || is_display(&h->gpu[i]);
+                display = display || plan_is_display(&h->gpu[i]);
         if (h->n_gpu && !display) {
                 snprintf(error, size, "%s is not a GPU (PCI class %06x, not a display controller): is [gpu] "
                          "address (or VIRSH_GPU_VIDEO) the GPU's?", h->gpu[0].name, h->gpu[0].class);
@@ -220,7 +223,7 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
                 all_vfio = all_vfio && strcmp(h->gpu[i].driver, VFIO) == 0;
         }
         for (size_t i = 0; i < h->n_secondary; i++)
-                if (is_display(&h->secondary[i]) && !h->secondary_driver[0]) {
+                if (plan_is_display(&h->secondary[i]) && !h->secondary_driver[0]) {
                         snprintf(error, size, "no display driver known for the secondary GPU %s: set "
                                  "driver in the [secondary] section of the config", h->secondary[i].name);
                         return -ENOENT;
@@ -233,26 +236,9 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
         if (all_vfio) {
                 /* Handed over already (another VM has it, or by hand): like start.sh, touch nothing. */
                 for (size_t i = 0; i < h->n_gpu; i++)
-                        skip(plan_add(&p, &step_pci_driver, h->gpu[i].name, VFIO, VFIO), "already on vfio-pci");
+                        plan_skip(plan_add(&p, &step_pci_driver, h->gpu[i].name, VFIO, VFIO), "already on vfio-pci");
         } else
-                plan_steps(cfg, vm, h, d, false, &p);
-        *ret = p;
-        return 0;
-}
-
-int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct host *h,
-                          const struct desktop_state *d, struct plan *ret) {
-        struct plan p = {};
-        bool handed_over = false;
-
-        /* Our hand-over leaves driver_override=vfio-pci on the GPU: without it, nothing of ours
-         * is in place and the hand-back must not restart anybody's desktop. */
-        for (size_t i = 0; i < h->n_gpu; i++)
-                handed_over = handed_over || (strcmp(h->gpu[i].driver, VFIO) == 0 &&
-                                              strcmp(h->gpu[i].driver_override, VFIO) == 0);
-        strscpy(p.vm, vm, sizeof(p.vm));
-        if (handed_over)
-                plan_steps(cfg, vm, h, d, true, &p);
+                plan_steps(cfg, vm, h, d, &p);
         *ret = p;
         return 0;
 }
