@@ -50,11 +50,11 @@ build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
-build/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
+build/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h tests/unit/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h)
+build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h tests/unit/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
