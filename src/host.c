@@ -74,7 +74,7 @@ static int add_slot(struct udev *udev, const struct pci_addr *addr, struct pci_f
         snprintf(pattern, sizeof(pattern), "%.10s*", want);    /* "0000:0d:00.*" */
         if (!e || udev_enumerate_add_match_subsystem(e, "pci") < 0 ||
             udev_enumerate_add_match_sysname(e, pattern) < 0 || udev_enumerate_scan_devices(e) < 0)
-                return log_error_errno(ENOMEM, "Failed to enumerate PCI devices: %m");
+                return log_error_errno(ENOMEM, "reading the host: listing its PCI devices: %m");
         udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
                 const char *syspath = udev_list_entry_get_name(entry);
                 const char *name = strrchr(syspath, '/') + 1;
@@ -82,7 +82,7 @@ static int add_slot(struct udev *udev, const struct pci_addr *addr, struct pci_f
                 *funcs = xreallocarray(*funcs, *n + 1, sizeof(**funcs));
                 r = host_read_func(name, &(*funcs)[*n]);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to read PCI device %s: %m", name);
+                        return log_error_errno(r, "reading the host: PCI device %s: %m", name);
                 (*n)++;
                 found++;
         }
@@ -107,7 +107,7 @@ static int add_group(int group, struct host *h) {
         snprintf(path, sizeof(path), SYSFS_ROOT "/kernel/iommu_groups/%d/devices", group);
         d = opendir(path);
         if (!d)
-                return log_error_errno(errno, "Failed to list IOMMU group %d: %m", group);
+                return log_error_errno(errno, "reading the host: listing IOMMU group %d: %m", group);
         while ((de = readdir(d))) {
                 if (de->d_name[0] == '.' || has_func(h->gpu, h->n_gpu, de->d_name) ||
                     has_func(h->group, h->n_group, de->d_name))
@@ -115,7 +115,7 @@ static int add_group(int group, struct host *h) {
                 h->group = xreallocarray(h->group, h->n_group + 1, sizeof(*h->group));
                 r = host_read_func(de->d_name, &h->group[h->n_group]);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to read %s of IOMMU group %d: %m", de->d_name, group);
+                        return log_error_errno(r, "reading the host: %s of IOMMU group %d: %m", de->d_name, group);
                 h->n_group++;
         }
         return 0;
@@ -134,7 +134,7 @@ static int add_vtcons(struct udev *udev, struct host *h) {
         struct udev_list_entry *entry;
 
         if (!e || udev_enumerate_add_match_subsystem(e, "vtconsole") < 0 || udev_enumerate_scan_devices(e) < 0)
-                return log_error_errno(ENOMEM, "Failed to enumerate vtconsoles: %m");
+                return log_error_errno(ENOMEM, "reading the host: listing the vtconsoles: %m");
         udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
                 const char *name = strrchr(udev_list_entry_get_name(entry), '/') + 1;
                 char path[PATH_MAX], buf[128];
@@ -159,7 +159,7 @@ static int add_fbs(struct udev *udev, struct host *h) {
             udev_enumerate_add_match_sysname(e, "efi-framebuffer.*") < 0 ||
             udev_enumerate_add_match_sysname(e, "simple-framebuffer.*") < 0 ||
             udev_enumerate_scan_devices(e) < 0)
-                return log_error_errno(ENOMEM, "Failed to enumerate framebuffers: %m");
+                return log_error_errno(ENOMEM, "reading the host: listing the framebuffers: %m");
         udev_list_entry_foreach(entry, udev_enumerate_get_list_entry(e)) {
                 _cleanup_(udev_device_unrefp) struct udev_device *dev =
                         udev_device_new_from_syspath(udev, udev_list_entry_get_name(entry));
@@ -188,7 +188,7 @@ int host_snapshot(const struct pci_addr *gpu, size_t n_gpu, const struct pci_add
         int r = 0;
 
         if (!udev)
-                return log_error_errno(ENOMEM, "Failed to create a udev context: %m");
+                return log_error_errno(ENOMEM, "reading the host: creating a udev context: %m");
         for (size_t i = 0; i < n_gpu && r >= 0; i++)
                 if (!has_func(h.gpu, h.n_gpu, pci_addr_format(&gpu[i], (char[PCI_ADDR_LEN]){})))
                         r = add_slot(udev, &gpu[i], &h.gpu, &h.n_gpu);

@@ -119,3 +119,27 @@ def hook_bounded(vm, op, sub, xml):
         p.communicate()
         raise AssertionError(f"{vm} {op} {sub} did not return in 5 s: stack {stack}, fds {fds}")
     return p.returncode, err, 0.0
+
+
+def test_two_vms_passing_the_same_gpu_started_at_once(host):
+    """win10 and gaming both pass the GPU and start at once: the lock orders them; the first
+    hands over, the second is refused (exit 1) naming the first, and changes nothing. Their
+    releases, the refused one's first, put the host back as it was."""
+    config()
+    before = host.snapshot()
+    xmls = {vm: fakehost.domain_xml(vm, [VEGA]) for vm in ("win10", "gaming")}
+    procs = {vm: spawn(vm, "prepare", "begin", xml) for vm, xml in xmls.items()}
+    results = {vm: finish(p) for vm, p in procs.items()}
+    won = [vm for vm, (rc, _) in results.items() if rc == 0]
+    assert len(won) == 1, results
+    winner, loser = won[0], ({"win10", "gaming"} - set(won)).pop()
+    rc, err = results[loser]
+    assert rc == 1 and f"0000:0d:00.0 is handed over to {winner}" in err and "nothing was changed" in err, err
+    assert not os.path.exists(f"/run/qemu-hook/{loser}.state")
+    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon"
+    host.clear_log()
+    assert hook(loser, "release", "end", xmls[loser])[0] == 0
+    assert host.writes() == 0, host.log()
+    assert host.driver(VEGA) == "vfio-pci"
+    assert hook(winner, "release", "end", xmls[winner])[0] == 0
+    assert host.snapshot() == before, host.snapshot()
