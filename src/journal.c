@@ -178,8 +178,32 @@ static int load_key(void *user, const char *section, const char *key, const char
         return field && get_value(value, field, STEP_FIELD_LEN) == 0;
 }
 
-int journal_load(const char *vm, struct plan *ret) {
+int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret) {
         struct load_state ls = {};
+        int r;
+
+        *ret = (struct plan) {};
+        strscpy(ret->vm, vm, sizeof(ret->vm));
+        ls.plan = ret;
+        r = ini_parse_file(f, load_key, &ls);
+        /* An undo trusts every step it reads: a step without its kind or state is a broken file. */
+        for (size_t i = 0; r == 0 && !ls.error[0] && i < ret->n_steps; i++)
+                if (!ret->steps[i].kind || ret->steps[i].state == _STEP_STATE_MAX)
+                        snprintf(ls.error, sizeof(ls.error), "[step %zu] lacks its kind or state", i + 1);
+        if (r == 0 && !ls.error[0] && !ls.header)
+                snprintf(ls.error, sizeof(ls.error), "no [hand-over] section");
+        if (r != 0 || ls.error[0]) {
+                if (r > 0)
+                        log_error("%s:%d: %s", name, r, ls.error[0] ? ls.error : "malformed journal");
+                else
+                        log_error("%s: %s", name, ls.error[0] ? ls.error : "not a readable journal file");
+                plan_free(ret);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+int journal_load(const char *vm, struct plan *ret) {
         _cleanup_fclose_ FILE *f = NULL;
         char path[PATH_MAX];
         struct stat st;
@@ -191,25 +215,12 @@ int journal_load(const char *vm, struct plan *ret) {
         f = fopen(path, "re");
         if (!f)
                 return -errno;
-        *ret = (struct plan) {};
-        strscpy(ret->vm, vm, sizeof(ret->vm));
-        ls.plan = ret;
-        r = fstat(fileno(f), &st) < 0 ? -1 : !S_ISREG(st.st_mode) ? -2 : ini_parse_file(f, load_key, &ls);
-        /* An undo trusts every step it reads: a step without its kind or state is a broken file. */
-        for (size_t i = 0; r == 0 && !ls.error[0] && i < ret->n_steps; i++)
-                if (!ret->steps[i].kind || ret->steps[i].state == _STEP_STATE_MAX)
-                        snprintf(ls.error, sizeof(ls.error), "[step %zu] lacks its kind or state", i + 1);
-        if (r == 0 && !ls.error[0] && !ls.header)
-                snprintf(ls.error, sizeof(ls.error), "no [hand-over] section");
-        if (r != 0 || ls.error[0]) {
-                if (r > 0)
-                        log_error("%s:%d: %s", path, r, ls.error[0] ? ls.error : "malformed journal");
-                else
-                        log_error("%s: %s", path, ls.error[0] ? ls.error : "not a readable journal file");
-                plan_free(ret);
+        if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+                *ret = (struct plan) {};
+                log_error("%s: not a readable journal file", path);
                 return -EBADMSG;
         }
-        return 0;
+        return journal_read(f, path, vm, ret);
 }
 
 int journal_remove(const char *vm) {
