@@ -73,7 +73,10 @@ static int get_value(const char *value, char *buf, size_t size) {
         for (const char *p = value; *p; p++) {
                 unsigned c = (unsigned char) *p;
 
-                if (*p == '\\' && sscanf(p, "\\x%2x", &c) == 1 && isxdigit(p[2]) && isxdigit(p[3]))
+                /* Only what put_value writes is an escape: checked before sscanf, whose %2x also
+                 * takes "\x 5" or "\x-1", and which sets c even for a backslash that stays one. */
+                if (p[0] == '\\' && p[1] == 'x' && isxdigit((unsigned char) p[2]) &&
+                    isxdigit((unsigned char) p[3]) && sscanf(p + 2, "%2x", &c) == 1)
                         p += 3;
                 if (n + 1 >= size)
                         return -ENAMETOOLONG;
@@ -130,6 +133,19 @@ int journal_save(const struct plan *p) {
         return 0;
 }
 
+/* A decimal number from 1 to max and nothing else, or 0: sscanf's %u and %d also take a sign,
+ * blanks and text after the number, and a number too large for them is undefined behaviour. */
+static unsigned long number(const char *s, unsigned long max) {
+        unsigned long v;
+        char *end;
+
+        if (!isdigit((unsigned char) *s))
+                return 0;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        return errno != 0 || *end != '\0' || v > max ? 0 : v;
+}
+
 struct load_state {
         struct plan *plan;
         bool header;            /* [hand-over] seen */
@@ -139,7 +155,7 @@ struct load_state {
 static int load_key(void *user, const char *section, const char *key, const char *value) {
         struct load_state *ls = user;
         struct plan *p = ls->plan;
-        unsigned index;
+        unsigned long index;
         struct step *s;
 
         if (strcmp(section, "hand-over") == 0) {
@@ -150,7 +166,8 @@ static int load_key(void *user, const char *section, const char *key, const char
                         return get_value(value, p->user_bus, sizeof(p->user_bus)) == 0;
                 return strcmp(key, "version") == 0 || strcmp(key, "vm") == 0;
         }
-        if (sscanf(section, "step %u", &index) != 1 || index == 0 || index > p->n_steps + 1) {
+        index = strncmp(section, "step ", 5) == 0 ? number(section + 5, ULONG_MAX) : 0;
+        if (index == 0 || index > p->n_steps + 1) {
                 snprintf(ls->error, sizeof(ls->error), "unexpected section [%s]", section);
                 return 0;
         }
@@ -172,7 +189,7 @@ static int load_key(void *user, const char *section, const char *key, const char
                 return st >= 0;
         }
         if (strcmp(key, "writer") == 0)
-                return sscanf(value, "%d", &s->writer) == 1 && s->writer > 0;
+                return (s->writer = (int) number(value, INT_MAX)) > 0;
         char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
                       strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
         return field && get_value(value, field, STEP_FIELD_LEN) == 0;
