@@ -63,6 +63,26 @@ build/fakesys: tests/host/fakesys.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(LDFLAGS) \
 		$(shell pkg-config --libs fuse3) -lpthread
 
+# libFuzzer targets (clang) for the readers of bytes from outside: kvm.conf in both formats, the
+# domain XML, the journal; tests/fuzz/run.sh runs each for FUZZ_SECONDS and prints its executions
+# and coverage. The tree's corpus (tests/fuzz/corpus/) is only read: new inputs go to build/fuzz/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := config domain journal
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard include/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# make check's pass: about 20 s each, enough to catch a regression on the corpus and a bit more.
+fuzz-check: $(FUZZ_BINS)
+	@tests/fuzz/run.sh 20 $(FUZZ_TARGETS)
+
 deps:
 	@tests/deps.sh
 
@@ -76,13 +96,13 @@ integration: qemu-hook build/san/qemu-hook build/fakesys
 	@QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 	@QEMU_HOOK=build/san/qemu-hook QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 
-# Everything: unit, integration (emulated host, libvirtd) and the real-kernel guest; check-quick
-# skips the guest for fast iteration.
+# Everything: unit, fuzzing (20 s per target), integration (emulated host, libvirtd) and the
+# real-kernel guest; check-quick skips the guest for fast iteration.
 check: deps
-	@$(MAKE) --no-print-directory unit integration guest
+	@$(MAKE) --no-print-directory unit fuzz-check integration guest
 
 check-quick: deps
-	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory unit fuzz-check integration
 
 demo: deps
 	@$(MAKE) --no-print-directory qemu-hook build/fakesys
@@ -159,4 +179,4 @@ deb:
 clean:
 	rm -rf qemu-hook qemu-hook-act build
 
-.PHONY: all deps unit integration check demo bench install install-files uninstall deb clean
+.PHONY: all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb clean

@@ -2,6 +2,7 @@
  * hook killed half way can be undone by the next release. Read back with inih. */
 #pragma once
 #include <limits.h>
+#include <stdio.h>
 #include "plan.h"
 
 #define JOURNAL_DIR "/run/qemu-hook"
@@ -21,6 +22,9 @@ int journal_save(const struct plan *p);
 bool journal_exists(const char *vm);
 /* -ENOENT when there is none. */
 int journal_load(const char *vm, struct plan *ret);
+/* journal_load's reader, on an open file (name: for messages), for the VM named vm. Logs and
+ * returns -EBADMSG, *ret empty, for anything but a whole journal. */
+int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret);
 int journal_remove(const char *vm);
 /* Whether any VM has a journal: then the host's state is known, and a VM without one did not
  * hand the GPU over. */

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <libxml/parser.h>
+#include <libxml/SAX2.h>
 #include <libxml/xpath.h>
 
 #include "domain.h"
@@ -85,8 +86,30 @@ static void keep_first(void *data, xmlErrorPtr e) {
         first->message[strcspn(first->message, "\n")] = '\0';
 }
 
+/* libvirt never writes a document type declaration, and what one declares is the only costly
+ * part of parsing: entities that expand ten times per level, or that raise an error on every one
+ * of 10^8 references (found by fuzzing: 568 bytes kept libxml2 2.9.14 busy for 5 s, each level
+ * more ten times longer, the hook running inside libvirtd's call with no deadline). Refused at
+ * "<!DOCTYPE", before its internal subset is read. */
+static void refuse_doctype(void *data, const xmlChar *name, const xmlChar *external_id,
+                           const xmlChar *system_id) {
+        xmlParserCtxt *ctxt = data;
+        struct first_error *first = ctxt->_private;
+
+        if (!first->message[0]) {
+                first->line = xmlSAX2GetLineNumber(ctxt);
+                strscpy(first->message, "a document type declaration (<!DOCTYPE), which libvirt never writes",
+                        sizeof(first->message));
+        }
+        /* What a fatal error does: no document comes back. Stopping alone would return the
+         * part read so far. */
+        ctxt->wellFormed = 0;
+        xmlStopParser(ctxt);
+}
+
 int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size_t *n_ret,
                         char **error) {
+        xmlParserCtxt *ctxt;
         xmlDoc *doc = NULL;
         xmlXPathContext *xpath = NULL;
         xmlXPathObject *found = NULL;
@@ -101,9 +124,17 @@ int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size
         }
         /* libxml2 prints parse errors to stderr by default; the caller reports one clear line. */
         struct first_error first = {};
+        ctxt = xmlNewParserCtxt();
+        if (!ctxt) {
+                *error = xstrdup("cannot parse the domain XML: out of memory");
+                return -ENOMEM;
+        }
+        ctxt->_private = &first;
+        ctxt->sax->internalSubset = refuse_doctype;
         xmlSetStructuredErrorFunc(&first, keep_first);
-        doc = xmlReadMemory(xml, (int) len, "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOWARNING);
+        doc = xmlCtxtReadMemory(ctxt, xml, (int) len, "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOWARNING);
         xmlSetStructuredErrorFunc(NULL, NULL);
+        xmlFreeParserCtxt(ctxt);
         if (!doc) {
                 char buf[256];
 

@@ -99,7 +99,10 @@ static int get_value(const char *value, char *buf, size_t size) {
         for (const char *p = value; *p; p++) {
                 unsigned c = (unsigned char) *p;
 
-                if (*p == '\\' && sscanf(p, "\\x%2x", &c) == 1 && isxdigit(p[2]) && isxdigit(p[3]))
+                /* Only what put_value writes is an escape: checked before sscanf, whose %2x also
+                 * takes "\x 5" or "\x-1", and which sets c even for a backslash that stays one. */
+                if (p[0] == '\\' && p[1] == 'x' && isxdigit((unsigned char) p[2]) &&
+                    isxdigit((unsigned char) p[3]) && sscanf(p + 2, "%2x", &c) == 1)
                         p += 3;
                 if (n + 1 >= size)
                         return -ENAMETOOLONG;
@@ -156,6 +159,19 @@ int journal_save(const struct plan *p) {
         return 0;
 }
 
+/* A decimal number from 1 to max and nothing else, or 0: sscanf's %u and %d also take a sign,
+ * blanks and text after the number, and a number too large for them is undefined behaviour. */
+static unsigned long number(const char *s, unsigned long max) {
+        unsigned long v;
+        char *end;
+
+        if (!isdigit((unsigned char) *s))
+                return 0;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        return errno != 0 || *end != '\0' || v > max ? 0 : v;
+}
+
 struct load_state {
         struct plan *plan;
         bool header;            /* [hand-over] seen */
@@ -165,7 +181,7 @@ struct load_state {
 static int load_key(void *user, const char *section, const char *key, const char *value) {
         struct load_state *ls = user;
         struct plan *p = ls->plan;
-        unsigned index;
+        unsigned long index;
         struct step *s;
 
         if (strcmp(section, "hand-over") == 0) {
@@ -176,7 +192,8 @@ static int load_key(void *user, const char *section, const char *key, const char
                         return get_value(value, p->user_bus, sizeof(p->user_bus)) == 0;
                 return strcmp(key, "version") == 0 || strcmp(key, "vm") == 0;
         }
-        if (sscanf(section, "step %u", &index) != 1 || index == 0 || index > p->n_steps + 1) {
+        index = strncmp(section, "step ", 5) == 0 ? number(section + 5, ULONG_MAX) : 0;
+        if (index == 0 || index > p->n_steps + 1) {
                 snprintf(ls->error, sizeof(ls->error), "unexpected section [%s]", section);
                 return 0;
         }
@@ -198,14 +215,38 @@ static int load_key(void *user, const char *section, const char *key, const char
                 return st >= 0;
         }
         if (strcmp(key, "writer") == 0)
-                return sscanf(value, "%d", &s->writer) == 1 && s->writer > 0;
+                return (s->writer = (int) number(value, INT_MAX)) > 0;
         char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
                       strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
         return field && get_value(value, field, STEP_FIELD_LEN) == 0;
 }
 
-int journal_load(const char *vm, struct plan *ret) {
+int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret) {
         struct load_state ls = {};
+        int r;
+
+        *ret = (struct plan) {};
+        strscpy(ret->vm, vm, sizeof(ret->vm));
+        ls.plan = ret;
+        r = ini_parse_file(f, load_key, &ls);
+        /* An undo trusts every step it reads: a step without its kind or state is a broken file. */
+        for (size_t i = 0; r == 0 && !ls.error[0] && i < ret->n_steps; i++)
+                if (!ret->steps[i].kind || ret->steps[i].state == _STEP_STATE_MAX)
+                        snprintf(ls.error, sizeof(ls.error), "[step %zu] lacks its kind or state", i + 1);
+        if (r == 0 && !ls.error[0] && !ls.header)
+                snprintf(ls.error, sizeof(ls.error), "no [hand-over] section");
+        if (r != 0 || ls.error[0]) {
+                if (r > 0)
+                        log_error("%s:%d: %s", name, r, ls.error[0] ? ls.error : "malformed journal");
+                else
+                        log_error("%s: %s", name, ls.error[0] ? ls.error : "not a readable journal file");
+                plan_free(ret);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+int journal_load(const char *vm, struct plan *ret) {
         _cleanup_fclose_ FILE *f = NULL;
         char path[PATH_MAX];
         struct stat st;
@@ -217,25 +258,12 @@ int journal_load(const char *vm, struct plan *ret) {
         f = fopen(path, "re");
         if (!f)
                 return -errno;
-        *ret = (struct plan) {};
-        strscpy(ret->vm, vm, sizeof(ret->vm));
-        ls.plan = ret;
-        r = fstat(fileno(f), &st) < 0 ? -1 : !S_ISREG(st.st_mode) ? -2 : ini_parse_file(f, load_key, &ls);
-        /* An undo trusts every step it reads: a step without its kind or state is a broken file. */
-        for (size_t i = 0; r == 0 && !ls.error[0] && i < ret->n_steps; i++)
-                if (!ret->steps[i].kind || ret->steps[i].state == _STEP_STATE_MAX)
-                        snprintf(ls.error, sizeof(ls.error), "[step %zu] lacks its kind or state", i + 1);
-        if (r == 0 && !ls.error[0] && !ls.header)
-                snprintf(ls.error, sizeof(ls.error), "no [hand-over] section");
-        if (r != 0 || ls.error[0]) {
-                if (r > 0)
-                        log_error("%s:%d: %s", path, r, ls.error[0] ? ls.error : "malformed journal");
-                else
-                        log_error("%s: %s", path, ls.error[0] ? ls.error : "not a readable journal file");
-                plan_free(ret);
+        if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+                *ret = (struct plan) {};
+                log_error("%s: not a readable journal file", path);
                 return -EBADMSG;
         }
-        return 0;
+        return journal_read(f, path, vm, ret);
 }
 
 int journal_remove(const char *vm) {

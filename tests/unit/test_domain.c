@@ -323,6 +323,34 @@ static void test_external_entity_not_expanded(void **state) {
         parsed_free(&p);
 }
 
+/* libvirt never writes a DOCTYPE; one declaring entities cost seconds to hours of parsing (the
+ * fuzzer's find, in tests/fuzz/corpus/domain/timeout-entity-errors.xml): refused before its
+ * internal subset is read, with a message saying why. */
+static void test_doctype_refused(void **state) {
+        static const char *const cases[] = {
+                "<!DOCTYPE domain>\n<domain><devices/></domain>",
+                /* Eight levels of ten references to an undeclared entity: 10^8 errors. */
+                "<?xml version='1.0'?>\n<!DOCTYPE domain [\n"
+                "<!ENTITY b '&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;'>\n<!ENTITY c '&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;'>\n"
+                "<!ENTITY d '&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;'>\n<!ENTITY e '&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;'>\n"
+                "<!ENTITY f '&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;'>\n<!ENTITY g '&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;'>\n"
+                "<!ENTITY h '&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;'>\n<!ENTITY i '&h;&h;&h;&h;&h;&h;&h;&h;&h;&h;'>\n"
+                "]>\n<domain><devices>" PCI_HOSTDEV("<address bus='&i;' slot='0' function='0'/>")
+                "</devices></domain>",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct parsed p = parse(cases[i], strlen(cases[i]));
+
+                print_message("case %zu\n", i);
+                assert_int_equal(p.r, -EINVAL);
+                assert_string_equal(p.error, i == 0 ?
+                        "malformed domain XML: line 1: a document type declaration (<!DOCTYPE), which libvirt never writes" :
+                        "malformed domain XML: line 2: a document type declaration (<!DOCTYPE), which libvirt never writes");
+                parsed_free(&p);
+        }
+}
+
 /* Hostdevs nested elsewhere (a hostdev in <metadata>) are not the domain's devices. */
 static void test_only_devices_hostdevs(void **state) {
         static const char xml[] =
@@ -350,6 +378,7 @@ int main(void) {
                 cmocka_unit_test(test_malformed_names_the_line),
                 cmocka_unit_test(test_not_a_domain),
                 cmocka_unit_test(test_external_entity_not_expanded),
+                cmocka_unit_test(test_doctype_refused),
                 cmocka_unit_test(test_only_devices_hostdevs),
         };
 
