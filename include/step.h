@@ -24,6 +24,13 @@ enum step_state {
 
 struct step;
 
+/* A key a step kind records in the journal besides target, from and to: a field of union
+ * step_data, STEP_FIELD_LEN long, at offset in struct step. */
+struct step_field {
+        const char *key;
+        size_t offset;
+};
+
 struct run_ctx {
         const struct config *cfg;
         const char *vm;
@@ -49,6 +56,7 @@ struct step_kind {
          * jobs, a script) says so here; the others account for their parts themselves. */
         bool time_whole;
         enum time_account time_account;
+        const struct step_field *fields;        /* its own journal keys, {NULL}-terminated, or NULL */
         /* Runs without the GPU lock: a hook script may take long, or start another VM whose
          * hook waits for that lock. */
         bool unlocked;
@@ -59,7 +67,16 @@ struct step {
         char target[STEP_FIELD_LEN];    /* a device, a unit, a slice */
         char from[STEP_FIELD_LEN];
         char to[STEP_FIELD_LEN];
-        char note[STEP_FIELD_LEN];      /* why it is skipped, or what was found */
+        char note[STEP_FIELD_LEN];      /* why it is skipped, or what was found: for people only */
+        union {                         /* what a kind records of its own (step_kind.fields) */
+                struct {
+                        char override[STEP_FIELD_LEN];  /* driver_override found before the move,
+                                                         * put back by the undo ("": none) */
+                } pci;
+                struct {
+                        char on[STEP_FIELD_LEN];        /* the PCI function it sits on */
+                } fb;
+        } data;
         enum step_state state;
         usec_t duration;
         int writer;                     /* a write of this step left blocked in the kernel: its

@@ -21,7 +21,6 @@
 static void udev_unrefp(struct udev **u) { if (*u) udev_unref(*u); }
 static void udev_enumerate_unrefp(struct udev_enumerate **e) { if (*e) udev_enumerate_unref(*e); }
 static void udev_device_unrefp(struct udev_device **d) { if (*d) udev_device_unref(*d); }
-static void closedirp(DIR **d) { if (*d) closedir(*d); }
 
 static unsigned hex_attr(const char *func, const char *attr) {
         char path[PATH_MAX], buf[32];

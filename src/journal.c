@@ -146,6 +146,9 @@ int journal_save(const struct plan *p) {
                 put_value(f, "from", s->from);
                 put_value(f, "to", s->to);
                 put_value(f, "note", s->note);
+                for (const struct step_field *field = s->kind->fields; field && field->key; field++)
+                        if (((const char *) s)[field->offset])
+                                put_value(f, field->key, (const char *) s + field->offset);
                 put_value(f, "state", step_state_to_string(s->state));
                 if (s->writer > 0)
                         fprintf(f, "writer = %d\n", s->writer);
@@ -190,7 +193,11 @@ static int load_key(void *user, const char *section, const char *key, const char
                         return get_value(value, p->user, sizeof(p->user)) == 0;
                 if (strcmp(key, "user_bus") == 0)
                         return get_value(value, p->user_bus, sizeof(p->user_bus)) == 0;
-                return strcmp(key, "version") == 0 || strcmp(key, "vm") == 0;
+                /* The VM's name: the caller's, or, read for another VM's, the file's (for names
+                 * under 100 characters: longer ones are not written). */
+                if (strcmp(key, "vm") == 0)
+                        return p->vm[0] || get_value(value, p->vm, sizeof(p->vm)) == 0;
+                return strcmp(key, "version") == 0;
         }
         index = strncmp(section, "step ", 5) == 0 ? number(section + 5, ULONG_MAX) : 0;
         if (index == 0 || index > p->n_steps + 1) {
@@ -218,6 +225,13 @@ static int load_key(void *user, const char *section, const char *key, const char
                 return (s->writer = (int) number(value, INT_MAX)) > 0;
         char *field = strcmp(key, "target") == 0 ? s->target : strcmp(key, "from") == 0 ? s->from :
                       strcmp(key, "to") == 0 ? s->to : strcmp(key, "note") == 0 ? s->note : NULL;
+        /* The kind's own keys: known once its kind is (written first). */
+        for (const struct step_field *f = s->kind ? s->kind->fields : NULL; !field && f && f->key; f++)
+                if (strcmp(key, f->key) == 0)
+                        field = (char *) s + f->offset;
+        if (!field)
+                snprintf(ls->error, sizeof(ls->error), "[%s]: unknown key \"%s\"%s", section, key,
+                         s->kind ? "" : " (before the step's kind)");
         return field && get_value(value, field, STEP_FIELD_LEN) == 0;
 }
 
@@ -285,4 +299,36 @@ bool journal_any(void) {
         if (d)
                 closedir(d);
         return found;
+}
+
+int journal_owner(const char *vm, const char *target, char *owner, size_t size) {
+        _cleanup_(closedirp) DIR *d = opendir(JOURNAL_DIR);
+        char own[PATH_MAX], path[PATH_MAX];
+        struct dirent *de;
+        int r;
+
+        r = journal_path(vm, own);
+        if (r < 0)
+                return r;
+        while (d && (de = readdir(d))) {
+                _cleanup_fclose_ FILE *f = NULL;
+                size_t len = strlen(de->d_name);
+                struct plan p;
+
+                if (len <= 6 || strcmp(de->d_name + len - 6, ".state") != 0)
+                        continue;
+                snprintf(path, sizeof(path), JOURNAL_DIR "/%s", de->d_name);
+                if (strcmp(path, own) == 0 || !(f = fopen(path, "re")) || journal_read(f, path, "", &p) < 0)
+                        continue;       /* ours, gone meanwhile, or broken (said by journal_read) */
+                bool holds = false;
+                for (size_t i = 0; i < p.n_steps && !holds; i++)
+                        holds = (p.steps[i].state == STEP_DONE || p.steps[i].state == STEP_STARTED) &&
+                                strcmp(p.steps[i].target, target) == 0;
+                if (holds)
+                        strscpy(owner, p.vm[0] ? p.vm : de->d_name, size);
+                plan_free(&p);
+                if (holds)
+                        return 1;
+        }
+        return 0;
 }

@@ -299,7 +299,19 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         } else if (r != -ENOENT)
                 return EXIT_FAILED;
 
-        if (snapshot(c->cfg, &h) < 0 || bus_desktop_state(c, &d) < 0)
+        if (snapshot(c->cfg, &h) < 0)
+                goto out;
+        /* Another VM passing the same GPU runs: its hand-back must stay whole, and this VM could
+         * not have the GPU anyway. */
+        for (size_t i = 0; i < h.n_gpu; i++) {
+                char owner[256];
+                if (journal_owner(c->vm, h.gpu[i].name, owner, sizeof(owner)) > 0) {
+                        log_error("hand-over of %s refused: %s is handed over to %s (its journal is in " JOURNAL_DIR
+                                  "); nothing was changed: stop %s first", c->vm, h.gpu[i].name, owner, owner);
+                        goto out;
+                }
+        }
+        if (bus_desktop_state(c, &d) < 0)
                 goto out;
         r = plan_hand_over(c->cfg, c->vm, &h, &d, &p, error, sizeof(error));
         if (r < 0) {

@@ -51,13 +51,13 @@ static const struct pci_func *fb_on_gpu(const struct boot_fb *fb, const struct h
         return NULL;
 }
 
-/* A PCI move; an override found on the function (a parking rule's) is recorded in the note
- * before anything is done, so that the undo puts it back whenever the hook dies. */
+/* A PCI move; an override found on the function (a parking rule's) is recorded in the plan, so in
+ * the journal before anything is done, and the undo puts it back whenever the hook dies. */
 static struct step *add_move(struct plan *p, const struct pci_func *f, const char *from, const char *to) {
         struct step *s = plan_add(p, &step_pci_driver, f->name, from, to);
 
         if (f->driver_override[0] && strcmp(f->driver_override, to) != 0)
-                snprintf(s->note, sizeof(s->note), "override=%s", f->driver_override);
+                strscpy(s->data.pci.override, f->driver_override, sizeof(s->data.pci.override));
         return s;
 }
 
@@ -142,8 +142,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 const struct pci_func *on = fb_on_gpu(&h->fbs[i], h);
 
                 if (h->fbs[i].driver[0] && on)
-                        snprintf(plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "")->note,
-                                 STEP_FIELD_LEN, "on=%s", on->name);
+                        strscpy(plan_add(p, &step_framebuffer, h->fbs[i].name, h->fbs[i].driver, "")->data.fb.on,
+                                on->name, STEP_FIELD_LEN);
         }
         /* 5. Unbinding a driver from a device in use can hang the machine: wait until nobody holds
          * the GPU's nodes (the processes of steps 1 and 2 take a moment to exit). */

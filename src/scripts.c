@@ -17,11 +17,6 @@
 
 extern char **environ;
 
-static void closedirp(DIR **d) {
-        if (*d)
-                closedir(*d);
-}
-
 /* A name libvirt could not have made into a path of its own: "", ".", "..", or one with '/'. */
 static bool name_ok(const char *s) {
         return *s && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/');

@@ -7,6 +7,7 @@
  * error. Rebinding is best effort and never done over a GPU a driver owns again: the firmware's
  * framebuffer would write into memory that driver manages. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,7 +16,13 @@
 #include "step.h"
 #include "sysfs.h"
 
-#define ON "on="        /* the note: the PCI function the framebuffer sits on */
+#define LEGACY_ON "on="        /* 0.1.0's journals kept the function in the note */
+
+/* The PCI function the framebuffer sits on, "" when not recorded. */
+static const char *fb_on(const struct step *s) {
+        return s->data.fb.on[0] || strncmp(s->note, LEGACY_ON, strlen(LEGACY_ON)) != 0 ? s->data.fb.on :
+               s->note + strlen(LEGACY_ON);
+}
 
 struct fb_wait {
         const char *link;
@@ -35,14 +42,14 @@ static int fb_settled(void *data) {
  * Only the driver link is read, which needs no device lock (a write of an earlier step may still
  * hold it). */
 static bool gpu_owned(const struct step *s, char *driver, size_t size) {
-        char link[128];
+        char link[STEP_FIELD_LEN + 32];
         int r;
 
-        if (strncmp(s->note, ON, strlen(ON)) != 0) {
+        if (!fb_on(s)[0]) {
                 strscpy(driver, "an unknown driver", size);
                 return true;
         }
-        snprintf(link, sizeof(link), "bus/pci/devices/%s/driver", s->note + strlen(ON));
+        snprintf(link, sizeof(link), "bus/pci/devices/%s/driver", fb_on(s));
         r = sysfs_link_name(link, driver, size);
         return r != -ENOENT && (r < 0 || (strcmp(driver, "vfio-pci") != 0 && strcmp(driver, "pci-stub") != 0));
 }
@@ -59,7 +66,7 @@ static int fb_bind(struct run_ctx *c, struct step *s, bool bind) {
         }
         if (bind && gpu_owned(s, driver, sizeof(driver))) {
                 log_info("%s: not rebinding it, %s owns its GPU %s", s->target, driver,
-                         strncmp(s->note, ON, strlen(ON)) == 0 ? s->note + strlen(ON) : "(not recorded)");
+                         fb_on(s)[0] ? fb_on(s) : "(not recorded)");
                 return 0;
         }
         snprintf(link, sizeof(link), "bus/platform/devices/%s/driver", s->target);
@@ -94,6 +101,12 @@ static void fb_describe(const struct step *s, bool undo, char *buf, size_t size)
                  undo ? "to" : "from", s->from);
 }
 
+static const struct step_field fb_fields[] = {
+        { "on", offsetof(struct step, data.fb.on) },
+        {},
+};
+
 const struct step_kind step_framebuffer = {
         .name = "framebuffer", .apply = fb_apply, .undo = fb_undo, .describe = fb_describe,
+        .fields = fb_fields,
 };

@@ -2,6 +2,7 @@
  * drivers_probe, and read the driver link back. Never new_id: a dynamic id stays in the driver's
  * table and makes identical or later-probed devices bind to the wrong driver. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -153,7 +154,9 @@ static int pci_apply(struct run_ctx *c, struct step *s) {
 }
 
 static int pci_undo(struct run_ctx *c, struct step *s) {
-        const char *override = strncmp(s->note, "override=", 9) == 0 ? s->note + 9 : "";
+        /* Journals of 0.1.0 kept it in the note: one written before an upgrade while the VM ran. */
+        const char *override = s->data.pci.override[0] || strncmp(s->note, "override=", 9) != 0 ?
+                               s->data.pci.override : s->note + 9;
         char driver[STEP_FIELD_LEN];
         int r;
 
@@ -175,6 +178,12 @@ static void pci_describe(const struct step *s, bool undo, char *buf, size_t size
         snprintf(buf, size, "move %s from %s to %s", s->target, from[0] ? from : "no driver", to[0] ? to : "no driver");
 }
 
+static const struct step_field pci_fields[] = {
+        { "override", offsetof(struct step, data.pci.override) },
+        {},
+};
+
 const struct step_kind step_pci_driver = {
         .name = "pci-driver", .apply = pci_apply, .undo = pci_undo, .describe = pci_describe,
+        .fields = pci_fields,
 };

@@ -101,11 +101,13 @@ def test_a_vm_without_the_gpu_is_never_held_up(host):
             assert rc == 0 and err == "" and seconds < 1.0, (op, rc, err, seconds)
     finally:
         host.unhang()
-    assert finish(prepare)[0] == 0
-    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon"
+    rc, err = finish(prepare)
+    assert rc == 0, err
+    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon", host.snapshot()
     assert not os.path.exists("/run/qemu-hook/linux.state")
-    assert hook("win10", "release", "end", XML)[0] == 0
-    assert host.snapshot() == before
+    rc, err, _ = hook("win10", "release", "end", XML)
+    assert rc == 0, err
+    assert host.snapshot() == before, host.snapshot()
 
 
 def hook_bounded(vm, op, sub, xml):

@@ -133,11 +133,15 @@ def failed_hand_back(k):
     return test
 
 
-def killed(direction, k, mode):
+def killed(direction, k, mode, park_override=None):
     """The hook SIGKILLed at write k of a hand-over or a hand-back, before or after the write;
-    then release end puts the host back exactly."""
+    then release end puts the host back exactly. PARK_OVERRIDE: the R5 parked by a udev rule's
+    driver_override, which the undo must put back however early the hook died (the real kernel
+    showed it lost when the kill came during the R5's move)."""
     def test(host):
         config()
+        if park_override:
+            assert host.write(f"bus/pci/devices/{R5}/driver_override", park_override) == 0
         before = host.snapshot()
         if direction == "hand-back":
             assert prepare()[0] == 0
@@ -159,3 +163,26 @@ for _direction, _points in (("hand-over", HAND_OVER), ("hand-back", HAND_BACK)):
         for _mode in ("before", "after"):
             globals()[f"test_killed_at_{_direction.replace('-', '_')}_write_{_k}_{_mode}"] = \
                 killed(_direction, _k, _mode)
+for _k in (5, 6, 7):        # the R5's move from its parking driver
+    for _mode in ("before", "after"):
+        globals()[f"test_killed_with_a_parking_override_at_hand_over_write_{_k}_{_mode}"] = \
+            killed("hand-over", _k, _mode, park_override="vfio-pci")
+
+
+def test_a_journal_of_0_1_0_keeps_its_parking_override(host):
+    """qemu-hook 0.1.0 kept a parking override in the step's note ("override=vfio-pci"): a journal
+    it wrote before an upgrade while the VM ran is handed back with that override all the same."""
+    config()
+    assert host.write(f"bus/pci/devices/{R5}/driver_override", "vfio-pci") == 0
+    before = host.snapshot()
+    assert prepare()[0] == 0
+    with open(JOURNAL) as f:
+        text = f.read()
+    assert "override = vfio-pci\n" in text, text
+    old = text.replace("note = \noverride = vfio-pci\n", "note = override=vfio-pci\n")
+    assert old != text and "override = " not in old, old
+    with open(JOURNAL, "w") as f:
+        f.write(old)
+    rc, err = release()
+    assert rc == 0, err
+    assert host.snapshot() == before, host.snapshot()

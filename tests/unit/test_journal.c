@@ -362,7 +362,10 @@ static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         /* Real values too: the fields as the planner and the steps fill them. */
         struct step *s = plan_add(p, &step_pci_driver, "0000:0d:00.0", "amdgpu", "vfio-pci");
         s->state = STEP_DONE;
-        strscpy(s->note, "override=amdgpu", sizeof(s->note));
+        strscpy(s->data.pci.override, "amdgpu", sizeof(s->data.pci.override));
+        s = plan_add(p, &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "");
+        s->state = STEP_DONE;
+        strscpy(s->data.fb.on, "0000:0d:00.0", sizeof(s->data.fb.on));
         /* A move whose unbind was left blocked in the kernel: its writer's PID. */
         s = plan_add(p, &step_pci_driver, "0000:0d:00.1", "snd_hda_intel", "vfio-pci");
         s->state = STEP_STARTED;
@@ -385,6 +388,7 @@ static void assert_same_plan(const struct plan *got, const struct plan *want) {
                 assert_string_equal(g->from, w->from);
                 assert_string_equal(g->to, w->to);
                 assert_string_equal(g->note, w->note);
+                assert_memory_equal(&g->data, &w->data, sizeof(g->data));
                 assert_int_equal(g->writer, w->writer);
                 assert_string_equal(step_state_to_string(g->state), step_state_to_string(w->state));
         }

@@ -116,13 +116,23 @@ static void step_line(const struct step_kind *kind, const char *target, const ch
                  step_state_to_string(state), note && note[0] ? ": " : "", note ? note : "");
 }
 
+/* The note, or else what the kind records of its own, as "key=value": what the plan says of it. */
+static const char *recorded(const struct step *s, char *buf, size_t size) {
+        if (s->note[0] || !s->kind->fields)
+                return s->note;
+        snprintf(buf, size, "%s=%s", s->kind->fields[0].key, (const char *) s + s->kind->fields[0].offset);
+        return strchr(buf, '=')[1] ? buf : "";
+}
+
 static void print_plan(const struct plan *p) {
         char line[1024];
 
         print_message("plan of %s, %zu steps:\n", p->vm, p->n_steps);
         for (size_t i = 0; i < p->n_steps; i++) {
                 const struct step *s = &p->steps[i];
-                step_line(s->kind, s->target, s->from, s->to, s->state, s->note, line, sizeof(line));
+                char rec[256];
+                step_line(s->kind, s->target, s->from, s->to, s->state, recorded(s, rec, sizeof(rec)), line,
+                          sizeof(line));
                 print_message("  %2zu. %s\n", i + 1, line);
         }
 }
@@ -134,8 +144,10 @@ static void assert_plan(const struct plan *p, const struct want *want, size_t n_
         for (size_t i = 0; i < p->n_steps && i < n_want; i++) {
                 const struct step *s = &p->steps[i];
                 const struct want *w = &want[i];
+                char rec[256];
 
-                step_line(s->kind, s->target, s->from, s->to, s->state, s->note, got, sizeof(got));
+                step_line(s->kind, s->target, s->from, s->to, s->state, recorded(s, rec, sizeof(rec)), got,
+                          sizeof(got));
                 step_line(w->kind, w->target, w->from, w->to, w->state, w->note ? w->note : "", exp, sizeof(exp));
                 if (strcmp(got, exp) != 0 || s->kind != w->kind) {
                         print_plan(p);
@@ -636,9 +648,10 @@ static void test_parking_override_recorded(void **state) {
         for (size_t i = 0; i < p.n_steps; i++) {
                 const char *t = p.steps[i].target;
 
-                if (p.steps[i].kind == &step_pci_driver)
-                        assert_string_equal(p.steps[i].note, strcmp(t, "0000:08:00.0") == 0 ? "override=vfio-pci" :
-                                            strcmp(t, "0000:0d:00.1") == 0 ? "already on vfio-pci" : "");
+                if (p.steps[i].kind != &step_pci_driver)
+                        continue;
+                assert_string_equal(p.steps[i].data.pci.override, strcmp(t, "0000:08:00.0") == 0 ? VFIO : "");
+                assert_string_equal(p.steps[i].note, strcmp(t, "0000:0d:00.1") == 0 ? "already on vfio-pci" : "");
         }
         plan_free(&p);
 }
