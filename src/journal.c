@@ -18,10 +18,10 @@ static int make_dir(void) {
         struct stat st;
 
         if (mkdir(JOURNAL_DIR, 0700) < 0 && errno != EEXIST)
-                return log_error_errno(errno, "Failed to create " JOURNAL_DIR ": %m");
+                return log_error_errno(errno, "creating the journal directory " JOURNAL_DIR ": %m");
         /* The journal decides what a root process undoes: nobody else may write it. */
         if (lstat(JOURNAL_DIR, &st) < 0)
-                return log_error_errno(errno, "Failed to stat " JOURNAL_DIR ": %m");
+                return log_error_errno(errno, "checking the journal directory " JOURNAL_DIR ": %m");
         if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0077))
                 return log_error_errno(EPERM, JOURNAL_DIR " is not a directory of ours with mode 0700");
         return 0;
@@ -32,19 +32,16 @@ int journal_lock_until(int fd, usec_t until) {
         int n = snprintf(line, sizeof(line), "%d %" PRIu64 "\n", (int) getpid(), (uint64_t) until);
 
         if (pwrite(fd, line, (size_t) n, 0) != n || ftruncate(fd, n) < 0)
-                return log_error_errno(errno ?: EIO, "Failed to write " JOURNAL_DIR "/lock: %m");
+                return log_error_errno(errno ?: EIO, "writing the lock file " JOURNAL_DIR "/lock: %m");
         return 0;
 }
 
-/* Until when the lock's holder says it may hold it, 0 when it did not say. */
-static usec_t holder_until(int fd) {
+/* What the lock's holder says: its PID, and until when it may hold the lock (0, 0: nothing). */
+static void holder_says(int fd, int *pid, uint64_t *until) {
         char line[64] = "";
-        uint64_t until;
-        int pid;
 
-        if (pread(fd, line, sizeof(line) - 1, 0) <= 0 || sscanf(line, "%d %" SCNu64, &pid, &until) != 2)
-                return 0;
-        return until;
+        if (pread(fd, line, sizeof(line) - 1, 0) <= 0 || sscanf(line, "%d %" SCNu64, pid, until) != 2)
+                *pid = 0, *until = 0;
 }
 
 int journal_lock(usec_t deadline, usec_t until) {
@@ -56,14 +53,21 @@ int journal_lock(usec_t deadline, usec_t until) {
                 return r;
         fd = open(JOURNAL_DIR "/lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
-                return log_error_errno(errno, "Failed to open " JOURNAL_DIR "/lock: %m");
+                return log_error_errno(errno, "opening the lock file " JOURNAL_DIR "/lock: %m");
         /* Another call's hand-over or hand-back may be running: wait for it, as long as it says it
          * may take (each of its waits has a deadline, so that is bounded too), but not forever. */
         while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno != EWOULDBLOCK || now_usec() >= MAX(deadline, holder_until(fd))) {
-                        r = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
+                int pid;
+                uint64_t holder_until;
+
+                r = errno;
+                holder_says(fd, &pid, &holder_until);
+                if (r != EWOULDBLOCK || now_usec() >= MAX(deadline, holder_until)) {
                         close(fd);
-                        return log_error_errno(r, "Failed to lock " JOURNAL_DIR "/lock (another hand-over running?): %m");
+                        if (r != EWOULDBLOCK)
+                                return log_error_errno(r, "taking the GPU lock " JOURNAL_DIR "/lock: %m");
+                        return log_error_errno(ETIMEDOUT, "taking the GPU lock " JOURNAL_DIR "/lock: another hand-over "
+                                               "or hand-back (PID %d) still holds it past its own deadline", pid);
                 }
                 nanosleep(&interval, NULL);
         }
@@ -119,14 +123,14 @@ int journal_save(const struct plan *p) {
 
         r = journal_path(p->vm, path);
         if (r < 0)
-                return log_error_errno(r, "Failed to name the journal of %s: %m", p->vm);
+                return log_error_errno(r, "naming the journal of %s: %m", p->vm);
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0 || !(f = fdopen(fd, "w"))) {
                 r = errno;
                 if (fd >= 0)
                         close(fd);
-                return log_error_errno(r, "Failed to write %s: %m", tmp);
+                return log_error_errno(r, "writing the journal %s: %m", tmp);
         }
         fprintf(f, "# qemu-hook hand-over journal: what was done, to be undone in reverse.\n[hand-over]\n"
                 "version = 1\n");
@@ -157,7 +161,7 @@ int journal_save(const struct plan *p) {
         if (fflush(f) != 0 || fsync(fileno(f)) < 0 || rename(tmp, path) < 0) {
                 r = errno;
                 unlink(tmp);
-                return log_error_errno(r, "Failed to write %s: %m", path);
+                return log_error_errno(r, "writing the journal %s: %m", path);
         }
         return 0;
 }
