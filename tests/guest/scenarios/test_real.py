@@ -244,6 +244,49 @@ def hand_back_refused_while_the_vm_runs(t):
 
 
 @scenario(timeout=300)
+def stderr_without_reader(t):
+    """libvirtd restarted while the hook ran: its stderr pipe has no reader, and SIGPIPE is at its
+    default as libvirt leaves it. A prepare/begin script that fails (the hand-over's last step)
+    makes the hook roll back the real hand-over, writing message after message to that dead
+    stderr: it must not be killed half way (exit -13, the GPU left on vfio-pci), but exit 1 with
+    the host as booted. A FIFO on a local filesystem (one on 9p never returns EPIPE), opened
+    read-write, a writer opened, the read-write end closed: no reader."""
+    g.write_kvm_conf(native(timeout="20s"))
+    script = "/etc/libvirt/hooks/qemu.d/%s/prepare/begin" % g.DOMAIN
+    fifo = "/tmp/dead-stderr"
+    try:
+        os.makedirs(os.path.dirname(script), mode=0o755, exist_ok=True)
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\necho 'failing on purpose' >&2\nexit 3\n")
+        os.chmod(script, 0o755)
+        if os.path.exists(fifo):
+            os.unlink(fifo)
+        os.mkfifo(fifo, 0o600)
+        rw = os.open(fifo, os.O_RDWR)
+        w = os.open(fifo, os.O_WRONLY)
+        os.close(rw)
+        p = subprocess.Popen(["env", "--default-signal", g.HOOK, g.DOMAIN, "prepare", "begin", "-"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=w, env=g.LIBVIRT_HOOK_ENV,
+                             start_new_session=True)
+        os.close(w)
+        try:
+            p.communicate(g.domain_xml().encode(), timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        t.data["stderr_without_reader"] = {"rc": p.returncode}
+        t.check(p.returncode == 1, "the failed hand-over exits 1, rolled back (exit %s; -13: killed by SIGPIPE)"
+                % p.returncode)
+        t.check(not os.path.exists(JOURNAL), "no journal is left: the rollback finished")
+        back_to_boot(t, "after the rollback with a dead stderr")
+    finally:
+        for path in (script, fifo):
+            if os.path.exists(path):
+                os.unlink(path)
+        cleanup()
+
+
+@scenario(timeout=300)
 def host_cpus(t):
     """Native config restricting host CPUs: AllowedCPUs of user.slice, system.slice and
     init.scope on the real slices while handed over (cpuset.cpus = 0), unset again after."""
