@@ -2,6 +2,7 @@
  * with sections. See conf/kvm.conf for every key. */
 #pragma once
 #include <stdbool.h>
+#include <stdio.h>
 #include "util.h"
 
 #define CONFIG_MAX_ADDRS 8
@@ -42,6 +43,8 @@ struct config {
  * line and the key and what was expected, and returns a negative errno; *ret is then freed.
  * With check_owner, refuses (-EPERM) a file not owned by root or writable by group or others. */
 int config_load(const char *path, bool check_owner, struct config *ret);
+/* config_load's reader, on an open file (path: for messages and ret->path). */
+int config_read(FILE *f, const char *path, struct config *ret);
 void config_free(struct config *c);
 /* Whether a is a function of the GPU (in the slot of one of its addresses). */
 bool config_is_gpu(const struct config *c, const struct pci_addr *a);

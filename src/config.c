@@ -668,26 +668,33 @@ static int open_config(const char *path, bool check_owner, FILE **ret) {
         return r;
 }
 
-int config_load(const char *path, bool check_owner, struct config *ret) {
-        _cleanup_fclose_ FILE *f = NULL;
-        struct parser p = { .config = ret };
+int config_read(FILE *f, const char *path, struct config *ret) {
+        struct parser p = { .config = ret, .file = f };
         int r;
 
+        assert(f);
         assert(path);
         assert(ret);
         *ret = (struct config) { .path = xstrdup(path), .vtconsoles = true, .framebuffer = true };
-
-        r = open_config(path, check_owner, &f);
-        if (r < 0) {
-                config_free(ret);
-                return r;
-        }
-        p.file = f;
         r = load(&p);
         free(p.buf);
         if (r < 0)
                 config_free(ret);
         return r;
+}
+
+int config_load(const char *path, bool check_owner, struct config *ret) {
+        _cleanup_fclose_ FILE *f = NULL;
+        int r;
+
+        assert(path);
+        assert(ret);
+        r = open_config(path, check_owner, &f);
+        if (r < 0) {
+                *ret = (struct config) {};
+                return r;
+        }
+        return config_read(f, path, ret);
 }
 
 void config_free(struct config *c) {

@@ -1,9 +1,9 @@
 /* libFuzzer target: kvm.conf as config_load reads it, in either format (the original
  * KEY="value" file bash sourced, or the native INI with sections; the content decides which).
  *
- * config_load takes a path: the bytes go into a memfd, read back through /proc/self/fd/N, so the
- * reader runs exactly as on a real file (fopen, fstat, getline) without touching the disk. A
- * config it accepts must hold what the rest of the hook relies on; anything else aborts. */
+ * The bytes go into a memfd, read by config_read (config_load's reader, after its checked walk
+ * to the file) from a stream on it, as from a real file, without touching the disk. A config it
+ * accepts must hold what the rest of the hook relies on; anything else aborts. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +27,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                 perror("memfd_create");
                 abort();
         }
-        snprintf(path, sizeof(path), "/proc/self/fd/%d", memfd);
+        snprintf(path, sizeof(path), "kvm.conf");
         return 0;
 }
 
@@ -66,9 +66,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 perror("writing the memfd");
                 abort();
         }
-        if (config_load(path, false, &c) == 0) {
+        int fd = dup(memfd);
+        FILE *f = fd < 0 || lseek(fd, 0, SEEK_SET) < 0 ? NULL : fdopen(fd, "r");
+        if (!f) {
+                perror("reading the memfd");
+                abort();
+        }
+        if (config_read(f, path, &c) == 0) {
                 check_config(&c);
                 config_free(&c);
         }
+        fclose(f);
         return 0;
 }
