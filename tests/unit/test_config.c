@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "stderr-capture.h"
+
 #include "config.h"
 
 static char dir[] = "/tmp/test_config.XXXXXX";
@@ -30,22 +32,11 @@ static void write_conf(const char *text) {
 
 /* log.c writes "qemu-hook: MESSAGE" to stderr: catch it in a file for the duration of a load. */
 static int load(const char *p, bool check_owner, struct config *c) {
-        FILE *tmp = tmpfile();
-        int saved = dup(STDERR_FILENO), r;
-        size_t n;
+        struct capture cap = capture_start();
+        int r;
 
-        assert_non_null(tmp);
-        assert_true(saved >= 0);
-        fflush(stderr);
-        assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
         r = config_load(p, check_owner, c);
-        fflush(stderr);
-        dup2(saved, STDERR_FILENO);
-        close(saved);
-        rewind(tmp);
-        n = fread(messages, 1, sizeof(messages) - 1, tmp);
-        messages[n] = '\0';
-        fclose(tmp);
+        capture_end(&cap, messages, sizeof(messages));
         return r;
 }
 

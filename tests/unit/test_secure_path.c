@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "stderr-capture.h"
+
 #include "secure-path.h"
 
 /* Created by tests/run-units.sh in the tmpfs it mounts on /run (mode 0755, root's). */
@@ -24,21 +26,11 @@ static char dir[] = "/tmp/test_secure_path.XXXXXX";
 static char messages[4096];     /* what the last walk wrote to stderr */
 
 static int walk(int dir_fd, const char *dir_real, const char *path, bool check_owner, struct secure_path *sp) {
-        FILE *tmp = tmpfile();
-        int saved = dup(STDERR_FILENO), r;
-        size_t n;
+        struct capture cap = capture_start();
+        int r;
 
-        assert_non_null(tmp);
-        fflush(stderr);
-        assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
         r = secure_path_open(dir_fd, dir_real, path, "test", check_owner, sp);
-        fflush(stderr);
-        dup2(saved, STDERR_FILENO);
-        close(saved);
-        rewind(tmp);
-        n = fread(messages, 1, sizeof(messages) - 1, tmp);
-        messages[n] = '\0';
-        fclose(tmp);
+        capture_end(&cap, messages, sizeof(messages));
         return r;
 }
 
