@@ -20,15 +20,23 @@ static void log_step_done(const struct plan *p, const struct step *s, size_t ind
  * the lock's holder to say how long a call waiting for it may have to wait. */
 #define STEP_WAITS 4
 
+/* Before a plan is known: the host's snapshot and the desktop's state, whose D-Bus calls have
+ * sd-bus's own timeout (25 s) besides ours. */
+#define PLANNING_USEC(c) (STEP_WAITS * (c)->timeout + 60 * USEC_PER_SEC)
+
 /* How long the lock may be held from now on for what is left of p: each step still to apply, and
- * its undo in a rollback; each step in place, its undo. Unlocked steps do not count. */
+ * its undo in a rollback; each step in place, its undo; nothing for the rest. Unlocked steps do
+ * not count. */
 static usec_t lock_bound(const struct run_ctx *c, const struct plan *p) {
         usec_t bound = c->timeout;
 
-        for (size_t i = 0; i < p->n_steps; i++)
-                if (!p->steps[i].kind->unlocked)
-                        bound += STEP_WAITS * c->timeout * (p->steps[i].state == STEP_PLANNED ? 2 :
-                                                            p->steps[i].state == STEP_SKIPPED ? 0 : 1);
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+                unsigned times = s->state == STEP_PLANNED ? 2 : s->state == STEP_DONE || s->state == STEP_STARTED;
+
+                if (!s->kind->unlocked)
+                        bound += STEP_WAITS * c->timeout * times;
+        }
         return bound;
 }
 
@@ -40,8 +48,8 @@ int engine_lock(struct run_ctx *c, bool want) {
                 c->lock = -1;
                 return 0;
         }
-        /* Until the plan says better: the snapshot, the desktop's state, the planning. */
-        c->lock = journal_lock(now_usec() + c->timeout, now_usec() + STEP_WAITS * c->timeout);
+        /* Until the plan says better (lock_for). */
+        c->lock = journal_lock(now_usec() + c->timeout, now_usec() + PLANNING_USEC(c));
         return c->lock < 0 ? c->lock : 0;
 }
 
@@ -130,7 +138,13 @@ int engine_check_writers(const struct plan *p) {
 }
 
 int engine_undo(struct run_ctx *c, struct plan *p) {
-        int first = 0;
+        int first;
+
+        /* Every undo under the lock, taken once: without it nothing is undone and the journal
+         * keeps it all, rather than some steps undone out of order around one left. */
+        first = lock_for(c, p, true);
+        if (first < 0)
+                return first;
 
         for (size_t i = p->n_steps; i-- > 0;) {
                 struct step *s = &p->steps[i];
@@ -140,12 +154,8 @@ int engine_undo(struct run_ctx *c, struct plan *p) {
                 if (s->state != STEP_DONE && s->state != STEP_STARTED)
                         continue;
                 log_set_step(s->kind->name);
-                /* Every undo under the lock: without it the journal keeps the step for later. */
-                r = lock_for(c, p, true);
-                if (r < 0) {
-                        first = first ?: r;
-                        continue;
-                }
+                if (c->lock >= 0)
+                        journal_lock_until(c->lock, now_usec() + lock_bound(c, p));
                 /* Its device is locked by a write still pending in the kernel (sysfs_write_deadline):
                  * touching it would block this call too. Left for when the write has returned. */
                 if (s->writer && sysfs_writer_blocked(s->writer, (char[64]) {}, 64)) {

@@ -27,21 +27,43 @@ static int make_dir(void) {
         return 0;
 }
 
+/* A decimal number from 1 to max and nothing else, or 0: sscanf's %u and %d also take a sign,
+ * blanks and text after the number, and a number too large for them is undefined behaviour. */
+static unsigned long number(const char *s, unsigned long max) {
+        unsigned long v;
+        char *end;
+
+        if (!isdigit((unsigned char) *s))
+                return 0;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        return errno != 0 || *end != '\0' || v > max ? 0 : v;
+}
+
 int journal_lock_until(int fd, usec_t until) {
         char line[64];
         int n = snprintf(line, sizeof(line), "%d %" PRIu64 "\n", (int) getpid(), (uint64_t) until);
 
-        if (pwrite(fd, line, (size_t) n, 0) != n || ftruncate(fd, n) < 0)
-                return log_error_errno(errno ?: EIO, "writing the lock file " JOURNAL_DIR "/lock: %m");
+        ssize_t k = pwrite(fd, line, (size_t) n, 0);
+
+        if (k != n || ftruncate(fd, n) < 0)
+                return log_error_errno(k >= 0 && k != n ? EIO : errno, "writing the lock file " JOURNAL_DIR "/lock: %m");
         return 0;
 }
 
 /* What the lock's holder says: its PID, and until when it may hold the lock (0, 0: nothing). */
 static void holder_says(int fd, int *pid, uint64_t *until) {
-        char line[64] = "";
+        char line[64] = "", *space, *end;
 
-        if (pread(fd, line, sizeof(line) - 1, 0) <= 0 || sscanf(line, "%d %" SCNu64, pid, until) != 2)
-                *pid = 0, *until = 0;
+        *pid = 0;
+        *until = 0;
+        /* "PID UNTIL\n", read whole or not at all: a line read while it is being written is
+         * cut, and nothing is taken from it. */
+        if (pread(fd, line, sizeof(line) - 1, 0) <= 0 || !(end = strchr(line, '\n')) || !(space = strchr(line, ' ')))
+                return;
+        *space = *end = '\0';
+        *pid = (int) number(line, INT_MAX);
+        *until = *pid ? number(space + 1, ULONG_MAX) : 0;
 }
 
 int journal_lock(usec_t deadline, usec_t until) {
@@ -164,19 +186,6 @@ int journal_save(const struct plan *p) {
                 return log_error_errno(r, "writing the journal %s: %m", path);
         }
         return 0;
-}
-
-/* A decimal number from 1 to max and nothing else, or 0: sscanf's %u and %d also take a sign,
- * blanks and text after the number, and a number too large for them is undefined behaviour. */
-static unsigned long number(const char *s, unsigned long max) {
-        unsigned long v;
-        char *end;
-
-        if (!isdigit((unsigned char) *s))
-                return 0;
-        errno = 0;
-        v = strtoul(s, &end, 10);
-        return errno != 0 || *end != '\0' || v > max ? 0 : v;
 }
 
 struct load_state {

@@ -191,6 +191,27 @@ static void test_journal_write_failure_stops_before_the_step(void **state) {
         plan_free(&p);
 }
 
+/* The lock held elsewhere past its holder's word: nothing is undone, not some steps around
+ * others, and the journal keeps it all. */
+static void test_undo_without_the_lock_undoes_nothing(void **state) {
+        struct run_ctx c = ctx();
+        struct plan p = plan("ABC");
+        int other;
+
+        REQUIRE_PRIVATE_RUN();
+        for (size_t i = 0; i < p.n_steps; i++)
+                p.steps[i].state = STEP_DONE;
+        other = journal_lock(now_usec(), now_usec());
+        assert_true(other >= 0);
+        c.timeout = 50 * USEC_PER_MSEC;
+        assert_int_equal(engine_undo(&c, &p), -ETIMEDOUT);
+        assert_string_equal(events, "");
+        for (size_t i = 0; i < p.n_steps; i++)
+                assert_int_equal(p.steps[i].state, STEP_DONE);
+        close(other);
+        plan_free(&p);
+}
+
 /* Every step under the lock but a kind that says otherwise (the hook scripts). */
 static void test_unlocked_steps_run_without_the_lock(void **state) {
         struct run_ctx c = ctx();
@@ -212,6 +233,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_undo_of_started_steps, fresh),
                 cmocka_unit_test_setup(test_undo_goes_on_past_a_failure, fresh),
                 cmocka_unit_test_setup(test_journal_write_failure_stops_before_the_step, fresh),
+                cmocka_unit_test_setup(test_undo_without_the_lock_undoes_nothing, fresh),
                 cmocka_unit_test_setup(test_unlocked_steps_run_without_the_lock, fresh),
         };
 
