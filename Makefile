@@ -1,7 +1,8 @@
 # qemu-hook: libvirt QEMU hook that hands a GPU between the Linux host and vfio-pci.
 PREFIX     ?= /usr/local
 # Where qemu-hook-act lives: compiled into qemu-hook, which finds it there whatever its own path
-# (a copy of it as the hook works too). A PREFIX or LIBEXECDIR of its own needs `make clean` first.
+# (a copy of it as the hook works too); build/libexecdir rebuilds qemu-hook when it changes, so
+# `make install PREFIX=/usr` after a plain `make` installs a front end that finds it.
 LIBEXECDIR ?= $(PREFIX)/libexec/qemu-hook
 DESTDIR    ?=
 HOOKS_DIR  := /etc/libvirt/hooks
@@ -36,13 +37,17 @@ UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
 
 all: qemu-hook qemu-hook-act
 
-qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act
+build/libexecdir: FORCE
+	@mkdir -p $(@D)
+	@echo '$(LIBEXECDIR)' | cmp -s - $@ || echo '$(LIBEXECDIR)' > $@
+
+qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act build/libexecdir
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
 qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
-build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act
+build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act build/libexecdir
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
@@ -146,6 +151,7 @@ guest: deb build/san/qemu-hook build/san/qemu-hook-act
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
 install-files: qemu-hook qemu-hook-act
 	install -D -m 0755 qemu-hook-act $(DESTDIR)$(LIBEXECDIR)/qemu-hook-act
+	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook-act   # 0.1.0 kept it beside qemu-hook
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
@@ -159,7 +165,8 @@ install: install-files
 uninstall:
 	@tools/hook-link uninstall "$(DESTDIR)" $(HOOKS_DIR) $(PREFIX)/sbin/qemu-hook \
 		$(PREFIX)/share/doc/qemu-hook/kvm.conf
-	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(LIBEXECDIR)/qemu-hook-act
+	rm -f $(DESTDIR)$(PREFIX)/sbin/qemu-hook $(DESTDIR)$(LIBEXECDIR)/qemu-hook-act \
+		$(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
@@ -179,4 +186,4 @@ deb:
 clean:
 	rm -rf qemu-hook qemu-hook-act build
 
-.PHONY: all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb clean
+.PHONY: FORCE all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb clean

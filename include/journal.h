@@ -27,8 +27,9 @@ int journal_load(const char *vm, struct plan *ret);
 int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret);
 int journal_remove(const char *vm);
 /* Whether the journal of another VM than vm has a step in place on target (a device, a unit):
- * 1 and that VM's name in owner, or 0. Broken journals are reported and passed over. */
-int journal_owner(const char *vm, const char *target, char *owner, size_t size);
+ * 1 with that journal in *ret (to free) and its file in path, or 0. Broken journals are reported
+ * and passed over. */
+int journal_owner(const char *vm, const char *target, struct plan *ret, char path[static PATH_MAX]);
 /* Whether any VM has a journal: then the host's state is known, and a VM without one did not
  * hand the GPU over. */
 bool journal_any(void);

@@ -58,6 +58,8 @@ void plan_carry(struct plan *p, struct plan *left);
 void plan_free(struct plan *p);
 /* Whether nothing of the plan is in place (no step done or started): nothing to undo. */
 bool plan_settled(const struct plan *p);
+/* Whether a hand-back (or a rollback) has undone any of it: what is still in place is left over. */
+bool plan_handed_back(const struct plan *p);
 /* Whether every step is done or skipped: the hand-over happened whole. */
 bool plan_complete(const struct plan *p);
 /* What an undo still has to do (the steps done or started), in undo order, each with its number:

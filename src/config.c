@@ -653,7 +653,9 @@ static int open_config(const char *path, bool check_owner, FILE **ret) {
         }
         /* An O_PATH fd cannot be read: the same name in the same (checked, held) directory,
          * and the same file, or nothing. */
-        fd = openat(sp.dir_fd, secure_path_name(&sp), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO swapped in meanwhile must not block the open; the file checked is
+         * a regular one, where the flag changes nothing. */
+        fd = openat(sp.dir_fd, secure_path_name(&sp), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0)
                 r = log_error_errno(errno, "%s: %m", what);
         else if (fstat(fd, &st) < 0)

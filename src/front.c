@@ -60,13 +60,13 @@ static enum action front_decide(const char *vm, const char *op, const char *sub,
         if (f.op == CALL_OTHER || f.scripts)
                 return decide(&f);
         f.journal = f.op == CALL_RELEASE && journal_exists(vm);
+        bool loaded = false;
         if (access(HOOKS_DIR_DEFAULT "/kvm.conf", F_OK) < 0 && errno == ENOENT)
                 f.config = CONFIG_ABSENT;
-        else
-                f.config = config_load(HOOKS_DIR_DEFAULT "/kvm.conf", geteuid() == 0, &cfg) < 0 ? CONFIG_BROKEN
-                                                                                                 : CONFIG_LOADED;
-        if (said)
-                f.config = CONFIG_BROKEN;
+        else {
+                loaded = config_load(HOOKS_DIR_DEFAULT "/kvm.conf", geteuid() == 0, &cfg) == 0;
+                f.config = loaded && !said ? CONFIG_LOADED : CONFIG_BROKEN;
+        }
         if (f.config == CONFIG_LOADED) {
                 const struct vm_config *v = config_vm(&cfg, vm);
                 f.handle = v ? v->handle : -1;
@@ -78,7 +78,7 @@ static enum action front_decide(const char *vm, const char *op, const char *sub,
                 f.xml = domain_read_stdin(xml, len) < 0 ? XML_BROKEN : domain_uses_gpu(&cfg, *xml, *len, &error);
                 a = decide(&f);
         }
-        if (f.config == CONFIG_LOADED)
+        if (loaded)
                 config_free(&cfg);
         return a;
 }

@@ -314,9 +314,9 @@ bool journal_any(void) {
         return found;
 }
 
-int journal_owner(const char *vm, const char *target, char *owner, size_t size) {
+int journal_owner(const char *vm, const char *target, struct plan *ret, char path[static PATH_MAX]) {
         _cleanup_(closedirp) DIR *d = opendir(JOURNAL_DIR);
-        char own[PATH_MAX], path[PATH_MAX];
+        char own[PATH_MAX];
         struct dirent *de;
         int r;
 
@@ -326,22 +326,19 @@ int journal_owner(const char *vm, const char *target, char *owner, size_t size) 
         while (d && (de = readdir(d))) {
                 _cleanup_fclose_ FILE *f = NULL;
                 size_t len = strlen(de->d_name);
-                struct plan p;
 
                 if (len <= 6 || strcmp(de->d_name + len - 6, ".state") != 0)
                         continue;
-                snprintf(path, sizeof(path), JOURNAL_DIR "/%s", de->d_name);
-                if (strcmp(path, own) == 0 || !(f = fopen(path, "re")) || journal_read(f, path, "", &p) < 0)
+                snprintf(path, PATH_MAX, JOURNAL_DIR "/%s", de->d_name);
+                if (strcmp(path, own) == 0 || !(f = fopen(path, "re")) || journal_read(f, path, "", ret) < 0)
                         continue;       /* ours, gone meanwhile, or broken (said by journal_read) */
-                bool holds = false;
-                for (size_t i = 0; i < p.n_steps && !holds; i++)
-                        holds = (p.steps[i].state == STEP_DONE || p.steps[i].state == STEP_STARTED) &&
-                                strcmp(p.steps[i].target, target) == 0;
-                if (holds)
-                        strscpy(owner, p.vm[0] ? p.vm : de->d_name, size);
-                plan_free(&p);
-                if (holds)
-                        return 1;
+                if (!ret->vm[0])        /* a long name, not written: the file's */
+                        strscpy(ret->vm, de->d_name, sizeof(ret->vm));
+                for (size_t i = 0; i < ret->n_steps; i++)
+                        if ((ret->steps[i].state == STEP_DONE || ret->steps[i].state == STEP_STARTED) &&
+                            strcmp(ret->steps[i].target, target) == 0)
+                                return 1;
+                plan_free(ret);
         }
         return 0;
 }

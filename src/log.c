@@ -22,7 +22,7 @@ void log_set_step(const char *step) {
 
 int log_full(int prio, int err, const char *fmt, ...) {
         int saved_errno = errno;
-        char msg[1024];
+        char msg[4096];         /* a list of the steps left (plan_left, 1 KiB) and what to do */
         va_list ap;
 
         err = err < 0 ? -err : err;

@@ -56,8 +56,10 @@ static void help(FILE *f) {
                 "  -v, --verbose       log every step to standard error\n"
                 "  -h, --help          this text\n"
                 "  -V, --version       the version\n\n"
-                "Exit status: 0 done or nothing to do, 1 the hand-over failed (the host was\n"
-                "restored), 2 usage or configuration error (nothing was touched).\n");
+                "Exit status: 0 done or nothing to do; 1 the hand-over failed (the host was\n"
+                "restored, or the message lists what is left), was refused (the GPU in use),\n"
+                "or the hand-back is incomplete (the journal keeps what is left: --recover);\n"
+                "2 usage or configuration error (nothing was touched).\n");
 }
 
 static int parse_args(int argc, char **argv, struct args *a) {
@@ -255,7 +257,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         struct host h = {};
         struct desktop_state d = {};
         struct plan p = {}, left = {};
-        char error[512];
+        char error[512], other_path[PATH_MAX], adopted[PATH_MAX] = "";
         int r, ret = EXIT_FAILED;
 
         r = journal_load(c->vm, &p);
@@ -301,15 +303,27 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
 
         if (snapshot(c->cfg, &h) < 0)
                 goto out;
-        /* Another VM passing the same GPU runs: its hand-back must stay whole, and this VM could
-         * not have the GPU anyway. */
+        /* The GPU in another VM's journal: that VM runs with it (its hand-back must stay whole,
+         * and this VM could not have the GPU anyway), or its hand-back left steps the kernel
+         * refused, which this hand-over takes over like its own. */
         for (size_t i = 0; i < h.n_gpu; i++) {
-                char owner[256];
-                if (journal_owner(c->vm, h.gpu[i].name, owner, sizeof(owner)) > 0) {
-                        log_error("hand-over of %s refused: %s is handed over to %s (its journal is in " JOURNAL_DIR
-                                  "); nothing was changed: stop %s first", c->vm, h.gpu[i].name, owner, owner);
+                struct plan other;
+                if (journal_owner(c->vm, h.gpu[i].name, &other, other_path) <= 0)
+                        continue;
+                if (!plan_handed_back(&other)) {
+                        log_error("hand-over of %s refused: %s is handed over to %s (journal %s); nothing was "
+                                  "changed: stop %s first", c->vm, h.gpu[i].name, other.vm, other_path, other.vm);
+                        plan_free(&other);
                         goto out;
                 }
+                char what[1024];
+                plan_left(&other, what, sizeof(what));
+                log_warning("%s: the hand-back of %s left %s in place (%s); this hand-over takes that over from its "
+                            "journal %s, to be undone at this VM's release", c->vm, other.vm, h.gpu[i].name, what,
+                            other_path);
+                plan_carry(&left, &other);
+                strscpy(adopted, other_path, sizeof(adopted));
+                break;
         }
         if (bus_desktop_state(c, &d) < 0)
                 goto out;
@@ -337,6 +351,9 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         /* Saved even when every step is skipped: the release of this VM then knows it did nothing. */
         if (journal_save(&p) < 0)
                 goto out;
+        /* Its steps are in this journal now: the other VM's release must not undo them again. */
+        if (adopted[0] && unlink(adopted) < 0)
+                log_warning_errno(errno, "removing %s, whose steps this hand-over took over: %m", adopted);
         usec_t start = now_usec();
         timing_reset();
         r = engine_apply(c, &p);
@@ -448,8 +465,11 @@ static int run(struct args *a) {
         if (action == ACTION_HAND_BACK && f.journal && f.config != CONFIG_LOADED)
                 log_warning("%s: the config %s %s; handing back what the journal in " JOURNAL_DIR " records",
                             a->vm, a->config, f.config == CONFIG_BROKEN ? "cannot be used (see above)" : "does not exist");
-        if (action == ACTION_REFUSE) {
-                ret = EXIT_USAGE;       /* said where the config or the XML was read; nothing done */
+        /* Said where the config or the XML was read; nothing is done, but for a release whose XML
+         * alone is broken: its scripts still clean up what is theirs, below. */
+        bool refused = action == ACTION_REFUSE;
+        if (refused && !(f.op == CALL_RELEASE && f.config == CONFIG_LOADED)) {
+                ret = EXIT_USAGE;
                 goto out;
         }
         /* Elsewhere the scripts still run, with the default deadlines. */
@@ -483,6 +503,7 @@ static int run(struct args *a) {
                 /* Not ours: prepare's scripts run on their own (release's ran above). */
                 if (f.op == CALL_PREPARE && run_scripts(&c, &scripts, out) < 0)
                         ret = EXIT_FAILED;
+                ret = refused ? EXIT_USAGE : ret;
                 goto out;
         }
         if (engine_lock(&c, true) < 0) {

@@ -275,6 +275,13 @@ bool plan_settled(const struct plan *p) {
         return true;
 }
 
+bool plan_handed_back(const struct plan *p) {
+        for (size_t i = 0; i < p->n_steps; i++)
+                if (p->steps[i].state == STEP_UNDONE)
+                        return true;
+        return false;
+}
+
 bool plan_complete(const struct plan *p) {
         for (size_t i = 0; i < p->n_steps; i++)
                 if (p->steps[i].state != STEP_DONE && p->steps[i].state != STEP_SKIPPED)

@@ -40,13 +40,15 @@ int holders_check_hand_back(struct run_ctx *c, const struct step *steps, size_t 
 
         for (size_t i = 0; i < n_steps && r >= 0; i++) {
                 const struct step *s = &steps[i];
-                char link[128], driver[NAME_LEN], holders[512];
+                char link[STEP_FIELD_LEN + 32], driver[NAME_LEN], holders[512];
 
                 /* The moves the undo makes off vfio-pci: the GPU's functions, back to their drivers.
                  * Only the driver link is read: it needs no device lock. */
-                snprintf(link, sizeof(link), "bus/pci/devices/%s/driver", s->target);
                 if (s->kind != &step_pci_driver || (s->state != STEP_DONE && s->state != STEP_STARTED) ||
-                    is_vfio(s->from) || sysfs_link_name(link, driver, sizeof(driver)) < 0 || !is_vfio(driver))
+                    is_vfio(s->from))
+                        continue;
+                snprintf(link, sizeof(link), "bus/pci/devices/%s/driver", s->target);
+                if (sysfs_link_name(link, driver, sizeof(driver)) < 0 || !is_vfio(driver))
                         continue;
                 /* libvirt calls release once qemu is dead; a qemu still exiting has until the
                  * deadline. One still running (--recover by hand, a release called early) keeps

@@ -24,6 +24,10 @@ static int vtcon_set(struct step *s, bool bind, bool undo) {
         int r;
 
         r = host_find_fbcon(vtcon, sizeof(vtcon), &bound);
+        if (r < 0 && (bind || undo)) {
+                log_warning_errno(r, "finding fbcon's vtconsole failed: %m; going on without it");
+                return 0;
+        }
         if (r < 0)
                 return log_error_errno(r, "finding fbcon's vtconsole failed: %m");
         if (r == 0) {

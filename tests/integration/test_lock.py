@@ -145,3 +145,28 @@ def test_two_vms_passing_the_same_gpu_started_at_once(host):
     assert host.driver(VEGA) == "vfio-pci"
     assert hook(winner, "release", "end", xmls[winner])[0] == 0
     assert host.snapshot() == before, host.snapshot()
+
+
+def test_what_another_vms_hand_back_left_does_not_block_this_one(host):
+    """gaming's hand-back could not give the Vega back to amdgpu (the kernel refused it, as with
+    the Vega reset bug): its journal keeps that step. win10, passing the same GPU, still starts:
+    it takes the step over into its own journal (gaming's goes), and its release, once the kernel
+    takes the Vega again, puts the host back as it was before all of it."""
+    config()
+    before = host.snapshot()
+    gaming = fakehost.domain_xml("gaming", [VEGA])
+    assert hook("gaming", "prepare", "begin", gaming)[0] == 0
+    host.fail("bus/pci/drivers_probe", "ENODEV", count=1, value=VEGA)
+    rc, err, _ = hook("gaming", "release", "end", gaming)
+    assert rc == 1 and "1 step could not be undone" in err, err
+    assert os.path.exists("/run/qemu-hook/gaming.state")
+    rc, err, _ = hook("win10", "prepare", "begin", XML)
+    assert rc == 0, err
+    assert "the hand-back of gaming left 0000:0d:00.0 in place" in err, err
+    assert not os.path.exists("/run/qemu-hook/gaming.state")
+    assert host.driver(VEGA) == "vfio-pci" and host.driver(R5) == "radeon"
+    assert hook("gaming", "release", "end", gaming)[0] == 0        # nothing of gaming's left
+    assert host.driver(VEGA) == "vfio-pci"
+    rc, err, _ = hook("win10", "release", "end", XML)
+    assert rc == 0, err
+    assert host.snapshot() == before, host.snapshot()

@@ -119,6 +119,21 @@ def test_release_scripts_run_before_the_hand_back_and_do_not_stop_it(host):
     assert host.snapshot() == before
 
 
+def test_release_scripts_run_with_a_malformed_xml(host):
+    """A release whose domain XML cannot be read (no journal says whether the VM is ours): its
+    scripts still run, then it exits 2 having touched no device; with a broken config neither."""
+    setup()
+    script("win10/release/end/10-cleanup")
+    expect(hook("win10", "release", "end", "<domain><devices><hostdev"), 2, "domain XML")
+    assert [r[0] for r in record()] == ["10-cleanup"], record()
+    assert host.writes() == 0, host.log()
+    with open(HOOKS + "/kvm.conf", "a") as f:
+        f.write("[gpu]\nadress = x\n")
+    expect(hook("win10", "release", "end", "<domain><devices><hostdev"), 2, "kvm.conf:")
+    assert [r[0] for r in record()] == ["10-cleanup"], record()
+    assert host.writes() == 0, host.log()
+
+
 def test_other_operations_run_their_scripts(host):
     setup()
     for op, sub in (("start", "begin"), ("started", "begin"), ("stopped", "end"), ("reconnect", "begin"),
