@@ -46,7 +46,8 @@ for t in "$@"; do
         corp=$(echo "$status" | sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p')
         summary="${execs:-?} execs in ${seconds} s (${speed:-?}/s), cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
         if [ "$rc" -ne 0 ]; then
-                echo "FAIL fuzz $t: $summary (exit status $rc)"
+                echo "FAIL fuzz $t: stopped after ${execs:-?} execs, cov ${cov:-?}, ft ${ft:-?} (exit status $rc);" \
+                     "once fixed, add the input saved below to $seeds/"
                 # From the first report (a sanitizer's, an invariant's, libFuzzer's own) on: the
                 # trace and the path of the saved input. The whole run is in $log.
                 awk '/ERROR: |runtime error|invariant broken|deadly signal/ { p = 1 } p' "$log" |
