@@ -103,20 +103,32 @@ int journal_lock(usec_t deadline, usec_t until) {
 
 /* inih takes a ';' or '#' after a blank as a comment, trims blanks at both ends, and a newline
  * ends a value: those bytes, and the escape character itself, are written as \xNN. */
-static void put_value(FILE *f, const char *key, const char *value) {
-        size_t len = strlen(value);
+/* inih reads lines of at most INI_MAX_LINE - 1 bytes, the newline included: a longer one would be
+ * a journal that cannot be read back. */
+#define JOURNAL_LINE_MAX (INI_MAX_LINE - 1)
 
-        fprintf(f, "%s = ", key);
-        for (size_t i = 0; i < len; i++) {
+/* "key = value", escaped. A value too long to be read back once escaped is cut where cut allows
+ * it (a note, for people only; never inside an escape), else -ENAMETOOLONG and nothing written. */
+static int put_value(FILE *f, const char *key, const char *value, bool cut) {
+        size_t len = strlen(value), room = JOURNAL_LINE_MAX - strlen(key) - strlen(" = \n"), n = 0;
+        char esc[4 * 256 + 1];
+
+        for (size_t i = 0; i < len && n + 4 < sizeof(esc); i++) {
                 unsigned char c = (unsigned char) value[i];
                 bool edge_blank = (i == 0 || i == len - 1) && (c == ' ' || c == '\t');
+                size_t k = c < 0x20 || c == 0x7f || strchr(";#\\", c) || edge_blank ?
+                           (size_t) snprintf(esc + n, 5, "\\x%02x", c) : (esc[n] = (char) c, 1);
 
-                if (c < 0x20 || c == 0x7f || strchr(";#\\", c) || edge_blank)
-                        fprintf(f, "\\x%02x", c);
-                else
-                        fputc(c, f);
+                if (n + k > room) {
+                        if (!cut)
+                                return -ENAMETOOLONG;
+                        break;
+                }
+                n += k;
         }
-        fputc('\n', f);
+        esc[n] = '\0';
+        fprintf(f, "%s = %s\n", key, esc);
+        return 0;
 }
 
 static int get_value(const char *value, char *buf, size_t size) {
@@ -156,28 +168,35 @@ int journal_save(const struct plan *p) {
         }
         fprintf(f, "# qemu-hook hand-over journal: what was done, to be undone in reverse.\n[hand-over]\n"
                 "version = 1\n");
-        /* For the reader; the loader takes the name it was asked for (inih's lines are short). */
-        if (strlen(p->vm) < 100)
-                put_value(f, "vm", p->vm);
+        /* For the reader (and journal_owner); the loader takes the name it was asked for: a name
+         * too long for a line is left out. */
+        (void) put_value(f, "vm", p->vm, false);
+        r = 0;
         if (p->user[0])
-                put_value(f, "user", p->user);
-        if (p->user_bus[0])
-                put_value(f, "user_bus", p->user_bus);
-        for (size_t i = 0; i < p->n_steps; i++) {
+                r = put_value(f, "user", p->user, false);
+        if (r == 0 && p->user_bus[0])
+                r = put_value(f, "user_bus", p->user_bus, false);
+        for (size_t i = 0; r == 0 && i < p->n_steps; i++) {
                 const struct step *s = &p->steps[i];
 
                 fprintf(f, "\n[step %zu]\n", i + 1);
-                put_value(f, "kind", s->kind->name);
-                put_value(f, "target", s->target);
-                put_value(f, "from", s->from);
-                put_value(f, "to", s->to);
-                put_value(f, "note", s->note);
-                for (const struct step_field *field = s->kind->fields; field && field->key; field++)
+                r = put_value(f, "kind", s->kind->name, false) ?: put_value(f, "target", s->target, false) ?:
+                    put_value(f, "from", s->from, false) ?: put_value(f, "to", s->to, false) ?:
+                    put_value(f, "note", s->note, true);
+                for (const struct step_field *field = s->kind->fields; r == 0 && field && field->key; field++)
                         if (((const char *) s)[field->offset])
-                                put_value(f, field->key, (const char *) s + field->offset);
-                put_value(f, "state", step_state_to_string(s->state));
-                if (s->writer > 0)
+                                r = put_value(f, field->key, (const char *) s + field->offset, false);
+                if (r == 0)
+                        r = put_value(f, "state", step_state_to_string(s->state), false);
+                if (r == 0 && s->writer > 0)
                         fprintf(f, "writer = %d\n", s->writer);
+                if (r < 0)
+                        log_error_errno(r, "writing the journal %s: step %zu (%s %s) has a value too long to be read "
+                                        "back", path, i + 1, s->kind->name, s->target);
+        }
+        if (r < 0) {
+                unlink(tmp);
+                return r;
         }
         /* fsync before rename: after a crash the journal is the old or the new one, whole. */
         if (fflush(f) != 0 || fsync(fileno(f)) < 0 || rename(tmp, path) < 0) {

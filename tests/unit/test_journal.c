@@ -467,6 +467,35 @@ static void test_newline_in_values(void **state) {
         plan_free(&want);
 }
 
+/* Every line must be one inih reads back (INI_MAX_LINE): a note (for people) too long once escaped
+ * is cut; any other value that long is refused, and the journal saved before stays whole. */
+static void test_values_too_long_for_a_line(void **state) {
+        struct plan want = {}, got = {};
+        char semis[STEP_FIELD_LEN];
+        struct step *s;
+
+        REQUIRE_PRIVATE_RUN();
+        memset(semis, ';', sizeof(semis) - 1);
+        semis[sizeof(semis) - 1] = '\0';
+        strscpy(want.vm, "long", sizeof(want.vm));
+        s = plan_add(&want, &step_unit, "gdm.service", "active", "inactive");
+        s->state = STEP_DONE;
+        strscpy(s->note, semis, sizeof(s->note));
+        assert_int_equal(journal_save(&want), 0);
+        assert_int_equal(journal_load("long", &got), 0);
+        assert_int_equal(got.n_steps, 1);
+        assert_string_equal(got.steps[0].target, "gdm.service");
+        assert_true(strlen(got.steps[0].note) > 30 && strspn(got.steps[0].note, ";") == strlen(got.steps[0].note));
+        plan_free(&got);
+
+        strscpy(s->target, semis, sizeof(s->target));
+        assert_int_equal(journal_save(&want), -ENAMETOOLONG);
+        assert_int_equal(journal_load("long", &got), 0);
+        assert_string_equal(got.steps[0].target, "gdm.service");
+        plan_free(&got);
+        plan_free(&want);
+}
+
 static void test_save_replaces_atomically(void **state) {
         struct plan p, got = {};
         char names[8][NAME_MAX + 1];
@@ -633,6 +662,7 @@ int main(void) {
                 FILE_TEST(test_round_trip_255_char_vm_name),
                 FILE_TEST(test_round_trip_japanese_vm_name),
                 FILE_TEST(test_newline_in_values),
+                FILE_TEST(test_values_too_long_for_a_line),
                 FILE_TEST(test_save_replaces_atomically),
                 FILE_TEST(test_any_remove_missing),
                 FILE_TEST(test_save_without_dir),
