@@ -26,6 +26,9 @@ int journal_load(const char *vm, struct plan *ret);
  * returns -EBADMSG, *ret empty, for anything but a whole journal. */
 int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret);
 int journal_remove(const char *vm);
+/* Calls fn for each readable journal (broken ones are reported and passed over), with its plan
+ * (its VM's name from the file) and path, until fn returns non-zero, which is returned. */
+int journal_foreach(int (*fn)(struct plan *p, const char *path, void *data), void *data);
 /* Whether the journal of another VM than vm has a step in place on target (a device, a unit):
  * 1 with that journal in *ret (to free) and its file in path, or 0. Broken journals are reported
  * and passed over. */

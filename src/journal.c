@@ -333,31 +333,59 @@ bool journal_any(void) {
         return found;
 }
 
-int journal_owner(const char *vm, const char *target, struct plan *ret, char path[static PATH_MAX]) {
+int journal_foreach(int (*fn)(struct plan *p, const char *path, void *data), void *data) {
         _cleanup_(closedirp) DIR *d = opendir(JOURNAL_DIR);
-        char own[PATH_MAX];
+        char path[PATH_MAX];
         struct dirent *de;
-        int r;
 
-        r = journal_path(vm, own);
-        if (r < 0)
-                return r;
         while (d && (de = readdir(d))) {
                 _cleanup_fclose_ FILE *f = NULL;
                 size_t len = strlen(de->d_name);
+                struct plan p;
+                int r;
 
                 if (len <= 6 || strcmp(de->d_name + len - 6, ".state") != 0)
                         continue;
-                snprintf(path, PATH_MAX, JOURNAL_DIR "/%s", de->d_name);
-                if (strcmp(path, own) == 0 || !(f = fopen(path, "re")) || journal_read(f, path, "", ret) < 0)
-                        continue;       /* ours, gone meanwhile, or broken (said by journal_read) */
-                if (!ret->vm[0])        /* a long name, not written: the file's */
-                        strscpy(ret->vm, de->d_name, sizeof(ret->vm));
-                for (size_t i = 0; i < ret->n_steps; i++)
-                        if ((ret->steps[i].state == STEP_DONE || ret->steps[i].state == STEP_STARTED) &&
-                            strcmp(ret->steps[i].target, target) == 0)
-                                return 1;
-                plan_free(ret);
+                snprintf(path, sizeof(path), JOURNAL_DIR "/%s", de->d_name);
+                if (!(f = fopen(path, "re")) || journal_read(f, path, "", &p) < 0)
+                        continue;       /* gone meanwhile, or broken (said by journal_read) */
+                if (!p.vm[0])           /* a long name, not written: the file's */
+                        strscpy(p.vm, de->d_name, sizeof(p.vm));
+                r = fn(&p, path, data);
+                plan_free(&p);
+                if (r != 0)
+                        return r;
         }
         return 0;
+}
+
+struct owner_search {
+        const char *own, *target;
+        struct plan *ret;
+        char *path;
+};
+
+static int owns(struct plan *p, const char *path, void *data) {
+        struct owner_search *o = data;
+
+        if (strcmp(path, o->own) == 0)
+                return 0;
+        for (size_t i = 0; i < p->n_steps; i++)
+                if ((p->steps[i].state == STEP_DONE || p->steps[i].state == STEP_STARTED) &&
+                    strcmp(p->steps[i].target, o->target) == 0) {
+                        *o->ret = *p;           /* handed to the caller, not freed here */
+                        *p = (struct plan) {};
+                        strscpy(o->path, path, PATH_MAX);
+                        return 1;
+                }
+        return 0;
+}
+
+int journal_owner(const char *vm, const char *target, struct plan *ret, char path[static PATH_MAX]) {
+        char own[PATH_MAX];
+        int r = journal_path(vm, own);
+
+        if (r < 0)
+                return r;
+        return journal_foreach(owns, &(struct owner_search) { own, target, ret, path });
 }
