@@ -6,6 +6,11 @@
 #include "plan.h"
 #include "step.h"
 
+static inline void sd_bus_error_freep(sd_bus_error *e) {
+        sd_bus_error_free(e);
+}
+#define _cleanup_bus_error_ _cleanup_(sd_bus_error_freep)
+
 /* The connections of a run, opened on first use; negative errno when there is no such bus
  * (-ENOENT, -ECONNREFUSED: nobody listens there). */
 int bus_system(struct run_ctx *c, sd_bus **ret);

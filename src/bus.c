@@ -18,12 +18,6 @@
 #define SD_NO_SUCH_UNIT SD_DEST ".NoSuchUnit"
 #define CPU_MASK_MAX 1024       /* bytes: 8192 CPUs */
 
-static const char *const cpu_units[3] = { "user.slice", "system.slice", "init.scope" };
-
-static void sd_bus_error_freep(sd_bus_error *e) {
-        sd_bus_error_free(e);
-}
-#define _cleanup_bus_error_ _cleanup_(sd_bus_error_freep)
 
 const char *bus_error_text(const sd_bus_error *error, int r) {
         if (error && sd_bus_error_is_set(error) && error->message)
@@ -637,12 +631,12 @@ static int cpus_state(struct run_ctx *c, struct desktop_state *d) {
         if (r < 0)
                 return log_error_errno(r, "%s: cpus is set, but there is no system bus to restrict "
                                        "the host's CPUs with: %m", c->cfg->path);
-        for (size_t i = 0; i < ELEMENTSOF(cpu_units); i++) {
+        for (size_t i = 0; i < ELEMENTSOF(plan_cpu_units); i++) {
                 _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
 
-                r = bus_get_allowed_cpus(bus, cpu_units[i], d->cpus_now[i], sizeof(d->cpus_now[i]), &error);
+                r = bus_get_allowed_cpus(bus, plan_cpu_units[i], d->cpus_now[i], sizeof(d->cpus_now[i]), &error);
                 if (r < 0)
-                        return log_error_errno(r, "reading AllowedCPUs of %s: %s", cpu_units[i],
+                        return log_error_errno(r, "reading AllowedCPUs of %s: %s", plan_cpu_units[i],
                                                bus_error_text(&error, r));
         }
         return 0;

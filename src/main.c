@@ -20,6 +20,7 @@
 #include "log.h"
 #include "plan.h"
 #include "scripts.h"
+#include "status.h"
 #include "timing.h"
 
 enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -33,6 +34,8 @@ struct args {
         bool verbose;
         const char *vm, *op, *sub, *extra;
         bool recover;
+        bool status;
+        bool json;
 };
 
 struct input {
@@ -44,7 +47,8 @@ struct input {
 static void help(FILE *f) {
         fprintf(f,
                 "Usage: qemu-hook [OPTIONS] VM OPERATION SUB-OPERATION [EXTRA]\n"
-                "       qemu-hook [OPTIONS] --recover VM\n\n"
+                "       qemu-hook [OPTIONS] --recover VM\n"
+                "       qemu-hook [OPTIONS] --status [--json]\n\n"
                 "libvirt's QEMU hook (/etc/libvirt/hooks/qemu): `prepare begin` hands the GPU of\n"
                 "kvm.conf to vfio-pci, `release end` hands it back, and every call runs the\n"
                 "scripts in qemu.d/VM/OPERATION/SUB-OPERATION. The domain XML is read from\n"
@@ -53,6 +57,9 @@ static void help(FILE *f) {
                 "  -c, --config FILE   configuration (default HOOKS-DIR/kvm.conf)\n"
                 "  -d, --hooks-dir DIR where kvm.conf and qemu.d are (default " HOOKS_DIR_DEFAULT ")\n"
                 "  -r, --recover VM    undo what the journal of VM records (as `release end`)\n"
+                "  -s, --status        what is handed over now, the GPU's drivers and holders,\n"
+                "                      AllowedCPUs and the desktop's units (read only)\n"
+                "  -j, --json          with --status: one JSON object, for scripts\n"
                 "  -v, --verbose       log every step to standard error\n"
                 "  -h, --help          this text\n"
                 "  -V, --version       the version\n\n"
@@ -68,6 +75,8 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 { "config", required_argument, NULL, 'c' },
                 { "hooks-dir", required_argument, NULL, 'd' },
                 { "recover", required_argument, NULL, 'r' },
+                { "status", no_argument, NULL, 's' },
+                { "json", no_argument, NULL, 'j' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
@@ -80,12 +89,14 @@ static int parse_args(int argc, char **argv, struct args *a) {
         *a = (struct args) { .hooks_dir = HOOKS_DIR_DEFAULT };
         /* As libvirt's hook there are no options, and a VM may be named "-x": taken as an option,
          * every call would fail, `started` too, which kills the VM. */
-        while (strcmp(self, "qemu") != 0 && (c = getopt_long(argc, argv, "nc:d:r:vhV", options, NULL)) >= 0)
+        while (strcmp(self, "qemu") != 0 && (c = getopt_long(argc, argv, "nc:d:r:sjvhV", options, NULL)) >= 0)
                 switch (c) {
                 case 'n': a->dry_run = true; break;
                 case 'c': a->config = optarg; a->explicit_config = true; break;
                 case 'd': a->hooks_dir = optarg; break;
                 case 'r': recover = optarg; break;
+                case 's': a->status = true; break;
+                case 'j': a->json = true; break;
                 case 'v': a->verbose = true; break;
                 case 'h': help(stdout); return 0;
                 case 'V': puts("qemu-hook " QEMU_HOOK_VERSION); return 0;
@@ -100,6 +111,16 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 }
                 a->config = a->config_buf;
         }
+        if (a->json && !a->status) {
+                fprintf(stderr, "qemu-hook: --json goes with --status; see --help\n");
+                return -EINVAL;
+        }
+        if (a->status && (n != 0 || recover)) {
+                fprintf(stderr, "qemu-hook: --status takes no VM or operation; see --help\n");
+                return -EINVAL;
+        }
+        if (a->status)
+                return 1;
         if (recover && n == 0) {
                 a->vm = recover;
                 a->op = "release";
@@ -525,6 +546,27 @@ out:
         return ret;
 }
 
+/* --status: read only, with the config if there is one (its GPU and desktop), the journals and
+ * the host as they are. */
+static int status(struct args *a) {
+        struct config cfg = {};
+        bool loaded;
+        struct run_ctx c = { .vm = "", .lock = -1, .xml_fd = -1, .timeout = CONFIG_TIMEOUT_DEFAULT_MS * USEC_PER_MSEC };
+
+        log_setup(NULL, a->verbose ? LOG_DEBUG : LOG_NOTICE, NULL);
+        loaded = !(!a->explicit_config && access(a->config, F_OK) < 0 && errno == ENOENT) &&
+                 config_load(a->config, geteuid() == 0, &cfg) == 0;
+        if (loaded) {
+                c.cfg = &cfg;
+                c.timeout = cfg.timeout_ms * USEC_PER_MSEC;
+        }
+        status_print(&c, a->json, stdout);
+        bus_close(&c);
+        if (loaded)
+                config_free(&cfg);
+        return fflush(stdout) == 0 ? EXIT_DONE : EXIT_FAILED;
+}
+
 int main(int argc, char **argv) {
         struct args a;
         int r;
@@ -538,5 +580,5 @@ int main(int argc, char **argv) {
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_DONE;
-        return run(&a);
+        return a.status ? status(&a) : run(&a);
 }

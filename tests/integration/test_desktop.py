@@ -724,3 +724,69 @@ for (_direction, _bus), _calls in DBUS_POINTS.items():
         for _mode in ("before", "after"):
             globals()[f"test_killed_at_{_direction.replace('-', '_')}_{_bus}_call_{_k}_{_mode}"] = \
                 _killed_at_call(_direction, _bus, _k, _mode)
+
+
+# ---------------------------------------------------------------- --status
+
+def _status(conf, *opts):
+    rc, out, err, _ = fakehost.run_hook([HOOK, "--config", conf, "--status", *opts])
+    return rc, out, err
+
+
+def test_status_before_during_and_after_a_hand_over(host):
+    """--status (issue 11 item 2), read only: nothing handed over, then the VM with its journal,
+    the GPU on vfio-pci with our override, the R5 on radeon, CPUs restricted and the units as
+    they are; the same as JSON for scripts; and not one sysfs write or unit job of its own."""
+    import json
+    conf = native_conf(cpus="0", units=" ".join(POINT_UNITS))
+    with Desktop() as d:
+        rc, out, err = _status(conf)
+        check(rc == 0, f"--status exit {rc}", err)
+        check("(none: nothing is handed over)" in out, "before: something handed over?", out)
+        check(f"{VEGA} (GPU)\n    address: {VEGA}\n    role: GPU\n    driver: amdgpu" in out, "before: the Vega", out)
+        check("user.slice: all" in out and "gdm.service: active" in out, "before: CPUs and units", out)
+        rc, _, err = hook(conf, "prepare", "begin")
+        check(rc == 0, f"prepare begin exit {rc}", err)
+        host.clear_log()
+        d.buses.clear_calls()
+        d.buses.clear_calls(user=True)
+        rc, out, err = _status(conf)
+        check(rc == 0, f"--status exit {rc}", err)
+        check(f"{VM}: handed over" in out and f"journal: {JOURNAL_DIR}/{VM}.state" in out, "the hand-over", out)
+        check("left to undo: 21. stop gdm.service; 20. stop user unit pipewire.socket" in out,
+              "what a release would undo", out)
+        check(f"    driver: vfio-pci\n    driver_override: vfio-pci" in out, "the Vega on vfio-pci", out)
+        check(f"{R5} (secondary)\n    address: {R5}\n    role: secondary\n    driver: radeon" in out, "the R5", out)
+        check("user.slice: 0\n" in out, "AllowedCPUs restricted", out)
+        rc, out, err = _status(conf, "--json")
+        check(rc == 0, f"--status --json exit {rc}", err)
+        s = json.loads(out)
+        check([h["vm"] for h in s["hand-overs"]] == [VM] and s["hand-overs"][0]["state"] == "handed over",
+              "JSON hand-overs", s)
+        funcs = {f["address"]: f for f in s["functions"]}
+        check(funcs[VEGA]["driver"] == "vfio-pci" and funcs[R5]["driver"] == "radeon", "JSON functions", funcs)
+        check(s["cpus"] == {"user.slice": "0", "system.slice": "0", "init.scope": "0"}, "JSON cpus", s["cpus"])
+        check(s["desktop"]["gdm.service"] == "active", "JSON desktop", s["desktop"])
+        check(host.writes() == 0, "--status wrote sysfs", *host.log())
+        check(not _changing_calls(d, "system") and not _changing_calls(d, "user"), "--status changed a unit",
+              _changing_calls(d, "system"), _changing_calls(d, "user"))
+        with host.hold(f"/dev/dri/{host.drm_cards(R5)[0]}") as pid:
+            rc, out, err = _status(conf, "--json")
+        holders = {f["address"]: f["holders"] for f in json.loads(out)["functions"]}
+        check(holders[R5].startswith(f"{pid} (python3") and not holders[VEGA], "a holder of the R5's card", holders)
+        rc, _, err = hook(conf, "release", "end")
+        check(rc == 0, f"release end exit {rc}", err)
+        rc, out, err = _status(conf)
+        check("(none: nothing is handed over)" in out and "user.slice: all" in out, "after: back", out)
+
+
+def test_status_without_config_and_usage(host):
+    """Without a config --status still lists the journals; --json only goes with --status, and
+    --status takes no VM."""
+    fresh_run()
+    rc, out, err, _ = fakehost.run_hook([HOOK, "--config", "/nonexistent.conf", "--status"])
+    check(rc == 0 and "hand-overs:\n  (none" in out, f"--status with a missing config: exit {rc}", out, err)
+    for argv in (["--json"], ["--status", VM, "prepare", "begin"], ["--status", "--recover", VM]):
+        rc, out, err, _ = fakehost.run_hook([HOOK, *argv])
+        check(rc == 2 and out == "" and "see --help" in err, f"{argv}: exit {rc}", out, err)
+    check(host.writes() == 0, "sysfs written", *host.log())
