@@ -17,7 +17,7 @@ CFLAGS     ?= -O2 -g -fstack-protector-strong -fPIE
 CPPFLAGS   ?= -D_FORTIFY_SOURCE=3
 LDFLAGS    ?= -pie -Wl,-z,relro,-z,now
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-              -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+              -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) libvirt)
 LDLIBS     += $(shell pkg-config --libs $(PKGS))
 FRONT_LIBS := $(shell pkg-config --libs $(FRONT_PKGS))
 FRONT_DEFS := -DQEMU_HOOK_ACT='"$(LIBEXECDIR)/qemu-hook-act"'

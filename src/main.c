@@ -22,6 +22,7 @@
 #include "scripts.h"
 #include "status.h"
 #include "timing.h"
+#include "virt.h"
 
 enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -148,13 +149,21 @@ static int input_get(struct input *in) {
         return domain_read_stdin(&in->xml, &in->len);
 }
 
-/* What the domain XML says of the GPU, for decide(); a broken or missing XML is logged. */
-static enum xml_gpu xml_facts(const struct config *cfg, const char *vm, struct input *in) {
+/* What the domain XML says of the GPU, for decide(); a broken or missing XML is logged. By hand
+ * (by_hand: --dry-run) without XML on stdin, libvirt's is read through its API: never in hook
+ * mode, where calling back into libvirtd deadlocks. */
+static enum xml_gpu xml_facts(const struct config *cfg, const char *vm, struct input *in, bool by_hand) {
         _cleanup_free_ char *error = NULL;
         enum xml_gpu x;
 
         if (input_get(in) < 0)
                 return XML_BROKEN;
+        if (by_hand && (!in->xml || in->len == 0)) {
+                free(in->xml);
+                in->xml = NULL;
+                if (virt_domain_xml(vm, &in->xml, &in->len) < 0)
+                        return XML_BROKEN;
+        }
         x = domain_uses_gpu(cfg, in->xml, in->len, &error);
         if (x == XML_BROKEN)
                 log_error("%s: domain XML on standard input: %s%s", vm, error,
@@ -480,7 +489,7 @@ static int run(struct args *a) {
         f.journal = f.op == CALL_RELEASE && journal_exists(a->vm);
         enum action action = decide(&f);
         if (action == ACTION_NEED_XML) {
-                f.xml = xml_facts(&cfg, a->vm, &in);
+                f.xml = xml_facts(&cfg, a->vm, &in, a->dry_run);
                 action = decide(&f);
         }
         if (action == ACTION_HAND_BACK && f.journal && f.config != CONFIG_LOADED)

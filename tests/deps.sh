@@ -4,7 +4,7 @@
 # their own libvirtd in a namespace. clang and its runtimes (libFuzzer, sanitizers) build the fuzz
 # targets: libclang-rt is only a recommendation of clang's.
 set -eu
-pkgs="gcc clang libclang-rt-14-dev make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
+pkgs="gcc clang libclang-rt-14-dev make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev libvirt-dev
       libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time
       man-db groff-base libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
       dpkg-dev debhelper lintian shellcheck

@@ -11,6 +11,7 @@ build instead of the installed binary.
 import os
 import re
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 
 import busmock
@@ -207,3 +208,39 @@ def test_original_kvm_conf_with_the_desktop(host):
         assert host.snapshot() == before
     finally:
         buses.stop()
+
+
+def test_dry_run_reads_the_domain_xml_from_libvirt(host):
+    """By hand, --dry-run without XML on stdin reads the domain's XML through libvirt's API (a
+    read-only connection): the plan of a VM that passes the GPU, nothing for one that does not, a
+    clear error for one libvirt does not know. Hook mode never loads libvirt: the binary does not
+    link it, and a call with its XML on stdin opens no libvirt.so."""
+    setup(NATIVE.replace("[vm gaming]\nhandle = yes\n", ""), (("win10", (VEGA, VEGA_AUDIO)), ("plain", ())))
+    hook = os.path.abspath(SANITIZER_BUILD or "qemu-hook")
+    # The plain build reads from libvirt: under ASan, libvirt opened with dlopen() calls xdr
+    # functions through ASan's interceptors, whose real targets were looked up before libtirpc
+    # was loaded (NULL: a SEGV in virNetMessageEncodeHeader). Runs with options go straight to
+    # qemu-hook-act, so it is called itself.
+    act = os.path.join(fakehost.REPO, "qemu-hook-act")
+    run = lambda *argv: fakehost.run_hook([act, "--config", HOOKS + "/kvm.conf", *argv], "",  # noqa: E731
+                                          {"LIBVIRT_DEFAULT_URI": libvirthost.URI})
+    rc, out, err, _ = run("--dry-run", "win10", "prepare", "begin")
+    assert rc == 0 and "hand-over of win10:" in out and f"move {VEGA} from amdgpu to vfio-pci" in out, (rc, out, err)
+    rc, out, err, _ = run("--dry-run", "plain", "prepare", "begin")
+    assert rc == 0 and "hand-over" not in out, (rc, out, err)
+    rc, out, err, _ = run("--dry-run", "nosuchvm", "prepare", "begin")
+    assert rc == 2 and "nosuchvm: reading the domain XML from libvirt:" in err and "nosuchvm" in err, (rc, err)
+    assert host.writes() == 0, host.log()
+    for binary in (act, os.path.join(os.path.dirname(hook), "qemu-hook-act")):
+        assert "libvirt" not in subprocess.run(["ldd", binary], capture_output=True, text=True).stdout, binary
+    trace = "/run/fakehost/hook-mode.strace"
+    before = host.snapshot()
+    for op, sub in (("prepare", "begin"), ("release", "end")):
+        fakehost.check_safe()
+        p = subprocess.run(["strace", "-f", "-e", "trace=openat", "-o", trace, hook, "--config", HOOKS + "/kvm.conf",
+                            "win10", op, sub, "-"], input=fakehost.domain_xml("win10", [VEGA]), capture_output=True,
+                           text=True, env=fakehost.hook_env({"ASAN_OPTIONS": "detect_leaks=0"}), timeout=60)
+        assert p.returncode == 0, (op, p.returncode, p.stderr)
+        with open(trace) as f:
+            assert "libvirt.so" not in f.read(), f"{op} {sub} as libvirt calls it loaded libvirt"
+    assert host.snapshot() == before
