@@ -32,7 +32,8 @@ _qemu_hook_libvirt_vms() {
 # undone). QEMU_HOOK_COMPLETION_JOURNAL_DIR is for the tests only.
 _qemu_hook_journal_vms() {
         local dir=${QEMU_HOOK_COMPLETION_JOURNAL_DIR:-/run/qemu-hook} f line
-        for f in "$dir"/*.state; do
+        # compgen -G: a glob the user's failglob or nullglob leave alone (journal names have no newline)
+        while IFS= read -r f; do
                 [[ -f $f && -r $f ]] || continue
                 while IFS= read -r line; do
                         if [[ $line == "vm = "* ]]; then
@@ -40,7 +41,7 @@ _qemu_hook_journal_vms() {
                                 break
                         fi
                 done <"$f"
-        done
+        done < <(compgen -G "$dir/*.state")
 }
 
 # COMPREPLY: the names (one a line on stdin) that start with $1, quoted for the command line.

@@ -24,6 +24,7 @@ TOOLS = SCRATCH + "/tools"      # a PATH without virsh: the other commands the c
 DRIVER = r"""
 if [ "$MODE" = bash-completion ]; then . "$BASH_COMPLETION" || exit 97; fi
 . "$COMPLETION" || exit 98
+eval "$SHELL_SETUP"
 complete -p qemu-hook >&2
 COMP_WORDS=("$@")
 COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
@@ -49,9 +50,10 @@ def comp_words(line):
     return words
 
 
-def complete(line, mode, virsh=None, journals=True, path=None, timeout=20):
+def complete(line, mode, virsh=None, journals=True, path=None, timeout=20, setup=""):
     """The candidates for LINE, sorted; fails on anything on stderr but `complete -p`'s line."""
     env = dict(os.environ, MODE=mode, BASH_COMPLETION=BASH_COMPLETION, COMPLETION=COMPLETION, LINE=line,
+               SHELL_SETUP=setup,
                PATH=path or f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin")
     env.pop("QEMU_HOOK_COMPLETION_JOURNAL_DIR", None)
     if journals:
@@ -165,6 +167,10 @@ def test_completion_recover_names_libvirt_and_journal_vms():
                      "qemu-hook -v --recover="):
             expect(union, line, mode, LISTS)
         expect(["old-vm"], "qemu-hook --recover o", mode, LISTS)
+        # whatever the user's globbing options
+        for shell in ("shopt -s failglob", "shopt -s nullglob", "shopt -s extglob dotglob nocaseglob", "set -f"):
+            expect(union, "qemu-hook --recover ", mode, LISTS, setup=shell)
+            expect(["kvm.conf", "kvm.d"], "qemu-hook --config k", mode, LISTS, setup=shell)
         expect(["win10", "win\\ 11"], "qemu-hook --recover=w", mode, LISTS)
         # without virsh, the journals still name theirs
         expect(["a\\;b", "old-vm", "win10"], "qemu-hook --recover ", mode, None)
