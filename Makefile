@@ -155,6 +155,7 @@ install-files: qemu-hook qemu-hook-act
 	install -D -m 0755 qemu-hook $(DESTDIR)$(PREFIX)/sbin/qemu-hook
 	install -D -m 0644 man/qemu-hook.8 $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
 	install -D -m 0644 conf/kvm.conf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook/kvm.conf
+	install -D -m 0644 completion/qemu-hook.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/qemu-hook
 
 # /etc/libvirt/hooks/qemu becomes a link to the binary; tools/hook-link keeps what was there,
 # and never writes kvm.conf (it names the example, conf/kvm.conf, every setting commented out).
@@ -169,6 +170,7 @@ uninstall:
 		$(DESTDIR)$(PREFIX)/sbin/qemu-hook-act
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/qemu-hook.8
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/qemu-hook
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/qemu-hook
 
 # The Debian package of the committed tree with the working tree's changes to tracked files (DEB_REV,

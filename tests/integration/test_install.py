@@ -13,10 +13,12 @@ DEST = "/run/fakehost/destdir"
 HOOKS = DEST + "/etc/libvirt/hooks"
 BINARY = "/usr/local/sbin/qemu-hook"
 EXAMPLE = "/usr/local/share/doc/qemu-hook/kvm.conf"
+COMPLETION = "/usr/local/share/bash-completion/completions/qemu-hook"
 TREE = [
     "etc/libvirt/hooks/qemu -> /usr/local/sbin/qemu-hook",
     "usr/local/libexec/qemu-hook/qemu-hook-act",
     "usr/local/sbin/qemu-hook",
+    "usr/local/share/bash-completion/completions/qemu-hook",
     "usr/local/share/doc/qemu-hook/kvm.conf",
     "usr/local/share/man/man8/qemu-hook.8",
 ]
@@ -81,6 +83,8 @@ def test_install_fresh_and_uninstall():
     assert live_settings(f"{DEST}{EXAMPLE}") == [], live_settings(f"{DEST}{EXAMPLE}")
     assert os.stat(f"{DEST}{BINARY}").st_mode & 0o777 == 0o755
     assert os.stat(f"{DEST}{EXAMPLE}").st_mode & 0o777 == 0o644
+    assert filecmp.cmp(f"{DEST}{COMPLETION}", os.path.join(fakehost.REPO, "completion/qemu-hook.bash"), shallow=False)
+    assert os.stat(f"{DEST}{COMPLETION}").st_mode & 0o777 == 0o644
     # (each message on one line, whatever the IFS of tools/hook-link)
     assert f"qemu-hook: no {HOOKS}/kvm.conf: qemu-hook hands no GPU over (it only runs the scripts of qemu.d) " \
         "until you write one. Copy the example" in out, out

@@ -1,5 +1,5 @@
 """The Debian package (`make deb`, built if build/deb has none as new as HEAD): lintian finds no
-error; its files (binaries side by side in /usr/sbin, the man page, the example under
+error; its files (binaries side by side in /usr/sbin, the man page, the bash completion, the example under
 /usr/share/doc with every setting commented out, nothing in /etc); and its maintainer scripts,
 run by a real dpkg installing into a throwaway root (`dpkg --root`, scripts chrootless with
 DPKG_ROOT): the link is made only where no hook exists, a hook of the admin's and kvm.conf are
@@ -21,6 +21,7 @@ ROOT = fakehost.SCRATCH + "/pkgroot"
 HOOKS = ROOT + "/etc/libvirt/hooks"
 BINARY = "/usr/sbin/qemu-hook"
 EXAMPLE = "usr/share/doc/qemu-hook/examples/kvm.conf"
+COMPLETION = "usr/share/bash-completion/completions/qemu-hook"
 DISPATCHER = "#!/bin/bash\n# the admin's own dispatcher\nexit 0\n"
 CONF = 'VIRSH_GPU_VIDEO="0000:0d:00.0"\n'
 
@@ -166,6 +167,7 @@ def test_file_list():
     for binary in ("usr/sbin/qemu-hook", "usr/libexec/qemu-hook/qemu-hook-act"):
         assert names.get(binary, ("",))[0] == "-rwxr-xr-x", (binary, names.get(binary))
     assert "usr/share/man/man8/qemu-hook.8.gz" in names, sorted(names)
+    assert names.get(COMPLETION, ("",))[0] == "-rw-r--r--", sorted(names)
     assert names.get(EXAMPLE, ("",))[0] == "-rw-r--r--", sorted(names)
     assert "usr/share/doc/qemu-hook/copyright" in names, sorted(names)
     # the example once, in examples/ (not also where `make install` puts it)
@@ -219,7 +221,7 @@ def test_install_without_a_hook_makes_the_link_and_remove_deletes_it():
     assert os.readlink(f"{HOOKS}/qemu") == BINARY, out
     assert os.stat(HOOKS).st_mode & 0o777 == 0o755
     assert os.path.isfile(f"{ROOT}/usr/sbin/qemu-hook") and os.path.isfile(f"{ROOT}/usr/libexec/qemu-hook/qemu-hook-act")
-    assert os.path.isfile(f"{ROOT}/{EXAMPLE}")
+    assert os.path.isfile(f"{ROOT}/{EXAMPLE}") and os.path.isfile(f"{ROOT}/{COMPLETION}")
     assert os.listdir(HOOKS) == ["qemu"], os.listdir(HOOKS)       # no kvm.conf made
     assert "made /etc/libvirt/hooks/qemu a link" in out, out
     assert "until /etc/libvirt/hooks/kvm.conf is written" in out and "/" + EXAMPLE in out, out
@@ -234,7 +236,7 @@ def test_install_without_a_hook_makes_the_link_and_remove_deletes_it():
     out = dpkg("-r", "qemu-hook")
     assert not os.path.lexists(f"{HOOKS}/qemu"), out
     assert read(f"{HOOKS}/kvm.conf") == CONF, out
-    assert not os.path.exists(f"{ROOT}/usr/sbin/qemu-hook")
+    assert not os.path.exists(f"{ROOT}/usr/sbin/qemu-hook") and not os.path.exists(f"{ROOT}/{COMPLETION}")
     assert "removed the link" in out, out
     out = dpkg("--purge", "qemu-hook")
     assert read(f"{HOOKS}/kvm.conf") == CONF and os.listdir(HOOKS) == ["kvm.conf"], out
