@@ -2,12 +2,13 @@
 # Installs the Debian packages that building and testing qemu-hook need, only those missing.
 # libvirt without libvirt-daemon-system (which pulls in systemd): the end-to-end tests start
 # their own libvirtd in a namespace. clang and its runtimes (libFuzzer, sanitizers) build the fuzz
-# targets: libclang-rt is only a recommendation of clang's.
+# targets: libclang-rt is only a recommendation of clang's. rpm (rpmbuild) builds the RPM package
+# in tests/integration/test_packages.py.
 set -eu
 pkgs="gcc clang libclang-rt-14-dev make pkg-config libsystemd-dev libudev-dev libinih-dev libxml2-dev libkmod-dev
       libcmocka-dev libfuse3-dev fuse3 kmod dbus python3 python3-dbusmock hyperfine util-linux strace time
       man-db groff-base libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-      dpkg-dev debhelper lintian shellcheck
+      dpkg-dev debhelper lintian shellcheck rpm
       ovmf mmdebstrap qemu-utils e2fsprogs"
 missing=""
 for p in $pkgs; do
