@@ -5,7 +5,9 @@ RPM: rpmbuild builds the spec on this Debian machine with --nodeps (its BuildReq
 Fedora's pkgconfig() names, which dpkg's packages do not provide to rpm: they are checked by
 name, not resolved). The file list, the requirements and the scriptlets are read off the built
 package with rpm -qp; the scriptlets, taken out of the package, run against a throwaway root
-(QEMU_HOOK_ROOT, which prefixes every path they touch) with the argument rpm gives them.
+(QEMU_HOOK_ROOT, which prefixes every path they touch) with the argument rpm gives them; and rpm
+itself installs, upgrades and erases the package on an overlay of / whose writes land in the
+scratch directory (its /etc/libvirt and /run the throwaway root's).
 
 Arch: makepkg is not available here. The PKGBUILD is checked with bash -n and namcap-like rules,
 and its build() and package() run under bash as makepkg would run them (srcdir a clone of the
@@ -289,6 +291,71 @@ def test_rpm_preun_refuses_while_a_hand_over_is_recorded():
     os.symlink("/opt/other-hook", f"{HOOKS}/qemu")
     rpm_scriptlet("preuninstall", 0)
     assert os.readlink(f"{HOOKS}/qemu") == "/opt/other-hook"
+
+
+# The real rpm: an overlay of / (read-only underneath, as the sandbox makes every mount) whose
+# writes land in OVERLAY, with the throwaway root's /etc/libvirt and /run bound over its own.
+OVERLAY = fakehost.SCRATCH + "/rpm-overlay"
+RPM_IN_OVERLAY = r"""
+set -e
+o=$1 root=$2
+shift 2
+mkdir -p "$o/upper" "$o/work" "$o/merged"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$o/upper,workdir=$o/work" "$o/merged"
+mount --bind "$root/etc/libvirt" "$o/merged/etc/libvirt"
+mount --bind "$root/run" "$o/merged/run"
+exec rpm --root="$o/merged" --dbpath=/var/lib/rpm "$@"
+"""
+
+
+def rpm_real(*args, expect_rc=0):
+    """rpm itself on the overlay (its scriptlets chrooted there, QEMU_HOOK_ROOT unset)."""
+    guard()
+    before = outside()
+    env = {k: v for k, v in os.environ.items() if k != "QEMU_HOOK_ROOT"}
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox",
+                        "sh", "-c", RPM_IN_OVERLAY, "rpm-in-overlay", OVERLAY, ROOT, *args],
+                       capture_output=True, text=True, env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == expect_rc, f"rpm {' '.join(args)}: exit {p.returncode}, not {expect_rc}\n{out}"
+    assert "sandbox:" not in out, out
+    assert outside() == before, "rpm or a scriptlet wrote outside the overlay"
+    return out
+
+
+def test_rpm_installed_and_erased_by_rpm():
+    """What the scriptlets' arguments mean to rpm, and that a failing %preun keeps the package."""
+    fresh_root()
+    os.makedirs(f"{ROOT}/etc/libvirt")
+    shutil.rmtree(OVERLAY, ignore_errors=True)
+    installed = f"{OVERLAY}/upper/usr/libexec/qemu-hook/qemu-hook-act"
+    out = rpm_real("-i", "--nodeps", rpm_path())
+    assert os.readlink(f"{HOOKS}/qemu") == BINARY and os.listdir(HOOKS) == ["qemu"], out
+    assert "setsebool -P virt_hooks_unconfined 1" in out and "restart libvirtd (or virtqemud)" in out, out
+    assert os.path.isfile(installed), out
+    # a hand-over recorded: the erase fails, the package and the link stay
+    write(f"{ROOT}/run/qemu-hook/win10.state", "recorded\n", 0o600)
+    out = rpm_real("-e", "qemu-hook", expect_rc=1)
+    assert "a hand-over is still recorded" in out and "%preun(qemu-hook" in out, out
+    assert rpm_real("-q", "qemu-hook").startswith("qemu-hook-"), out
+    assert os.readlink(f"{HOOKS}/qemu") == BINARY and os.path.isfile(installed), out
+    # an upgrade (the same package again): %preun of the old one with 1 (no refusal), %post with 2
+    out = rpm_real("-U", "--replacepkgs", "--nodeps", rpm_path())
+    assert "error" not in out and "made" not in out and "removed" not in out, out
+    assert os.readlink(f"{HOOKS}/qemu") == BINARY, out
+    # the VM is down: the erase removes the package and our link
+    os.unlink(f"{ROOT}/run/qemu-hook/win10.state")
+    out = rpm_real("-e", "qemu-hook")
+    assert "removed the link /etc/libvirt/hooks/qemu" in out and os.listdir(HOOKS) == [], out
+    assert not os.path.exists(installed), out
+    rpm_real("-q", "qemu-hook", expect_rc=1)
+    # the admin's hook: left alone by rpm -i and rpm -e
+    write(f"{HOOKS}/qemu", DISPATCHER, 0o750)
+    out = rpm_real("-i", "--nodeps", rpm_path())
+    assert "left /etc/libvirt/hooks/qemu alone" in out, out
+    rpm_real("-e", "qemu-hook")
+    assert read(f"{HOOKS}/qemu") == DISPATCHER and os.listdir(HOOKS) == ["qemu"]
+    shutil.rmtree(OVERLAY)
 
 
 # --------------------------------------------------------------------------------------- Arch
