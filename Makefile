@@ -185,7 +185,21 @@ deb:
 	cd build/deb/src && dpkg-buildpackage -b -us -uc
 	lintian --fail-on error build/deb/qemu-hook_$(VERSION)_$(DEB_ARCH).deb
 
+# The RPM package (packaging/qemu-hook.spec) of the same tree as `make deb` (DEB_REV):
+# build/rpm/RPMS/ARCH/qemu-hook-$(VERSION)-1.ARCH.rpm, from the tarball the spec's Source0 names.
+# --nodeps by default: on Debian (where the tests build it), rpm knows none of the BuildRequires
+# (Fedora's names; dpkg installed them). On Fedora: `make rpm RPM_NODEPS=`, after
+# `dnf builddep packaging/qemu-hook.spec`.
+RPM_TOP    := $(CURDIR)/build/rpm
+RPM_NODEPS ?= --nodeps
+rpm:
+	rm -rf build/rpm
+	mkdir -p build/rpm/SOURCES
+	git archive --format=tar.gz --prefix=qemu-hook-$(VERSION)/ \
+		-o build/rpm/SOURCES/qemu-hook-$(VERSION).tar.gz $(DEB_REV)
+	rpmbuild -bb $(RPM_NODEPS) --define "_topdir $(RPM_TOP)" packaging/qemu-hook.spec
+
 clean:
 	rm -rf qemu-hook qemu-hook-act build
 
-.PHONY: FORCE all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb clean
+.PHONY: FORCE all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb rpm clean
