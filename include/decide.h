@@ -41,5 +41,7 @@ enum action {
         ACTION_REFUSE,          /* a broken config or XML where it decides: exit 2, nothing done */
 };
 
+/* What libvirt's OPERATION SUB-OPERATION is to the hook. */
+enum call_op call_op(const char *op, const char *sub);
 enum action decide(const struct call_facts *f);
 const char *action_to_string(enum action a);

@@ -1,4 +1,14 @@
+#include <string.h>
+
 #include "decide.h"
+
+enum call_op call_op(const char *op, const char *sub) {
+        if (strcmp(op, "prepare") == 0 && strcmp(sub, "begin") == 0)
+                return CALL_PREPARE;
+        if (strcmp(op, "release") == 0 && strcmp(sub, "end") == 0)
+                return CALL_RELEASE;
+        return CALL_OTHER;
+}
 
 enum action decide(const struct call_facts *f) {
         enum action nothing = f->scripts ? ACTION_SCRIPTS : ACTION_NOTHING;

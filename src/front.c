@@ -52,8 +52,7 @@ static enum action front_decide(const char *vm, const char *op, const char *sub,
         char scripts[PATH_MAX];
         enum action a;
 
-        f.op = strcmp(op, "prepare") == 0 && strcmp(sub, "begin") == 0 ? CALL_PREPARE :
-               strcmp(op, "release") == 0 && strcmp(sub, "end") == 0 ? CALL_RELEASE : CALL_OTHER;
+        f.op = call_op(op, sub);
         /* Anything there, runnable or not (qemu-hook-act warns about those), is its. */
         snprintf(scripts, sizeof(scripts), HOOKS_DIR_DEFAULT "/qemu.d/%s/%s/%s", vm, op, sub);
         f.scripts = !(access(scripts, F_OK) < 0 && (errno == ENOENT || errno == ENOTDIR));

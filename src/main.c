@@ -470,8 +470,7 @@ static int run(struct args *a) {
                 log_error("--hooks-dir %s: path too long", a->hooks_dir);
                 return EXIT_USAGE;
         }
-        f.op = strcmp(a->op, "prepare") == 0 && strcmp(a->sub, "begin") == 0 ? CALL_PREPARE :
-               strcmp(a->op, "release") == 0 && strcmp(a->sub, "end") == 0 ? CALL_RELEASE : CALL_OTHER;
+        f.op = call_op(a->op, a->sub);
         /* One stat() when there are none: the path of every VM that is not ours. */
         if (!a->recover)
                 scripts_r = scripts_find(qemu_d, a->vm, a->op, a->sub, geteuid() == 0, &scripts);
