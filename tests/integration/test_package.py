@@ -85,19 +85,24 @@ def guard():
         "/etc/libvirt is the machine's"
 
 
-def dpkg(*args, expect_rc=0, **env):
-    """dpkg on the throwaway root, in the read-only sandbox; returns its output."""
+def sandboxed(argv, expect_rc=0, env=None):
+    """ARGV in the read-only sandbox, where only the throwaway roots are writable, with ENV (default:
+    ours); asserts its exit status and that it wrote nothing outside them; returns its output."""
     guard()
     before = outside()
-    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox",
-            "dpkg", f"--root={ROOT}", f"--log={ROOT}/dpkg.log", "--force-script-chrootless",
-            "--force-depends", "--force-not-root", *args]
-    p = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, **env))
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SANDBOX, "sandbox", *argv],
+                       capture_output=True, text=True, env=os.environ if env is None else env)
     out = p.stdout + p.stderr
-    assert p.returncode == expect_rc, f"dpkg {' '.join(args)}: exit {p.returncode}, not {expect_rc}\n{out}"
+    assert p.returncode == expect_rc, f"{' '.join(argv)}: exit {p.returncode}, not {expect_rc}\n{out[-6000:]}"
     assert "sandbox:" not in out, out
-    assert outside() == before, "dpkg or the maintainer scripts wrote outside the throwaway root"
+    assert outside() == before, f"{argv[0]} (or a script it ran) wrote outside the throwaway root"
     return out
+
+
+def dpkg(*args, expect_rc=0, **env):
+    """dpkg on the throwaway root, in the read-only sandbox; returns its output."""
+    return sandboxed(["dpkg", f"--root={ROOT}", f"--log={ROOT}/dpkg.log", "--force-script-chrootless",
+                      "--force-depends", "--force-not-root", *args], expect_rc, dict(os.environ, **env))
 
 
 def fresh_root():
