@@ -1,7 +1,7 @@
 # qemu-hook: libvirt QEMU hook that hands a GPU between the Linux host and vfio-pci.
 PREFIX     ?= /usr/local
 # Where qemu-hook-act lives: compiled into qemu-hook, which finds it there whatever its own path
-# (a copy of it as the hook works too); build/libexecdir rebuilds qemu-hook when it changes, so
+# (a copy of it as the hook works too); build/libexecdir rebuilds both when it or PREFIX changes, so
 # `make install PREFIX=/usr` after a plain `make` installs a front end that finds it.
 LIBEXECDIR ?= $(PREFIX)/libexec/qemu-hook
 DESTDIR    ?=
@@ -20,7 +20,9 @@ override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
               -Iinclude -DQEMU_HOOK_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) libvirt)
 LDLIBS     += $(shell pkg-config --libs $(PKGS))
 FRONT_LIBS := $(shell pkg-config --libs $(FRONT_PKGS))
-FRONT_DEFS := -DQEMU_HOOK_ACT='"$(LIBEXECDIR)/qemu-hook-act"'
+# Where the two are installed, compiled into both: the front end execs qemu-hook-act, and --check
+# (in qemu-hook-act) says whether the hook is qemu-hook and how the binaries are labelled.
+override CFLAGS += -DQEMU_HOOK_ACT='"$(LIBEXECDIR)/qemu-hook-act"' -DQEMU_HOOK_FRONT='"$(PREFIX)/sbin/qemu-hook"'
 # Without _FORTIFY_SOURCE, whoever set it (-Wp, to come after a -Wp,-D of CFLAGS): its checked
 # copies (__memcpy_chk...) would bypass ASan's interceptors, which check more.
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
@@ -39,19 +41,19 @@ all: qemu-hook qemu-hook-act
 
 build/libexecdir: FORCE
 	@mkdir -p $(@D)
-	@echo '$(LIBEXECDIR)' | cmp -s - $@ || echo '$(LIBEXECDIR)' > $@
+	@echo '$(LIBEXECDIR) $(PREFIX)' | cmp -s - $@ || echo '$(LIBEXECDIR) $(PREFIX)' > $@
 
 qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) qemu-hook-act build/libexecdir
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
-qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h) build/libexecdir
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 
 build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-act build/libexecdir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) $(FRONT_DEFS) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
-build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h)
+build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h) build/libexecdir
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
 

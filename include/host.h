@@ -50,6 +50,11 @@ int host_snapshot(const struct pci_addr *gpu, size_t n_gpu, const struct pci_add
                   size_t n_secondary, struct host *ret);
 void host_free(struct host *h);
 
+/* Fills h->secondary_driver: configured (the config's [secondary] driver) or, when NULL, the module
+ * the aliases give for the secondary GPU's display function; as the driver it registers when that
+ * module is loaded already ("" when none is known). */
+void host_resolve_secondary_driver(struct host *h, const char *configured);
+
 /* Reads one function's driver and driver_override now ("" when none). */
 int host_read_func(const char *name, struct pci_func *ret);
 

@@ -44,6 +44,9 @@ struct step *plan_add(struct plan *p, const struct step_kind *kind, const char *
 extern const char *const plan_cpu_units[3];     /* AllowedCPUs of these, in this order */
 void plan_skip(struct step *s, const char *why);
 bool plan_is_display(const struct pci_func *f);
+/* Whether f, another member of the GPU's IOMMU group, keeps the group from going to a VM: anything
+ * but a bridge or a function on vfio-pci. */
+bool plan_group_blocks(const struct pci_func *f);
 /* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */

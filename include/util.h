@@ -52,3 +52,6 @@ void *xcalloc(size_t n, size_t size);
 void *xreallocarray(void *p, size_t n, size_t size);
 /* Copies src into dst of size n; returns -ENAMETOOLONG if it does not fit. */
 int strscpy(char *dst, const char *src, size_t n);
+
+/* s as a JSON string, quoted: the bytes JSON forbids raw escaped, the rest (UTF-8) as is. */
+void json_string(FILE *f, const char *s);

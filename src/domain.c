@@ -107,13 +107,13 @@ static void refuse_doctype(void *data, const xmlChar *name, const xmlChar *exter
         xmlStopParser(ctxt);
 }
 
-int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size_t *n_ret,
+int domain_pci_hostdevs(const char *xml, size_t len, struct domain_hostdev **ret, size_t *n_ret,
                         char **error) {
         xmlParserCtxt *ctxt;
         xmlDoc *doc = NULL;
         xmlXPathContext *xpath = NULL;
         xmlXPathObject *found = NULL;
-        struct pci_addr *addrs = NULL;
+        struct domain_hostdev *addrs = NULL;
         size_t n = 0;
         int r;
 
@@ -174,7 +174,11 @@ int domain_pci_hostdevs(const char *xml, size_t len, struct pci_addr **ret, size
                     attr_number(node, "slot", 0x1f, &a.slot) < 0 ||
                     attr_number(node, "function", 7, &a.func) < 0)
                         goto bad;
-                addrs[n++] = a;
+                /* <hostdev managed='yes'><source><address/>: libvirt detaches it itself. */
+                xmlChar *managed = node->parent && node->parent->parent ?
+                                   xmlGetProp(node->parent->parent, (const xmlChar *) "managed") : NULL;
+                addrs[n++] = (struct domain_hostdev) { a, managed && xmlStrEqual(managed, (const xmlChar *) "yes") };
+                xmlFree(managed);
                 continue;
         bad:;
                 char buf[128];
@@ -197,7 +201,7 @@ out:
 }
 
 enum xml_gpu domain_uses_gpu(const struct config *cfg, const char *xml, size_t len, char **error) {
-        _cleanup_free_ struct pci_addr *addrs = NULL;
+        _cleanup_free_ struct domain_hostdev *addrs = NULL;
         size_t n;
 
         if (!xml) {
@@ -207,7 +211,7 @@ enum xml_gpu domain_uses_gpu(const struct config *cfg, const char *xml, size_t l
         if (domain_pci_hostdevs(xml, len, &addrs, &n, error) < 0)
                 return XML_BROKEN;
         for (size_t i = 0; i < n; i++)
-                if (config_is_gpu(cfg, &addrs[i]))
+                if (config_is_gpu(cfg, &addrs[i].addr))
                         return XML_PASSES_GPU;
         return XML_NO_GPU;
 }

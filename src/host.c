@@ -572,3 +572,20 @@ int host_wait_unused(const char *func, usec_t deadline, char *holders, size_t si
         w->size = size;
         return wait_until(deadline, nobody_holds, w);
 }
+
+void host_resolve_secondary_driver(struct host *h, const char *configured) {
+        char driver[NAME_LEN];
+
+        if (configured)
+                strscpy(h->secondary_driver, configured, sizeof(h->secondary_driver));
+        else
+                for (size_t i = 0; i < h->n_secondary && !h->secondary_driver[0]; i++)
+                        if ((h->secondary[i].class >> 16) == 0x03)
+                                (void) host_default_driver(&h->secondary[i], h->secondary_driver,
+                                                           sizeof(h->secondary_driver));
+        /* A module's name, from the aliases or the config, becomes the driver it registers when it
+         * is loaded already, so the plan names what the kernel will show; otherwise the step
+         * loads it and resolves it then. */
+        if (h->secondary_driver[0] && host_pci_driver(h->secondary_driver, false, driver, sizeof(driver)) == 0)
+                strscpy(h->secondary_driver, driver, sizeof(h->secondary_driver));
+}

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "check.h"
 #include "config.h"
 #include "decide.h"
 #include "domain.h"
@@ -36,7 +37,9 @@ struct args {
         const char *vm, *op, *sub, *extra;
         bool recover;
         bool status;
+        bool check;
         bool json;
+        const char *self;       /* argv[0] */
 };
 
 struct input {
@@ -49,7 +52,8 @@ static void help(FILE *f) {
         fprintf(f,
                 "Usage: qemu-hook [OPTIONS] VM OPERATION SUB-OPERATION [EXTRA]\n"
                 "       qemu-hook [OPTIONS] --recover VM\n"
-                "       qemu-hook [OPTIONS] --status [--json]\n\n"
+                "       qemu-hook [OPTIONS] --status [--json]\n"
+                "       qemu-hook [OPTIONS] --check [--json] [VM]\n\n"
                 "libvirt's QEMU hook (/etc/libvirt/hooks/qemu): `prepare begin` hands the GPU of\n"
                 "kvm.conf to vfio-pci, `release end` hands it back, and every call runs the\n"
                 "scripts in qemu.d/VM/OPERATION/SUB-OPERATION. The domain XML is read from\n"
@@ -60,14 +64,18 @@ static void help(FILE *f) {
                 "  -r, --recover VM    undo what the journal of VM records (as `release end`)\n"
                 "  -s, --status        what is handed over now, the GPU's drivers and holders,\n"
                 "                      AllowedCPUs and the desktop's units (read only)\n"
-                "  -j, --json          with --status: one JSON object, for scripts\n"
+                "  -k, --check [VM]    whether a hand-over would work on this machine, and why\n"
+                "                      not: kernel, GPU, consoles, desktop, config, installation,\n"
+                "                      SELinux/AppArmor, and the VM (or every VM) from libvirt\n"
+                "  -j, --json          with --status or --check: one JSON object, for scripts\n"
                 "  -v, --verbose       log every step to standard error\n"
                 "  -h, --help          this text\n"
                 "  -V, --version       the version\n\n"
                 "Exit status: 0 done or nothing to do; 1 the hand-over failed (the host was\n"
                 "restored, or the message lists what is left), was refused (the GPU in use),\n"
                 "or the hand-back is incomplete (the journal keeps what is left: --recover);\n"
-                "2 usage or configuration error (nothing was touched).\n");
+                "2 usage or configuration error (nothing was touched). --check: 0 ready,\n"
+                "1 something would make a hand-over fail, 2 usage error.\n");
 }
 
 static int parse_args(int argc, char **argv, struct args *a) {
@@ -77,6 +85,7 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 { "hooks-dir", required_argument, NULL, 'd' },
                 { "recover", required_argument, NULL, 'r' },
                 { "status", no_argument, NULL, 's' },
+                { "check", no_argument, NULL, 'k' },
                 { "json", no_argument, NULL, 'j' },
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
@@ -87,16 +96,17 @@ static int parse_args(int argc, char **argv, struct args *a) {
         const char *recover = NULL;
         int c, n;
 
-        *a = (struct args) { .hooks_dir = HOOKS_DIR_DEFAULT };
+        *a = (struct args) { .hooks_dir = HOOKS_DIR_DEFAULT, .self = argv[0] };
         /* As libvirt's hook there are no options, and a VM may be named "-x": taken as an option,
          * every call would fail, `started` too, which kills the VM. */
-        while (strcmp(self, "qemu") != 0 && (c = getopt_long(argc, argv, "nc:d:r:sjvhV", options, NULL)) >= 0)
+        while (strcmp(self, "qemu") != 0 && (c = getopt_long(argc, argv, "nc:d:r:skjvhV", options, NULL)) >= 0)
                 switch (c) {
                 case 'n': a->dry_run = true; break;
                 case 'c': a->config = optarg; a->explicit_config = true; break;
                 case 'd': a->hooks_dir = optarg; break;
                 case 'r': recover = optarg; break;
                 case 's': a->status = true; break;
+                case 'k': a->check = true; break;
                 case 'j': a->json = true; break;
                 case 'v': a->verbose = true; break;
                 case 'h': help(stdout); return 0;
@@ -112,15 +122,19 @@ static int parse_args(int argc, char **argv, struct args *a) {
                 }
                 a->config = a->config_buf;
         }
-        if (a->json && !a->status) {
-                fprintf(stderr, "qemu-hook: --json goes with --status; see --help\n");
+        if (a->json && !a->status && !a->check) {
+                fprintf(stderr, "qemu-hook: --json goes with --status or --check; see --help\n");
                 return -EINVAL;
         }
-        if (a->status && (n != 0 || recover)) {
-                fprintf(stderr, "qemu-hook: --status takes no VM or operation; see --help\n");
+        if ((a->status && (n != 0 || recover || a->check || a->dry_run)) ||
+            (a->check && (n > 1 || recover || a->dry_run))) {
+                fprintf(stderr, "qemu-hook: %s; see --help\n", a->check && !a->status ?
+                        "--check takes one VM at most, and no other action" : "--status takes no VM, operation or other action");
                 return -EINVAL;
         }
-        if (a->status)
+        if (a->check)
+                a->vm = n ? argv[optind] : NULL;
+        if (a->status || a->check)
                 return 1;
         if (recover && n == 0) {
                 a->vm = recover;
@@ -179,19 +193,7 @@ static int snapshot(const struct config *cfg, struct host *h) {
         r = host_snapshot(cfg->gpu, cfg->n_gpu, cfg->secondary, cfg->n_secondary, h);
         if (r < 0)
                 return r;
-        if (cfg->secondary_driver)
-                strscpy(h->secondary_driver, cfg->secondary_driver, sizeof(h->secondary_driver));
-        else
-                for (size_t i = 0; i < h->n_secondary && !h->secondary_driver[0]; i++)
-                        if ((h->secondary[i].class >> 16) == 0x03)
-                                (void) host_default_driver(&h->secondary[i], h->secondary_driver,
-                                                           sizeof(h->secondary_driver));
-        /* A module's name, from the aliases or the config, becomes the driver it registers when it
-         * is loaded already, so the plan names what the kernel will show; otherwise the step
-         * loads it and resolves it then. */
-        char driver[NAME_LEN];
-        if (h->secondary_driver[0] && host_pci_driver(h->secondary_driver, false, driver, sizeof(driver)) == 0)
-                strscpy(h->secondary_driver, driver, sizeof(h->secondary_driver));
+        host_resolve_secondary_driver(h, cfg->secondary_driver);
         if (host_pci_driver_available("vfio-pci") < 0)
                 return log_error_errno(ENOENT, "vfio-pci is neither loaded nor loadable: is the vfio-pci "
                                        "module installed?");
@@ -575,6 +577,16 @@ static int status(struct args *a) {
         return fflush(stdout) == 0 ? EXIT_DONE : EXIT_FAILED;
 }
 
+/* --check: read only; exit 0 ready, 1 not. */
+static int check(struct args *a) {
+        struct run_ctx c = { .vm = "", .lock = -1, .xml_fd = -1, .timeout = CONFIG_TIMEOUT_DEFAULT_MS * USEC_PER_MSEC };
+        struct check_args ca = { .config = a->config, .explicit_config = a->explicit_config, .hooks_dir = a->hooks_dir,
+                                 .vm = a->vm, .self = a->self, .json = a->json, .verbose = a->verbose };
+        int r = check_run(&c, &ca, stdout);
+
+        return fflush(stdout) == 0 ? r : EXIT_FAILED;
+}
+
 int main(int argc, char **argv) {
         struct args a;
         int r;
@@ -588,5 +600,5 @@ int main(int argc, char **argv) {
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_DONE;
-        return a.status ? status(&a) : run(&a);
+        return a.status ? status(&a) : a.check ? check(&a) : run(&a);
 }

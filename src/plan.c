@@ -41,6 +41,10 @@ static bool is_bridge(const struct pci_func *f) {
         return (f->class >> 8) == 0x0604;
 }
 
+bool plan_group_blocks(const struct pci_func *f) {
+        return !is_bridge(f) && strcmp(f->driver, VFIO) != 0;
+}
+
 /* The function of the GPU the firmware framebuffer sits on, or NULL. */
 static const struct pci_func *fb_on_gpu(const struct boot_fb *fb, const struct host *h) {
         for (size_t i = 0; i < h->n_gpu; i++)
@@ -184,7 +188,7 @@ static int check_group(const struct host *h, char *error, size_t size) {
         for (size_t i = 0; i < h->n_group; i++) {
                 const struct pci_func *f = &h->group[i];
 
-                if (is_bridge(f) || strcmp(f->driver, VFIO) == 0)
+                if (!plan_group_blocks(f))
                         continue;
                 snprintf(error, size,
                          "IOMMU group %d of the GPU also holds %s (%04x:%04x) on %s: it would have to go "

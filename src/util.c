@@ -96,3 +96,18 @@ int strscpy(char *dst, const char *src, size_t n) {
         memcpy(dst, src, len + 1);
         return 0;
 }
+
+/* A JSON string: the bytes JSON forbids raw escaped, the rest as is (UTF-8 passes through). */
+void json_string(FILE *f, const char *s) {
+        fputc('"', f);
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+                if (c == '"' || c == '\\')
+                        fprintf(f, "\\%c", c);
+                else if (c < 0x20 || c == 0x7f)
+                        fprintf(f, "\\u%04x", c);
+                else
+                        fputc(c, f);
+        }
+        fputc('"', f);
+}

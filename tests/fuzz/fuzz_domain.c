@@ -18,7 +18,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 #define CHECK(x) do { if (!(x)) { fprintf(stderr, "domain invariant broken: %s\n", #x); abort(); } } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        struct pci_addr *addrs = NULL;
+        struct domain_hostdev *addrs = NULL;
         size_t n = 0;
         char *error = NULL;
         int r;
@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 CHECK(!error);
                 CHECK(n == 0 || addrs);
                 for (size_t i = 0; i < n; i++)
-                        CHECK(addrs[i].domain <= 0xffff && addrs[i].bus <= 0xff && addrs[i].slot <= 0x1f &&
-                              addrs[i].func <= 7);
+                        CHECK(addrs[i].addr.domain <= 0xffff && addrs[i].addr.bus <= 0xff && addrs[i].addr.slot <= 0x1f &&
+                              addrs[i].addr.func <= 7);
         } else {
                 CHECK(r < 0 && error && error[0]);
         }

@@ -54,7 +54,7 @@ static const char origin_xml[] =
 
 struct parsed {
         int r;
-        struct pci_addr *addrs;
+        struct domain_hostdev *addrs;
         size_t n;
         char *error;
 };
@@ -89,8 +89,27 @@ static void test_origin_domain(void **state) {
         assert_null(p.error);
         /* The interface's and the hostdevs' own guest-side <address> are not sources. */
         assert_int_equal(p.n, 2);
-        assert_addr(&p.addrs[0], 0, 0x0d, 0, 0);
-        assert_addr(&p.addrs[1], 0, 0x0d, 0, 1);
+        assert_addr(&p.addrs[0].addr, 0, 0x0d, 0, 0);
+        assert_addr(&p.addrs[1].addr, 0, 0x0d, 0, 1);
+        assert_true(p.addrs[0].managed && p.addrs[1].managed);
+        parsed_free(&p);
+}
+
+/* managed='yes' only: libvirt's default is no, and so is any other value. */
+static void test_managed_read_from_the_hostdev(void **state) {
+        static const char xml[] = DOMAIN(
+                "<hostdev mode='subsystem' type='pci' managed='no'><source>"
+                "<address bus='0x0d' slot='0x00' function='0x0'/></source></hostdev>"
+                "<hostdev mode='subsystem' type='pci'><source>"
+                "<address bus='0x0d' slot='0x00' function='0x1'/></source></hostdev>"
+                PCI_HOSTDEV("<address bus='0x0e' slot='0x00' function='0x0'/>"));
+        struct parsed p = parse(xml, strlen(xml));
+
+        assert_int_equal(p.r, 0);
+        assert_int_equal(p.n, 3);
+        assert_false(p.addrs[0].managed);
+        assert_false(p.addrs[1].managed);
+        assert_true(p.addrs[2].managed);
         parsed_free(&p);
 }
 
@@ -105,9 +124,9 @@ static void test_several_hostdevs_in_document_order(void **state) {
         assert_int_equal(p.r, 0);
         assert_null(p.error);
         assert_int_equal(p.n, 3);
-        assert_addr(&p.addrs[0], 0, 0x08, 0, 1);
-        assert_addr(&p.addrs[1], 1, 0xff, 0x1f, 7);
-        assert_addr(&p.addrs[2], 0, 0x0d, 0, 0);
+        assert_addr(&p.addrs[0].addr, 0, 0x08, 0, 1);
+        assert_addr(&p.addrs[1].addr, 1, 0xff, 0x1f, 7);
+        assert_addr(&p.addrs[2].addr, 0, 0x0d, 0, 0);
         parsed_free(&p);
 }
 
@@ -186,7 +205,7 @@ static void test_attribute_forms(void **state) {
                 assert_int_equal(p.r, 0);
                 assert_null(p.error);
                 assert_int_equal(p.n, 1);
-                assert_addr(&p.addrs[0], c->want.domain, c->want.bus, c->want.slot, c->want.func);
+                assert_addr(&p.addrs[0].addr, c->want.domain, c->want.bus, c->want.slot, c->want.func);
                 parsed_free(&p);
         }
 }
@@ -368,6 +387,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_origin_domain),
                 cmocka_unit_test(test_several_hostdevs_in_document_order),
+                cmocka_unit_test(test_managed_read_from_the_hostdev),
                 cmocka_unit_test(test_usb_and_mdev_hostdevs_ignored),
                 cmocka_unit_test(test_no_hostdevs),
                 cmocka_unit_test(test_length_is_honoured),
