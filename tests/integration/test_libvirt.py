@@ -244,3 +244,23 @@ def test_dry_run_reads_the_domain_xml_from_libvirt(host):
         with open(trace) as f:
             assert "libvirt.so" not in f.read(), f"{op} {sub} as libvirt calls it loaded libvirt"
     assert host.snapshot() == before
+
+
+def test_check_reads_the_vms_from_libvirt(host):
+    """--check VM reads the VM's XML through libvirt's API (read only): which functions of the GPU
+    it passes, managed or not; without VM every domain libvirt knows; a VM libvirt does not know
+    is a FAIL naming it. qemu-hook-act itself is called, for the reason the test above gives."""
+    setup(NATIVE.replace("[vm gaming]\nhandle = yes\n", ""), (("win10", (VEGA, VEGA_AUDIO)), ("plain", ())))
+    act = os.path.join(fakehost.REPO, "qemu-hook-act")
+    run = lambda *argv: fakehost.run_hook([act, "--config", HOOKS + "/kvm.conf", "--check", *argv], "",  # noqa: E731
+                                          {"LIBVIRT_DEFAULT_URI": libvirthost.URI})
+    passes = f"win10 passes the GPU: {VEGA} (managed), {VEGA_AUDIO} (managed)"
+    rc, out, err, _ = run("win10")
+    assert "\nVMs (libvirt):\n  ok    " + passes in out and "plain" not in out, (rc, out, err)
+    rc, out, err, _ = run()
+    assert passes in out and "  ok    plain does not pass the GPU: its start hands nothing over" in out, (rc, out)
+    rc, out, err, _ = run("plain")
+    assert "  warn  plain does not pass the GPU" in out and "virsh edit" in out, (rc, out)
+    rc, out, err, _ = run("nosuchvm")
+    assert rc == 1 and "  FAIL  nosuchvm: reading the domain XML from libvirt:" in out, (rc, out, err)
+    assert host.writes() == 0, host.log()
