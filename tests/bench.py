@@ -186,8 +186,9 @@ def breakdown(label, per_step, outside):
     out(f"    {'outside the steps (exec, config, plan, journal, spawn)':<66} {statistics.median(outside):7.2f}")
 
 
-def main():
-    fakehost.enter_namespace()
+def setup():
+    """The bench's kvm.conf (original format), also as the default one, and the stdin files:
+    (conf, win10.xml, other.xml, empty). Inside the namespace."""
     scratch = fakehost.SCRATCH
     pw = busmock.ensure_user(USER, scratch)
     conf = write(os.path.join(scratch, "kvm.conf"),
@@ -203,6 +204,13 @@ def main():
     ours = write(os.path.join(scratch, "win10.xml"), fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO]))
     other = write(os.path.join(scratch, "other.xml"), fakehost.domain_xml("other", ["0000:05:00.0"]))
     empty = write(os.path.join(scratch, "empty"), "")
+    return conf, ours, other, empty
+
+
+def main():
+    fakehost.enter_namespace()
+    scratch = fakehost.SCRATCH
+    conf, ours, other, empty = setup()
 
     out(f"qemu-hook bench: {HOOK} on the emulated host ({os.cpu_count()} CPUs, "
         f"kernel {os.uname().release}); original kvm.conf format")
