@@ -204,7 +204,8 @@ static bool check_config(struct report *r, const char *path, bool explicit, stru
                     "no config %s: qemu-hook only runs the scripts of qemu.d and hands no GPU over", path);
                 return false;
         }
-        if (config_load(path, geteuid() == 0, cfg) < 0) {
+        /* As the hook reads it: root's, not writable by others (a user can see that too). */
+        if (config_load(path, true, cfg) < 0) {
                 said(r, FAIL, geteuid() != 0 ? "run --check as root: the config may be root's to read alone" :
                      "fix what is named above (`man qemu-hook` lists every key): until then every prepare of "
                      "the config's VMs fails");
@@ -220,10 +221,10 @@ static void reset_method(struct report *r, const struct pci_func *f) {
         char path[128], method[128];
 
         snprintf(path, sizeof(path), "bus/pci/devices/%s/reset_method", f->name);
-        if (sysfs_read(path, method, sizeof(method)) == 0)
-                say(r, OK, NULL, "%s reset_method: %s", f->name, method[0] ? method : "(none enabled)");
+        if (sysfs_read(path, method, sizeof(method)) == 0 && method[0])
+                say(r, OK, NULL, "%s reset_method: %s", f->name, method);
         else if (snprintf(path, sizeof(path), "bus/pci/devices/%s/reset", f->name), sysfs_exists(path))
-                say(r, OK, NULL, "%s can be reset (the kernel shows no reset_method before Linux 5.15)", f->name);
+                say(r, OK, NULL, "%s can be reset (its reset file; this kernel shows no reset_method)", f->name);
         else
                 say(r, WARN, "look for a firmware update of the card, or vendor-reset for older AMD cards",
                     "%s has no reset: the kernel cannot reset it between two starts of a VM, which may find "
@@ -330,7 +331,11 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
 
         group(r, "desktop");
         if (bus_desktop_state(c, d) < 0) {
-                said(r, FAIL, "fix the unit's name in [desktop] of the config, or install it");
+                /* As a user, what the system's manager or the user's bus refuse to say is a limit
+                 * of this run, not of the machine. */
+                said(r, geteuid() == 0 ? FAIL : WARN, geteuid() == 0 ? "a unit named in [desktop] that does not "
+                     "exist: fix its name or install it; a bus that does not answer: is systemd running?" :
+                     "run --check as root");
                 return false;
         }
         said(r, WARN, NULL);
@@ -523,6 +528,8 @@ static void file_context(struct report *r, const char *path) {
         char context[256] = "", type[128], fix[PATH_MAX + 32];
         ssize_t n = getxattr(path, "security.selinux", context, sizeof(context) - 1);
 
+        if (n < 0 && errno == ENOENT)
+                return;
         if (n < 0) {
                 say(r, WARN, NULL, "%s: no SELinux label readable (%s)", path, strerror(errno));
                 return;
@@ -539,7 +546,7 @@ static void file_context(struct report *r, const char *path) {
             stray ? ": a label from where it was built, not the system's" : "");
 }
 
-static void check_selinux(struct report *r, const char *hook) {
+static void check_selinux(struct report *r, const char *hook, const char *front) {
         char enforce[8], boolean[16];
         const char *fix = "setsebool -P virt_hooks_unconfined 1";
 
@@ -563,7 +570,7 @@ static void check_selinux(struct report *r, const char *hook) {
                     "enforcing" : "permissive", enforcing ? "the hook runs confined and is denied its sysfs writes "
                     "and D-Bus calls" : "its denials are logged now, and enforced once SELinux enforces");
         file_context(r, hook);
-        file_context(r, QEMU_HOOK_FRONT);
+        file_context(r, front);
         file_context(r, QEMU_HOOK_ACT);
 }
 
@@ -583,12 +590,14 @@ static void check_apparmor(struct report *r, const struct daemon *dms, size_t n_
                         say(r, INFO, NULL, "AppArmor on; the profile of %s (PID %s) cannot be read", dms[i].comm, dms[i].pid);
                 else if (strcmp(l, "unconfined") == 0)
                         say(r, OK, NULL, "AppArmor on; %s runs unconfined, and so does its hook", dms[i].comm);
-                else
-                        say(r, strstr(l, "(enforce)") ? WARN : INFO,
-                            "if the hook is denied (journalctl -k | grep 'apparmor=\"DENIED\"'), allow it in "
-                            "/etc/apparmor.d/local/usr.sbin.libvirtd, or aa-complain /usr/sbin/libvirtd",
-                            "AppArmor confines %s (PID %s) with %s: its hook runs under that profile too", dms[i].comm,
-                            dms[i].pid, l);
+                else {
+                        char fix[512];
+                        snprintf(fix, sizeof(fix), "if the hook is denied (journalctl -k | grep 'apparmor=\"DENIED\"'), "
+                                 "allow it in /etc/apparmor.d/local/usr.sbin.%s, or aa-complain /usr/sbin/%s",
+                                 dms[i].comm, dms[i].comm);
+                        say(r, strstr(l, "(enforce)") ? WARN : INFO, fix, "AppArmor confines %s (PID %s) with %s: its "
+                            "hook runs under that profile too", dms[i].comm, dms[i].pid, l);
+                }
         }
         if (n_dms == 0)
                 say(r, INFO, NULL, "AppArmor on; no libvirt daemon runs to read its profile from");
@@ -640,8 +649,8 @@ static void check_vms(struct report *r, const struct config *cfg, const struct h
 
         group(r, "VMs (libvirt)");
         if (virt_foreach_domain(vm, check_domain, &v) < 0)
-                said(r, vm ? FAIL : WARN, vm ? "start libvirtd, or check the VM's name (virsh list --all)" :
-                     "start libvirtd to have the VMs checked");
+                said(r, vm ? FAIL : WARN, vm ? "check the VM's name (virsh list --all), and that libvirtd or "
+                     "virtqemud runs" : "have libvirtd or virtqemud running to have the VMs checked");
         else if (v.n == 0)
                 say(r, INFO, NULL, "libvirt knows no VM");
         captured.n = 0;
@@ -713,7 +722,8 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
         check_install(&r, a->hooks_dir, a->self, dms, n_dms);
         group(&r, "access control");
         snprintf(hook, sizeof(hook), "%s/qemu", a->hooks_dir);
-        check_selinux(&r, hook);
+        /* The front end as installed, else the one that ran us. */
+        check_selinux(&r, hook, access(QEMU_HOOK_FRONT, F_OK) == 0 || !strchr(a->self, '/') ? QEMU_HOOK_FRONT : a->self);
         check_apparmor(&r, dms, n_dms);
         if (loaded)
                 check_vms(&r, &cfg, &h, a->vm);
@@ -722,12 +732,15 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
         captured.n = 0;
         if (have_host && have_desktop)
                 check_plan(&r, &cfg, a->vm, &h, &d);
+        else if (have_host && geteuid() != 0)
+                say(&r, WARN, "run --check as root", "no hand-over planned: the desktop's state cannot be read as %s",
+                    pw ? pw->pw_name : "this user");
         else
                 say(&r, FAIL, "see the findings above", "no hand-over can be planned: %s", !loaded ? "no usable config" :
                     !have_host ? "the configured functions cannot be read" : "the desktop's state cannot be read");
         if (r.json)
-                fprintf(f, "],\"ready\":%s,\"failures\":%zu,\"warnings\":%zu}\n", r.n_fail ? "false" : "true",
-                        r.n_fail, r.n_warn);
+                fprintf(f, "],\"ready\":%s,\"failures\":%zu,\"warnings\":%zu,\"root\":%s}\n",
+                        r.n_fail ? "false" : "true", r.n_fail, r.n_warn, geteuid() == 0 ? "true" : "false");
         else
                 fprintf(f, "\n%s (%zu problem%s, %zu warning%s)\n", r.n_fail ? "NOT READY: what is marked FAIL would "
                         "make a hand-over fail" : "ready: a hand-over would go through", r.n_fail,
