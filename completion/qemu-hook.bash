@@ -1,14 +1,17 @@
 # bash completion for qemu-hook(8)                                        -*- shell-script -*-
 # Installed as share/bash-completion/completions/qemu-hook (bash-completion loads it on demand);
 # works without bash-completion too: `source` it. Completes
-#   qemu-hook [OPTIONS] VM OPERATION SUB-OPERATION [EXTRA]  and  qemu-hook --recover VM
+#   qemu-hook [OPTIONS] VM OPERATION SUB-OPERATION [EXTRA],  qemu-hook --recover VM,
+#   qemu-hook --status [--json]  and  qemu-hook --check [--json] [VM]
 # VM names come from libvirt (qemu:///system, read-only, given 2 s at most), and for --recover
 # also from the journals of unfinished hand-overs (/run/qemu-hook/*.state, readable by root).
+# An option main.c would refuse with those given already (--status with a VM, --check with
+# --dry-run...) is not offered.
 
 # The long option a word names, getopt_long's way (an exact name or an unambiguous prefix).
 _qemu_hook_long() {
         local name=${1#--} o found=
-        for o in dry-run config hooks-dir recover verbose help version; do
+        for o in dry-run config hooks-dir recover status check json verbose help version; do
                 if [[ $o == "$name" ]]; then
                         printf -- '--%s\n' "$o"
                         return 0
@@ -89,9 +92,9 @@ _qemu_hook() {
         fi
         COMPREPLY=()
 
-        local options="--dry-run --config --hooks-dir --recover --verbose --help --version
-                       -n -c -d -r -v -h -V"
-        local i w opt arg='' nargs=0 dashdash=0 recover=0 k ch
+        local options="--dry-run --config --hooks-dir --recover --status --check --json --verbose --help
+                       --version -n -c -d -r -s -k -j -v -h -V"
+        local i w opt arg='' nargs=0 dashdash=0 recover=0 status=0 check=0 json=0 dry_run=0 k ch
         # What comes before the word completed: options (and their arguments), positionals.
         for ((i = 1; i < cword; i++)); do
                 w=${words[i]}
@@ -117,6 +120,10 @@ _qemu_hook() {
                         --config) arg=files ;;
                         --hooks-dir) arg=dirs ;;
                         --recover) arg=vms recover=1 ;;
+                        --status) status=1 ;;
+                        --check) check=1 ;;
+                        --json) json=1 ;;
+                        --dry-run) dry_run=1 ;;
                         esac
                         ;;
                 *)      # -nvc FILE, -cFILE: a cluster of short options
@@ -124,6 +131,10 @@ _qemu_hook() {
                                 ch=${w:k:1}
                                 case $ch in
                                 h | V) return 0 ;;
+                                s) status=1 ;;
+                                k) check=1 ;;
+                                j) json=1 ;;
+                                n) dry_run=1 ;;
                                 c | d | r)
                                         [[ $ch == r ]] && recover=1
                                         if ((k == ${#w} - 1)); then
@@ -181,18 +192,28 @@ _qemu_hook() {
                 read -r -d '' -a opts <<<"$options"
                 local o
                 for o in "${opts[@]}"; do
-                        # --recover VM takes no positional, and none can follow it
-                        if [[ $o == --recover || $o == -r ]] && ((nargs || recover)); then
-                                continue
-                        fi
+                        # what main.c refuses together: --recover VM takes no positional; --status
+                        # takes none either; --check one VM at most; neither goes with --recover or
+                        # --dry-run, nor with the other; --json only with one of them
+                        case $o in
+                        --recover | -r) ((nargs || recover || status || check)) && continue ;;
+                        --status | -s) ((nargs || recover || status || check || dry_run)) && continue ;;
+                        --check | -k) ((nargs > 1 || recover || status || check || dry_run)) && continue ;;
+                        --json | -j) ((nargs > 1 || recover || json || dry_run)) && continue ;;
+                        --dry-run | -n) ((status || check)) && continue ;;
+                        esac
                         [[ $o == "$cur"* ]] && COMPREPLY+=("$o")
                 done
                 # EXTRA's usual value is "-", which getopt takes as a positional
-                ((nargs == 3)) && [[ $cur == - ]] && COMPREPLY+=(-)
+                ((nargs == 3 && !status && !check)) && [[ $cur == - ]] && COMPREPLY+=(-)
                 return 0
         fi
-        # --recover VM: no positional
-        ((recover)) && return 0
+        # --recover VM and --status: no positional; --check: one VM, libvirt's
+        ((recover || status)) && return 0
+        if ((check)); then
+                ((nargs == 0)) && _qemu_hook_names "$cur" < <(_qemu_hook_libvirt_vms | sort -u)
+                return 0
+        fi
         case $nargs in
         0) _qemu_hook_names "$cur" < <(_qemu_hook_libvirt_vms | sort -u) ;;
         1) mapfile -t COMPREPLY < <(compgen -W "prepare start started stopped release migrate restore reconnect attach" -- "$cur") ;;

@@ -35,8 +35,9 @@ printf '%s\n' "${COMPREPLY[@]}"
 """
 
 OPERATIONS = ["attach", "migrate", "prepare", "reconnect", "release", "restore", "start", "started", "stopped"]
-LONG = ["--config", "--dry-run", "--help", "--hooks-dir", "--recover", "--verbose", "--version"]
-SHORT = ["-V", "-c", "-d", "-h", "-n", "-r", "-v"]
+LONG = ["--check", "--config", "--dry-run", "--help", "--hooks-dir", "--json", "--recover", "--status", "--verbose",
+        "--version"]
+SHORT = ["-V", "-c", "-d", "-h", "-j", "-k", "-n", "-r", "-s", "-v"]
 
 
 def comp_words(line):
@@ -152,11 +153,67 @@ def test_completion_operations_sub_operations_extra():
         expect(["begin", "end"], "qemu-hook win10 prepare ", mode, LISTS)
         expect(["end"], "qemu-hook win10 release e", mode, LISTS)
         expect(["-"], "qemu-hook win10 prepare begin ", mode, LISTS)
-        # "-" there is EXTRA as well as the start of an option (not --recover: no positional with it)
-        expect(sorted(["-"] + [o for o in LONG + SHORT if o not in ("--recover", "-r")]),
+        # "-" there is EXTRA as well as the start of an option (not --recover, --status, --check or
+        # --json: none takes three positionals)
+        expect(sorted(["-"] + [o for o in LONG + SHORT if o not in ("--recover", "-r", "--status", "-s", "--check",
+                                                                     "-k", "--json", "-j")]),
                "qemu-hook win10 prepare begin -", mode, LISTS)
         expect([], "qemu-hook win10 prepare begin - ", mode, LISTS)
         expect(["begin", "end"], "qemu-hook -- -x prepare ", mode, LISTS)
+
+
+def test_completion_check_names_libvirt_vms_and_takes_json():
+    """--check [VM]: one VM from libvirt (not the journals'), --json beside it, and nothing main.c
+    would refuse with it."""
+    setup()
+    vms = ["linux", "win10", "win\\ 11"]
+    for mode in MODES:
+        for line in ("qemu-hook --check ", "qemu-hook -k ", "qemu-hook --json --check ", "qemu-hook --check --json ",
+                     "qemu-hook -kj ", "qemu-hook -jk ", "qemu-hook --che ", "qemu-hook -v --check -c /x ",
+                     "qemu-hook --check -- "):
+            expect(vms, line, mode, LISTS)
+        expect(["win10", "win\\ 11"], "qemu-hook --check w", mode, LISTS)
+        assert "old-vm" not in complete("qemu-hook --check ", mode, LISTS), mode
+        # one VM at most: nothing after it, no operation
+        expect([], "qemu-hook --check win10 ", mode, LISTS)
+        expect([], "qemu-hook --json --check win10 ", mode, LISTS)
+        expect([], "qemu-hook win10 --check ", mode, LISTS)
+        # --json offered with it, once; neither --status, --recover nor --dry-run
+        expect(["--json"], "qemu-hook --check --j", mode, LISTS)
+        expect(["--json"], "qemu-hook --check win10 --j", mode, LISTS)
+        expect(["--check"], "qemu-hook --json --ch", mode, LISTS)
+        expect(["--check"], "qemu-hook win10 --ch", mode, LISTS)
+        for line in ("qemu-hook --check --", "qemu-hook -k --", "qemu-hook --check win10 --"):
+            got = complete(line, mode, LISTS)
+            assert "--json" in got and "--config" in got and "--verbose" in got, (mode, line, got)
+            for refused in ("--status", "--recover", "--dry-run", "--check"):
+                assert refused not in got, (mode, line, refused, got)
+        assert "--json" not in complete("qemu-hook --check --json --", mode, LISTS), mode
+        # not offered where main.c refuses it: after --dry-run, --recover, --status, two positionals
+        for line in ("qemu-hook -n --", "qemu-hook --recover win10 --", "qemu-hook --status --",
+                     "qemu-hook win10 prepare --"):
+            assert "--check" not in complete(line, mode, LISTS), (mode, line)
+        # without virsh: no names, no error
+        expect([], "qemu-hook --check ", mode, None, path=TOOLS)
+
+
+def test_completion_status_takes_json_and_no_vm():
+    setup()
+    for mode in MODES:
+        for line in ("qemu-hook --status ", "qemu-hook -s ", "qemu-hook --status --json ", "qemu-hook -sj "):
+            expect([], line, mode, LISTS)
+        expect(["--json"], "qemu-hook --status --j", mode, LISTS)
+        expect(["--status"], "qemu-hook --json --st", mode, LISTS)
+        got = complete("qemu-hook --status --", mode, LISTS)
+        assert "--json" in got and "--hooks-dir" in got, (mode, got)
+        for refused in ("--check", "--recover", "--dry-run", "--status"):
+            assert refused not in got, (mode, refused, got)
+        # with a VM, or after --recover or --dry-run, --status is refused: not offered
+        for line in ("qemu-hook win10 --", "qemu-hook --recover win10 --", "qemu-hook --dry-run --"):
+            assert "--status" not in complete(line, mode, LISTS), (mode, line)
+        # --json alone goes nowhere without one of them, but either may follow it
+        got = complete("qemu-hook --json --", mode, LISTS)
+        assert "--status" in got and "--check" in got and "--json" not in got, (mode, got)
 
 
 def test_completion_recover_names_libvirt_and_journal_vms():

@@ -452,7 +452,8 @@ def test_arch_build_and_package_run_as_makepkg_would():
     for binary in ("usr/sbin/qemu-hook", "usr/libexec/qemu-hook/qemu-hook-act"):
         assert os.stat(os.path.join(pkg, binary)).st_mode & 0o777 == 0o755, binary
     man = read(pkg + "/usr/share/man/man8/qemu-hook.8")
-    assert "/usr/local/sbin" not in man and "/usr/sbin/qemu-hook" in man
+    assert "/usr/local/sbin" not in man and "/usr/local/share" not in man and "/usr/sbin/qemu-hook" in man
+    assert "/usr/share/bash-completion/completions/qemu-hook" in man
     # the front end was built for the package's libexec directory (a string compiled in)
     with open(pkg + "/usr/sbin/qemu-hook", "rb") as f:
         assert b"/usr/libexec/qemu-hook/qemu-hook-act" in f.read()
