@@ -492,7 +492,8 @@ static void check_install(struct report *r, const char *hooks_dir, const char *s
                     strcmp(head, "#!") == 0 ? "a script (the original hook dispatcher?)" : "another program");
         if (access(hook, X_OK) < 0 && errno == EACCES)
                 say(r, FAIL, "chmod 0755 it", "%s is not executable: libvirt ignores it", hook);
-        /* libvirt looks for its hooks when the daemon starts, and only then. */
+        /* libvirt looks for its hooks when the daemon starts, and again on a reload (SIGHUP), which
+         * leaves no trace to read: a daemon older than the hook is told to restart. */
         usec_t installed = (usec_t) st.st_ctim.tv_sec * USEC_PER_SEC + (usec_t) st.st_ctim.tv_nsec / 1000;
         wall_time(installed, when, sizeof(when));
         for (size_t i = 0; i < n_dms; i++) {
@@ -503,7 +504,8 @@ static void check_install(struct report *r, const char *hooks_dir, const char *s
                 snprintf(fix, sizeof(fix), "systemctl restart %s", dms[i].comm);
                 if (dms[i].since && dms[i].since < installed)
                         say(r, FAIL, fix, "%s (PID %s) runs since %s, before %s was installed (%s): it looks for its "
-                            "hooks only when it starts, and has not seen it", dms[i].comm, dms[i].pid, since, hook, when);
+                            "hooks when it starts or reloads (SIGHUP), so it has not seen it unless reloaded since, "
+                            "which --check cannot tell: restart it", dms[i].comm, dms[i].pid, since, hook, when);
                 else
                         say(r, OK, NULL, "%s (PID %s) runs since %s, after %s was installed (%s)", dms[i].comm,
                             dms[i].pid, since, hook, when);
