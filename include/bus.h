@@ -29,6 +29,20 @@ int bus_unit_state(sd_bus *bus, const char *unit, char *id, size_t size, bool *a
  * (-ETIMEDOUT); any result but "done" is an error (-EIO, error says "job failed" and the like). */
 int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
                  sd_bus_error *error);
+/* A transient service started with StartTransientUnit, its job waited for until deadline (-EEXIST:
+ * a unit of that name is loaded already). */
+struct transient_service {
+        const char *description;
+        const char *type;               /* "exec", "oneshot" */
+        char *const *argv;              /* argv[0] an absolute path; no shell */
+        usec_t timeout;                 /* TimeoutStartUSec, 0: systemd's default */
+        bool keep_failed;               /* a failed one stays loaded, for bus_service_result */
+};
+int bus_start_transient(sd_bus *bus, const char *unit, const struct transient_service *t, usec_t deadline,
+                        sd_bus_error *error);
+/* A service's Result ("success", "exit-code", "timeout", ...) and ExecMainStatus. */
+int bus_service_result(sd_bus *bus, const char *unit, char *result, size_t size, int *status,
+                       sd_bus_error *error);
 /* A unit that failed refuses to start again quickly (start rate limit); clear that first. */
 int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error);
 /* AllowedCPUs of a slice or scope as a CPU list ("" for all). Set at runtime only. */

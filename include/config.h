@@ -7,6 +7,8 @@
 
 #define CONFIG_MAX_ADDRS 8
 #define CONFIG_MAX_UNITS 16
+#define CONFIG_MAX_COMMANDS 8
+#define CONFIG_COMMAND_MAX_LEN 127     /* a step's field (step.h STEP_FIELD_LEN) holds it */
 #define CONFIG_TIMEOUT_DEFAULT_MS 20000U
 #define CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS 60000U
 
@@ -15,6 +17,7 @@ struct vm_config {
         int handle;             /* -1: decide from the domain XML, 0: never, 1: always */
         char *host_cpus;        /* NULL: the global value */
         unsigned timeout_ms;    /* 0: the global value */
+        char *user_units[CONFIG_MAX_UNITS + 1]; /* the desktop user's units started while it runs */
 };
 
 struct config {
@@ -35,6 +38,11 @@ struct config {
         unsigned script_timeout_ms;     /* deadline of every hook script of qemu.d */
         bool vtconsoles;        /* unbind frame-buffer vtconsoles around the move */
         bool framebuffer;       /* unbind the boot framebuffer when it sits on the GPU */
+        bool inhibit_sleep;     /* a logind sleep:idle inhibitor while a VM has the GPU */
+        /* Commands run as the desktop user (words, no shell), before the display manager stops
+         * and after it is back; NULL-terminated. */
+        char *before_stop[CONFIG_MAX_COMMANDS + 1];
+        char *after_start[CONFIG_MAX_COMMANDS + 1];
         struct vm_config *vms;
         size_t n_vms;
 };

@@ -15,6 +15,8 @@ struct desktop_state {
         bool user_unit_active[CONFIG_MAX_UNITS];
         char cpus_now[3][STEP_FIELD_LEN];       /* AllowedCPUs of user.slice, system.slice, init.scope */
         char host_cpus[STEP_FIELD_LEN];         /* every CPU of the host, "0-11" */
+        const char *inhibit_skip;               /* why the sleep inhibitor is skipped, or NULL */
+        bool vm_unit_active[CONFIG_MAX_UNITS];  /* [vm NAME] user_units, as they are */
 };
 
 struct plan {
@@ -51,6 +53,15 @@ bool plan_group_blocks(const struct pci_func *f);
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */
 void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d, bool all, struct plan *p);
+/* The sleep inhibitor's unit for vm: qemu-hook-inhibit-VM.service, the name escaped as systemd
+ * does (a name too long for a step's field: its hash instead). */
+void plan_inhibit_unit(const char *vm, char *buf, size_t size);
+/* The first steps of a hand-over: the sleep inhibitor, and the before_stop commands. */
+void plan_before_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
+                         struct plan *p);
+/* The last ones: the after_start commands and the VM's user units. */
+void plan_after_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
+                        bool all, struct plan *p);
 /* Step 10: a start for each stop of plan_desktop_stops, in reverse. */
 void plan_desktop_starts(struct plan *p);
 /* Step 8: a bind for each of the n vtcon unbinds from index first on. */

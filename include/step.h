@@ -84,7 +84,7 @@ struct step {
 };
 
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
-        step_holders, step_pci_driver, step_cpus, step_script;
+        step_holders, step_pci_driver, step_cpus, step_script, step_inhibit, step_command;
 const struct step_kind *step_kind_by_name(const char *name);
 /* Before a hand-back undoes anything: waits (until the deadline) for the processes holding the
  * vfio nodes of a function it takes off vfio-pci to let go; -EBUSY, logged naming them, when a VM

@@ -53,5 +53,9 @@ void *xreallocarray(void *p, size_t n, size_t size);
 /* Copies src into dst of size n; returns -ENAMETOOLONG if it does not fit. */
 int strscpy(char *dst, const char *src, size_t n);
 
+/* s as systemd escapes a string for a unit name (unit_name_escape): -ENAMETOOLONG when it does not
+ * fit size. */
+int unit_name_escape(const char *s, char *buf, size_t size);
+
 /* s as a JSON string, quoted: the bytes JSON forbids raw escaped, the rest (UTF-8) as is. */
 void json_string(FILE *f, const char *s);

@@ -257,8 +257,9 @@ static int job_outcome(const char *result, sd_bus_error *error) {
         return -EIO;
 }
 
-int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
-                 sd_bus_error *error) {
+/* Sends m, a call that queues a job and answers with its path (StartUnit, StopUnit,
+ * StartTransientUnit), and waits for the job's JobRemoved until deadline. */
+static int job_call(sd_bus *bus, sd_bus_message *m, usec_t deadline, sd_bus_error *error) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(job_watch_free) struct job_watch w = {};
@@ -276,9 +277,10 @@ int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadl
                 return r;
         sd_bus_error_free(error);
 
-        r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, method, error, &reply, "ss", unit, "replace");
+        r = sd_bus_call(bus, m, 0, error, &reply);
         if (r < 0)
-                return sd_bus_error_has_name(error, SD_NO_SUCH_UNIT) ? -ENOENT : r;
+                return sd_bus_error_has_name(error, SD_NO_SUCH_UNIT) ? -ENOENT :
+                       sd_bus_error_has_name(error, SD_DEST ".UnitExists") ? -EEXIST : r;
         r = sd_bus_message_read(reply, "o", &path);
         if (r < 0)
                 return r;
@@ -303,6 +305,116 @@ int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadl
         }
         return job_outcome(result, error);
 }
+
+int bus_unit_job(sd_bus *bus, const char *method, const char *unit, usec_t deadline,
+                 sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, SD_DEST, SD_PATH, SD_MANAGER, method);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", unit, "replace");
+        if (r < 0)
+                return r;
+        return job_call(bus, m, deadline, error);
+}
+
+static int append_property(sd_bus_message *m, const char *name, const char *type, ...) {
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", name);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', type);
+        if (r >= 0) {
+                va_start(ap, type);
+                r = sd_bus_message_appendv(m, type, ap);
+                va_end(ap);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+/* ExecStart as systemd takes it: a(sasb), one (path, argv, ignore-failure) per command. */
+static int append_exec_start(sd_bus_message *m, char *const *argv) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "ExecStart");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "a(sasb)");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(sasb)");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'r', "sasb");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", argv[0]);
+        if (r >= 0)
+                r = sd_bus_message_append_strv(m, (char **) argv);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "b", 0);
+        for (int i = 0; i < 4 && r >= 0; i++)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+int bus_start_transient(sd_bus *bus, const char *unit, const struct transient_service *t, usec_t deadline,
+                        sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, SD_DEST, SD_PATH, SD_MANAGER, "StartTransientUnit");
+        /* "fail": a unit of that name with a job queued is an error, not something to replace. */
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", unit, "fail");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(sv)");
+        if (r >= 0)
+                r = append_property(m, "Description", "s", t->description);
+        if (r >= 0)
+                r = append_property(m, "Type", "s", t->type);
+        /* Gone once it is over, failed or not: a name left loaded would refuse the next start. A
+         * oneshot that failed stays until its failure is read (bus_service_result) and reset. */
+        if (r >= 0)
+                r = append_property(m, "CollectMode", "s", t->keep_failed ? "inactive" : "inactive-or-failed");
+        if (r >= 0 && t->timeout)
+                r = append_property(m, "TimeoutStartUSec", "t", (uint64_t) t->timeout);
+        if (r >= 0)
+                r = append_exec_start(m, t->argv);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "a(sa(sv))", 0);
+        if (r < 0)
+                return r;
+        return job_call(bus, m, deadline, error);
+}
+
+int bus_service_result(sd_bus *bus, const char *unit, char *result, size_t size, int *status,
+                       sd_bus_error *error) {
+        _cleanup_free_ char *path = NULL, *res = NULL;
+        int32_t st = 0;
+        int r;
+
+        r = unit_path(bus, unit, &path, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_get_property_string(bus, SD_DEST, path, SD_DEST ".Service", "Result", error, &res);
+        if (r < 0)
+                return r;
+        r = sd_bus_get_property_trivial(bus, SD_DEST, path, SD_DEST ".Service", "ExecMainStatus", error, 'i', &st);
+        if (r < 0)
+                return r;
+        *status = st;
+        return strscpy(result, res, size);
+}
+
 
 int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error) {
         int r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "ResetFailedUnit", error, NULL, "s", unit);
@@ -561,7 +673,11 @@ static int user_units_state(struct run_ctx *c, struct desktop_state *d, char *sk
         sd_bus *bus;
         int r;
 
-        if (!cfg->user || !cfg->user_units[0])
+        const struct vm_config *v = config_vm(cfg, c->vm);
+
+        /* Also for the commands and the VM's units, which go to the same bus. */
+        if (!cfg->user || (!cfg->user_units[0] && !cfg->before_stop[0] && !cfg->after_start[0] &&
+                           !(v && v->user_units[0])))
                 return 0;
         r = lookup_user(cfg->user, &pw, buf, sizeof(buf));
         if (r == -ESRCH)
@@ -642,14 +758,71 @@ static int cpus_state(struct run_ctx *c, struct desktop_state *d) {
         return 0;
 }
 
+/* Whether the inhibitor can be had: a system bus with systemd on it. */
+static int inhibit_state(struct run_ctx *c, struct desktop_state *d, char *skip, size_t size) {
+        _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
+        char unit[STEP_FIELD_LEN];
+        sd_bus *bus;
+        int r;
+
+        if (!c->cfg->inhibit_sleep)
+                return 0;
+        r = bus_system(c, &bus);
+        if (r < 0) {
+                set_reason(skip, size, "no system bus (%s)", strerror(-r));
+                d->inhibit_skip = skip;
+                return 0;
+        }
+        plan_inhibit_unit(c->vm ? c->vm : "", unit, sizeof(unit));
+        r = bus_unit_state(bus, unit, NULL, 0, NULL, &error);
+        if (r < 0 && no_manager(&error)) {
+                set_reason(skip, size, "systemd is not on the system bus");
+                d->inhibit_skip = skip;
+                return 0;
+        }
+        if (r < 0 && r != -ENOENT)
+                return log_error_errno(r, "reading the state of %s: %s", unit, bus_error_text(&error, r));
+        return 0;
+}
+
+/* [vm NAME] user_units: each must exist on the user's bus, refused before the first step (as a
+ * display manager that does not exist is). */
+static int vm_units_state(struct run_ctx *c, struct desktop_state *d) {
+        const struct vm_config *v = config_vm(c->cfg, c->vm);
+        sd_bus *bus;
+        int r;
+
+        if (!v || !v->user_units[0] || d->user_units_skip || !c->cfg->user)
+                return 0;
+        r = bus_user(c, &bus);
+        if (r < 0)
+                return 0;       /* user_units_state said why: the steps skip */
+        for (size_t i = 0; v->user_units[i]; i++) {
+                _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
+
+                r = bus_unit_state(bus, v->user_units[i], NULL, 0, &d->vm_unit_active[i], &error);
+                if (r == -ENOENT)
+                        return log_error_errno(r, "[vm %s] user_units: %s of user %s: no such unit", c->vm,
+                                               v->user_units[i], c->cfg->user);
+                if (r < 0)
+                        return log_error_errno(r, "reading the state of %s of user %s: %s", v->user_units[i],
+                                               c->cfg->user, bus_error_text(&error, r));
+        }
+        return 0;
+}
+
 int bus_desktop_state(struct run_ctx *c, struct desktop_state *ret) {
-        static char dm_skip[STEP_FIELD_LEN], user_skip[STEP_FIELD_LEN];
+        static char dm_skip[STEP_FIELD_LEN], user_skip[STEP_FIELD_LEN], inhibit_skip[STEP_FIELD_LEN];
         struct desktop_state d = {};
         int r;
 
-        r = display_manager_state(c, &d, dm_skip, sizeof(dm_skip));
+        r = inhibit_state(c, &d, inhibit_skip, sizeof(inhibit_skip));
+        if (r >= 0)
+                r = display_manager_state(c, &d, dm_skip, sizeof(dm_skip));
         if (r >= 0)
                 r = user_units_state(c, &d, user_skip, sizeof(user_skip));
+        if (r >= 0)
+                r = vm_units_state(c, &d);
         if (r >= 0)
                 r = cpus_state(c, &d);
         if (r < 0)

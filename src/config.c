@@ -371,6 +371,64 @@ static int parse_units(struct parser *p, const char *key, const char *v, void *f
         return 1;
 }
 
+/* [vm NAME] user_units: each assignment adds to the list, an empty one empties it. */
+static int parse_vm_units(struct parser *p, const char *key, const char *v, void *field) {
+        char **units = field, buf[INI_MAX_LINE], *save = NULL;
+        size_t n = 0;
+
+        while (units[n])
+                n++;
+        if (!*v)
+                for (; n > 0; n--) {
+                        free(units[n - 1]);
+                        units[n - 1] = NULL;
+                }
+        strscpy(buf, v, sizeof(buf));
+        for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+                if (!unit_name_valid(w))
+                        return fail(p, 0, "%s: \"%s\" is not a unit name "
+                                    "(expected names like scream.service)", key, w);
+                for (size_t i = 0; i < n; i++)
+                        if (strcmp(units[i], w) == 0)
+                                return fail(p, 0, "%s: %s is listed twice", key, w);
+                if (n >= CONFIG_MAX_UNITS)
+                        return fail(p, 0, "%s: more than %d units", key, CONFIG_MAX_UNITS);
+                units[n++] = xstrdup(w);
+        }
+        return 1;
+}
+
+/* before_stop, after_start: one command per assignment, words split at blanks and run without a
+ * shell, so quotes, backslashes and $ would not mean what they mean to one: refused. The first
+ * word is an absolute path (systemd's ExecStart wants one, and PATH is not the user's here).
+ * Each assignment adds a command, an empty one empties the list. */
+static int parse_command(struct parser *p, const char *key, const char *v, void *field) {
+        char **cmds = field;
+        size_t n = 0;
+
+        while (cmds[n])
+                n++;
+        if (!*v) {
+                for (; n > 0; n--) {
+                        free(cmds[n - 1]);
+                        cmds[n - 1] = NULL;
+                }
+                return 1;
+        }
+        if (v[0] != '/')
+                return fail(p, 0, "%s: \"%s\" does not start with an absolute path "
+                            "(expected a command like /usr/bin/gnome-session-save --logout)", key, v);
+        if (strpbrk(v, "\"'\\$`;|&<>"))
+                return fail(p, 0, "%s: \"%s\": quotes, backslashes and shell characters are not supported "
+                            "(the command runs without a shell, its words split at blanks)", key, v);
+        if (strlen(v) > CONFIG_COMMAND_MAX_LEN)
+                return fail(p, 0, "%s: command longer than %d characters", key, CONFIG_COMMAND_MAX_LEN);
+        if (n >= CONFIG_MAX_COMMANDS)
+                return fail(p, 0, "%s: more than %d commands", key, CONFIG_MAX_COMMANDS);
+        cmds[n] = xstrdup(v);
+        return 1;
+}
+
 static int parse_cpus(struct parser *p, const char *key, const char *v, void *field) {
         if (*v && !cpu_list_valid(v))
                 return fail(p, 0, "%s: \"%s\" is not a CPU list "
@@ -394,7 +452,7 @@ static int parse_timeout(struct parser *p, const char *key, const char *v, void 
 }
 
 static int parse_bool_key(struct parser *p, const char *key, const char *v, void *field) {
-        *(bool *) field = true;         /* the default of vtconsoles and framebuffer */
+        *(bool *) field = true;         /* the default of vtconsoles, framebuffer, inhibit_sleep */
         if (*v && parse_bool(v, field) < 0)
                 return fail(p, 0, "%s: \"%s\" is not a boolean (expected yes or no)", key, v);
         return 1;
@@ -426,14 +484,18 @@ static const struct native_key {
         { SECTION_DESKTOP, "bus", parse_bus, offsetof(struct config, user_bus) },
         { SECTION_DESKTOP, "display_manager", parse_display_manager, offsetof(struct config, display_manager) },
         { SECTION_DESKTOP, "units", parse_units, offsetof(struct config, user_units) },
+        { SECTION_DESKTOP, "before_stop", parse_command, offsetof(struct config, before_stop) },
+        { SECTION_DESKTOP, "after_start", parse_command, offsetof(struct config, after_start) },
         { SECTION_HOST, "cpus", parse_cpus, offsetof(struct config, host_cpus) },
         { SECTION_HOST, "timeout", parse_timeout, offsetof(struct config, timeout_ms) },
         { SECTION_HOST, "script_timeout", parse_timeout, offsetof(struct config, script_timeout_ms) },
         { SECTION_HOST, "vtconsoles", parse_bool_key, offsetof(struct config, vtconsoles) },
         { SECTION_HOST, "framebuffer", parse_bool_key, offsetof(struct config, framebuffer) },
+        { SECTION_HOST, "inhibit_sleep", parse_bool_key, offsetof(struct config, inhibit_sleep) },
         { SECTION_VM, "handle", parse_handle, offsetof(struct vm_config, handle) },
         { SECTION_VM, "cpus", parse_cpus, offsetof(struct vm_config, host_cpus) },
         { SECTION_VM, "timeout", parse_timeout, offsetof(struct vm_config, timeout_ms) },
+        { SECTION_VM, "user_units", parse_vm_units, offsetof(struct vm_config, user_units) },
 };
 
 static int native_key(struct parser *p, const char *section, const char *name, const char *value) {
@@ -592,6 +654,16 @@ static int finish(struct parser *p) {
                                             p->secondary_key[i], pci_addr_format(&c->secondary[i], buf),
                                             pci_addr_format(&c->gpu[j], buf2), p->gpu_key[j], p->gpu_line[j]);
 
+        if (!c->user && (c->before_stop[0] || c->after_start[0]))
+                return fail(p, NO_LINE, "[desktop] %s is set but [desktop] user is not (expected the user "
+                            "the commands run as)", c->before_stop[0] ? "before_stop" : "after_start");
+        for (size_t i = 0; !c->user && i < c->n_vms; i++)
+                if (c->vms[i].user_units[0])
+                        return fail(p, NO_LINE, "[vm %s] user_units is set but [desktop] user is not (expected "
+                                    "the user whose units they are)", c->vms[i].name);
+        /* The original scripts never held off sleep: their format keeps their behaviour. */
+        if (c->original)
+                c->inhibit_sleep = false;
         if (!p->units_set) {
                 units = c->original ? units_original : units_native;
                 for (size_t i = 0; units[i]; i++)
@@ -677,7 +749,8 @@ int config_read(FILE *f, const char *path, struct config *ret) {
         assert(f);
         assert(path);
         assert(ret);
-        *ret = (struct config) { .path = xstrdup(path), .vtconsoles = true, .framebuffer = true };
+        *ret = (struct config) { .path = xstrdup(path), .vtconsoles = true, .framebuffer = true,
+                                 .inhibit_sleep = true };
         r = load(&p);
         free(p.buf);
         if (r < 0)
@@ -711,9 +784,15 @@ void config_free(struct config *c) {
         for (size_t i = 0; c->user_units[i]; i++)
                 free(c->user_units[i]);
         free(c->host_cpus);
+        for (size_t i = 0; c->before_stop[i]; i++)
+                free(c->before_stop[i]);
+        for (size_t i = 0; c->after_start[i]; i++)
+                free(c->after_start[i]);
         for (size_t i = 0; i < c->n_vms; i++) {
                 free(c->vms[i].name);
                 free(c->vms[i].host_cpus);
+                for (size_t k = 0; c->vms[i].user_units[k]; k++)
+                        free(c->vms[i].user_units[k]);
         }
         free(c->vms);
         *c = (struct config) {};

@@ -22,6 +22,7 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
                 *ret = p;
                 return 0;
         }
+        plan_before_desktop(cfg, vm, d, &p);
         /* Every unit, active or not: they were stopped, and the undo starts them. */
         plan_desktop_stops(cfg, d, true, &p);
         /* fbcon's console, bound or not now: the undo rebinds it when it is there. */
@@ -58,6 +59,7 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
         for (size_t i = 0; cpus && i < ELEMENTSOF(plan_cpu_units); i++)
                 plan_add(&p, &step_cpus, plan_cpu_units[i], "", cpus);
         plan_desktop_starts(&p);
+        plan_after_desktop(cfg, vm, d, true, &p);
         for (size_t i = 0; i < p.n_steps; i++)
                 if (p.steps[i].state == STEP_PLANNED)
                         p.steps[i].state = STEP_DONE;

@@ -112,6 +112,67 @@ void plan_desktop_starts(struct plan *p) {
         }
 }
 
+void plan_inhibit_unit(const char *vm, char *buf, size_t size) {
+        char escaped[STEP_FIELD_LEN];
+        uint64_t hash = 14695981039346656037ULL;        /* FNV-1a */
+
+        if (unit_name_escape(vm, escaped, sizeof(escaped)) == 0 &&
+            (size_t) snprintf(buf, size, "qemu-hook-inhibit-%s.service", escaped) < size)
+                return;
+        for (const char *c = vm; *c; c++)
+                hash = (hash ^ (unsigned char) *c) * 1099511628211ULL;
+        snprintf(buf, size, "qemu-hook-inhibit-%016llx.service", (unsigned long long) hash);
+}
+
+/* Pairs of groups (step-command.c): group target's step i applies apply[i] and its undo runs
+ * undo[k-1-i], so undoing the group in reverse runs undo's commands in their order. */
+static void add_commands(struct plan *p, const char *target, char *const *apply, char *const *undo,
+                         const char *skip) {
+        size_t na = 0, nu = 0, k;
+
+        while (apply[na])
+                na++;
+        while (undo[nu])
+                nu++;
+        k = MAX(na, nu);
+        for (size_t i = 0; i < k; i++) {
+                struct step *s = plan_add(p, &step_command, target, k - 1 - i < nu ? undo[k - 1 - i] : "",
+                                          i < na ? apply[i] : "");
+                if (skip)
+                        plan_skip(s, skip);
+        }
+}
+
+void plan_before_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
+                         struct plan *p) {
+        char unit[STEP_FIELD_LEN];
+
+        if (cfg->inhibit_sleep) {
+                plan_inhibit_unit(vm, unit, sizeof(unit));
+                struct step *s = plan_add(p, &step_inhibit, unit, "", "sleep:idle");
+                if (d->inhibit_skip)
+                        plan_skip(s, d->inhibit_skip);
+        }
+        if (cfg->user)
+                add_commands(p, "before_stop", cfg->before_stop, cfg->after_start, d->user_units_skip);
+}
+
+void plan_after_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
+                        bool all, struct plan *p) {
+        const struct vm_config *v = config_vm(cfg, vm);
+
+        if (!cfg->user)
+                return;
+        add_commands(p, "after_start", cfg->after_start, cfg->before_stop, d->user_units_skip);
+        for (size_t i = 0; v && v->user_units[i]; i++) {
+                struct step *s = plan_add(p, &step_user_unit, v->user_units[i], "inactive", "active");
+                if (d->user_units_skip)
+                        plan_skip(s, d->user_units_skip);
+                else if (d->vm_unit_active[i] && !all)
+                        plan_skip(s, "already active");
+        }
+}
+
 void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 char name[STEP_FIELD_LEN];      /* plan_add moves the steps */
@@ -127,6 +188,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         size_t first_vtcon;
         struct step *s;
 
+        /* 0. No suspend from here on; the user's own preparations (a session saved). */
+        plan_before_desktop(cfg, vm, d, p);
         /* 1-2. The display manager and the user's audio units. */
         plan_desktop_stops(cfg, d, false, p);
         /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
@@ -182,6 +245,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         }
         /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
         plan_desktop_starts(p);
+        /* 11. The user's after_start commands, then the units this VM wants (its audio receiver). */
+        plan_after_desktop(cfg, vm, d, false, p);
 }
 
 static int check_group(const struct host *h, char *error, size_t size) {

@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -110,4 +111,31 @@ void json_string(FILE *f, const char *s) {
                         fputc(c, f);
         }
         fputc('"', f);
+}
+
+/* systemd's unit_name_escape(): [A-Za-z0-9:_.] stay (but a leading '.'), '/' becomes '-',
+ * anything else \xNN. libsystemd has no public function for it. */
+int unit_name_escape(const char *s, char *buf, size_t size) {
+        size_t n = 0;
+
+        for (const char *c = s; *c; c++) {
+                unsigned char ch = (unsigned char) *c;
+                char piece[5];
+
+                if (ch == '/')
+                        strcpy(piece, "-");
+                else if ((ch < 128 && (isalnum(ch) || ch == ':' || ch == '_' || ch == '.')) && !(c == s && ch == '.'))
+                        piece[0] = (char) ch, piece[1] = '\0';
+                else
+                        snprintf(piece, sizeof(piece), "\\x%02x", ch);
+                size_t k = strlen(piece);
+                if (n + k >= size)
+                        return -ENAMETOOLONG;
+                memcpy(buf + n, piece, k);
+                n += k;
+        }
+        if (size == 0)
+                return -ENAMETOOLONG;
+        buf[n] = '\0';
+        return 0;
 }

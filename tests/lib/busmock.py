@@ -251,6 +251,14 @@ class Buses:
         '''ActiveState of a unit: "active", "inactive", "failed".'''
         return self._request(user, {'op': 'state', 'unit': name, 'iface': UNIT_IFACE, 'prop': 'ActiveState'})
 
+    def unit_loaded(self, name, user=False):
+        '''Whether a unit is loaded (a transient one that ended is not).'''
+        try:
+            self.unit_state(name, user)
+            return True
+        except Exception:  # pylint: disable=broad-except
+            return False
+
     def allowed_cpus(self, name):
         '''AllowedCPUs of a slice or scope on the system manager, as the raw mask bytes.'''
         iface = SYSTEMD + ('.Slice' if name.endswith('.slice') else '.Scope')
@@ -271,6 +279,10 @@ class Buses:
                        message='Unit is masked.', user=False):
         '''The next StartUnit/StopUnit on unit raises the D-Bus error instead of queuing a job.'''
         self._mock(user, 'FailNextCall', unit, error, message)
+
+    def set_exec_status(self, path, status, user=False):
+        '''A oneshot transient service whose ExecStart is path exits with status (or "hang").'''
+        self._mock(user, 'SetExecStatus', path, str(status))
 
     def early_signals(self, early=True, user=False):
         '''JobRemoved sent before the method's reply (the race a client must survive).'''

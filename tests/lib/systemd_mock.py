@@ -15,6 +15,13 @@ unit raises that D-Bus error), SetEarlySignals (JobRemoved before the method's r
 HoldCallAt (the K-th call from now of StartUnit, StopUnit, RestartUnit or SetUnitProperties is
 never answered: "before" it does anything, or "after" it did it; HeldCaller then gives the
 caller's PID, for the test to kill it there: a user's mock may not kill a root process itself).
+
+StartTransientUnit (mode "fail": org.freedesktop.systemd1.UnitExists for a loaded unit) records
+its properties, ExecStart included, as the call's arguments. A Type=exec (or simple) service goes
+active; a Type=oneshot one "runs" its ExecStart: the exit status set with SetExecStatus for that
+path (default 0, "hang": it never ends) decides its job's result ("done" or "failed") and, for a
+failure, Result "exit-code", ExecMainStatus and ActiveState "failed". A transient unit that ends
+inactive (or failed, with CollectMode inactive-or-failed) is unloaded, as systemd collects it.
 '''
 
 import dbus
@@ -48,6 +55,8 @@ def load(mock, parameters):
     mock.calls_seen = 0         # calls that change something (changing_call)
     mock.hold_at = None         # (call number, "before" or "after")
     mock.held_caller = 0
+    mock.exec_status = {}       # ExecStart path -> exit status of a oneshot, or "hang"
+    mock.transient = {}         # transient unit -> CollectMode
     mock.AddProperties(MAIN_IFACE, {'Version': 'v252', 'Virtualization': ''})
     for name, state in (parameters or {}).get('units', {}).items():
         add_unit(mock, str(name), str(state))
@@ -108,8 +117,13 @@ def job(mock, name, target_state):
     def finish():
         if result == 'done':
             set_state(obj, target_state)
-        elif result == 'failed' and target_state == 'active':
+        elif result == 'failed' and target_state in ('active', 'failed'):
             set_state(obj, 'failed')
+        state = obj.props[UNIT_IFACE]['ActiveState']
+        collect = mock.transient.get(unit_id)
+        if collect and (state == 'inactive' or (state == 'failed' and collect == 'inactive-or-failed')):
+            obj.props[UNIT_IFACE]['LoadState'] = 'not-found'
+            del mock.transient[unit_id]
         mock.EmitSignal(MAIN_IFACE, 'JobRemoved', 'uoss', [job_id, job_path, unit_id, result])
         return False
 
@@ -181,6 +195,49 @@ def ResetFailedUnit(self, name):
     obj = unit_object(self, name)
     if obj.props[UNIT_IFACE]['ActiveState'] == 'failed':
         set_state(obj, 'inactive')
+        if str(name) in self.transient:
+            obj.props[UNIT_IFACE]['LoadState'] = 'not-found'
+            del self.transient[str(name)]
+
+
+@dbus.service.method(MAIN_IFACE, in_signature='ssa(sv)a(sa(sv))', out_signature='o', sender_keyword='sender',
+                     async_callbacks=('reply', 'error'))
+def StartTransientUnit(self, name, _mode, properties, _aux, sender=None, reply=None, error=None):
+    changing_call(self, sender, reply, error, lambda: start_transient(self, str(name), properties))
+
+
+def start_transient(mock, name, properties):
+    path = mock.units.get(name)
+    obj = mockobject.objects.get(path) if path else None
+    if obj is not None and obj.props[UNIT_IFACE]['LoadState'] != 'not-found':
+        raise dbus.exceptions.DBusException(f'Unit {name} was already loaded or has a fragment file.',
+                                            name=BUS_NAME + '.UnitExists')
+    props = {str(k): v for k, v in properties}
+    if obj is None:
+        obj = mockobject.objects[add_unit(mock, name)]
+    obj.props[UNIT_IFACE]['LoadState'] = 'loaded'
+    set_state(obj, 'inactive')
+    service = obj.props.setdefault(BUS_NAME + '.Service', {})
+    service.update({'Type': str(props.get('Type', 'simple')), 'Result': 'success',
+                    'ExecMainStatus': dbus.Int32(0), 'ExecMainCode': dbus.Int32(0),
+                    'ExecStart': props.get('ExecStart', dbus.Array([], signature='(sasb)'))})
+    mock.transient[name] = str(props.get('CollectMode', 'inactive'))
+    if service['Type'] != 'oneshot':
+        return job(mock, name, 'active')
+    exec_path = str(service['ExecStart'][0][0]) if service['ExecStart'] else ''
+    status = mock.exec_status.get(exec_path, 0)
+    if status == 'hang':
+        mock.fail_job[name] = 'hang'
+    elif status != 0:
+        mock.fail_job[name] = 'failed'
+        service.update({'Result': 'exit-code', 'ExecMainStatus': dbus.Int32(status), 'ExecMainCode': dbus.Int32(1)})
+    return job(mock, name, 'failed' if status not in (0, 'hang') else 'inactive')
+
+
+@dbus.service.method(MOCK_IFACE, in_signature='ss', out_signature='')
+def SetExecStatus(self, path, status):
+    '''A oneshot transient service running path exits with status ("0", "3", ...; "hang").'''
+    self.exec_status[str(path)] = 'hang' if str(status) == 'hang' else int(status)
 
 
 @dbus.service.method(MAIN_IFACE, in_signature='sba(sv)', out_signature='', sender_keyword='sender',
