@@ -438,11 +438,11 @@ static void test_errors(void **state) {
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpus = all\n", ":4: [vm win10] cpus: \"all\" is not a CPU list" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ntimeout = 1d\n", ":4: [vm win10] timeout: \"1d\" is not a duration" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhandel = yes\n",
-                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout)\n" },
+                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, user_units)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\nadress = 0000:0e:00.0\n",
                   ":3: [gpu] adress: unknown key (expected one of: address)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[desktop]\nunit = a.service\n",
-                  ":4: [desktop] unit: unknown key (expected one of: user, bus, display_manager, units)\n" },
+                  ":4: [desktop] unit: unknown key (expected one of: user, bus, display_manager, units, before_stop, after_start)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n\n[gpus]\n",
                   ":4: [gpus]: unknown section (expected [gpu], [secondary], [desktop], [host] or [vm NAME])\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm]\nhandle=yes\n", ":3: [vm]: unknown section" },
@@ -474,6 +474,79 @@ static void assert_refused(const char *file, const char *why) {
         snprintf(want, sizeof(want), "qemu-hook: config %s: refusing it, %s\n", file, why);
         assert_string_equal(messages, want);
         assert_null(c.path);
+}
+
+/* Issue 12: [host] inhibit_sleep, [vm NAME] user_units, [desktop] before_stop / after_start. */
+static void test_bus_keys(void **state) {
+        static const struct { const char *text, *message; } bad[] = {
+                { "[gpu]\naddress = 0000:0d:00.0\n[host]\ninhibit_sleep = maybe\n",
+                  ":4: [host] inhibit_sleep: \"maybe\" is not a boolean (expected yes or no)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\n[vm win10]\nuser_units = scream\n",
+                  ":6: [vm win10] user_units: \"scream\" is not a unit name (expected names like scream.service)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\n[vm win10]\nuser_units = a.service a.service\n",
+                  ":6: [vm win10] user_units: a.service is listed twice\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm win10]\nuser_units = scream.service\n",
+                  ": [vm win10] user_units is set but [desktop] user is not (expected the user whose units they are)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\nbefore_stop = gnome-session-save\n",
+                  ":5: [desktop] before_stop: \"gnome-session-save\" does not start with an absolute path" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\nafter_start = /bin/echo \"a b\"\n",
+                  ":5: [desktop] after_start: \"/bin/echo \"a b\"\": quotes, backslashes and shell characters are not "
+                  "supported (the command runs without a shell, its words split at blanks)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\nafter_start = /bin/true | x\n",
+                  ":5: [desktop] after_start: \"/bin/true | x\": quotes" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nbefore_stop = /bin/true\n",
+                  ": [desktop] before_stop is set but [desktop] user is not (expected the user the commands run as)\n" },
+        };
+        char text[512];
+        struct config c;
+        const struct vm_config *v;
+
+        (void) state;
+        /* The defaults: an inhibitor in the native format, none in the original one. */
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n", &c), 0);
+        assert_true(c.inhibit_sleep);
+        assert_null(c.before_stop[0]);
+        assert_null(c.after_start[0]);
+        config_free(&c);
+        assert_int_equal(load_text("VIRSH_GPU_VIDEO=\"0000:0d:00.0\"\n", &c), 0);
+        assert_false(c.inhibit_sleep);
+        config_free(&c);
+
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n[host]\ninhibit_sleep = no\n"
+                                   "[desktop]\nuser = liss\n"
+                                   "before_stop = /usr/bin/gnome-session-save --save  x\n"
+                                   "before_stop = /bin/true\nafter_start = /usr/bin/restore\n"
+                                   "[vm win10]\nuser_units = scream.service, a.socket\nuser_units = b.service\n", &c), 0);
+        assert_string_equal(messages, "");
+        assert_false(c.inhibit_sleep);
+        assert_string_equal(c.before_stop[0], "/usr/bin/gnome-session-save --save  x");
+        assert_string_equal(c.before_stop[1], "/bin/true");
+        assert_null(c.before_stop[2]);
+        assert_string_equal(c.after_start[0], "/usr/bin/restore");
+        assert_null(c.after_start[1]);
+        v = config_vm(&c, "win10");
+        assert_non_null(v);
+        assert_string_equal(v->user_units[0], "scream.service");
+        assert_string_equal(v->user_units[1], "a.socket");
+        assert_string_equal(v->user_units[2], "b.service");
+        assert_null(v->user_units[3]);
+        config_free(&c);
+
+        /* An empty value empties the list. */
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\n"
+                                   "after_start = /bin/true\nafter_start =\n"
+                                   "[vm w]\nuser_units = a.service\nuser_units =\n", &c), 0);
+        assert_null(c.after_start[0]);
+        assert_null(config_vm(&c, "w")->user_units[0]);
+        config_free(&c);
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(load_text(bad[i].text, &c), -EINVAL);
+                snprintf(text, sizeof(text), "%s%s", path, bad[i].message);
+                if (!strstr(messages, text))
+                        fail_msg("case %zu: expected \"%s\", got \"%s\"", i, text, messages);
+                config_free(&c);
+        }
 }
 
 static void test_owner(void **state) {
@@ -653,6 +726,7 @@ int main(void) {
                 cmocka_unit_test(test_timeouts),
                 cmocka_unit_test(test_vms),
                 cmocka_unit_test(test_errors),
+                cmocka_unit_test(test_bus_keys),
                 cmocka_unit_test(test_owner),
                 cmocka_unit_test(test_missing_and_not_a_file),
                 cmocka_unit_test(test_example),

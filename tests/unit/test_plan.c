@@ -688,9 +688,28 @@ static void test_print(void **state) {
         plan_free(&p);
 }
 
+/* The sleep inhibitor's unit name: systemd's escaping (unit_name_escape), a hash when too long. */
+static void test_inhibit_unit_name(void **state) {
+        char buf[STEP_FIELD_LEN], long_name[200];
+
+        (void) state;
+        plan_inhibit_unit("win10", buf, sizeof(buf));
+        assert_string_equal(buf, "qemu-hook-inhibit-win10.service");
+        plan_inhibit_unit("win 10-a/b:c_d.e", buf, sizeof(buf));
+        assert_string_equal(buf, "qemu-hook-inhibit-win\\x2010\\x2da-b:c_d.e.service");
+        plan_inhibit_unit(".hidden\xc3\xa9", buf, sizeof(buf));
+        assert_string_equal(buf, "qemu-hook-inhibit-\\x2ehidden\\xc3\\xa9.service");
+        memset(long_name, '-', sizeof(long_name) - 1);
+        long_name[sizeof(long_name) - 1] = '\0';
+        plan_inhibit_unit(long_name, buf, sizeof(buf));
+        assert_int_equal(strlen(buf), strlen("qemu-hook-inhibit-0123456789abcdef.service"));
+        assert_true(strncmp(buf, "qemu-hook-inhibit-", 18) == 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_origin_hand_over),
+                cmocka_unit_test(test_inhibit_unit_name),
                 cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),
                 cmocka_unit_test(test_gpu_already_on_vfio),
