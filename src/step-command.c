@@ -7,7 +7,9 @@
  * after_start ones; the group after the display manager is back ("after_start") applies after_start
  * and its undo runs before_stop. A hand-back undoing in reverse thus runs before_stop before the
  * display manager stops again and after_start after it is back. Only a before_stop command of a
- * hand-over may fail it: the others run with the desktop back or going, and are logged. */
+ * hand-over may fail it: the others run with the desktop back or going, and are logged. Like every
+ * step, one that failed (or was killed) is undone too: a before_stop that failed half way (a
+ * session half saved) gets its after_start in the rollback. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,8 +52,9 @@ static int run_command(struct run_ctx *c, const struct step *s, const char *comm
                                "the user's bus: %m", role, command, user);
                 return must_succeed ? r : 0;
         }
-        /* systemd stops it at its TimeoutStartUSec; ours is later, for the stop to be seen. */
-        r = bus_start_transient(bus, unit, &t, now_usec() + allowance + c->timeout, &error);
+        /* systemd stops it at its TimeoutStartUSec; ours is a little later, for that stop to be seen
+         * as the job's result; then we stop it ourselves. */
+        r = bus_start_transient(bus, unit, &t, now_usec() + allowance + MIN(c->timeout, 5 * USEC_PER_SEC), &error);
         if (r == -EIO) {
                 char result[64] = "?";
                 int status = 0;
