@@ -183,6 +183,12 @@ static void settings(struct report *r, const struct config *c) {
             c->script_timeout_ms == CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS ? " (default)" : "");
         say(r, INFO, NULL, "[host] vtconsoles = %s%s", yes_no(c->vtconsoles), c->vtconsoles ? " (default)" : "");
         say(r, INFO, NULL, "[host] framebuffer = %s%s", yes_no(c->framebuffer), c->framebuffer ? " (default)" : "");
+        say(r, INFO, NULL, "[host] inhibit_sleep = %s%s", yes_no(c->inhibit_sleep),
+            c->inhibit_sleep != c->original ? " (default)" : "");
+        for (size_t i = 0; c->before_stop[i]; i++)
+                say(r, INFO, NULL, "[desktop] before_stop = %s", c->before_stop[i]);
+        for (size_t i = 0; c->after_start[i]; i++)
+                say(r, INFO, NULL, "[desktop] after_start = %s", c->after_start[i]);
         for (size_t i = 0; i < c->n_vms; i++) {
                 const struct vm_config *v = &c->vms[i];
                 char timeout[32] = "";
@@ -325,6 +331,72 @@ static void check_secondary(struct report *r, const struct config *cfg, struct h
             k > 0 ? "registered" : k == 0 ? "loadable" : "neither registered nor loadable");
 }
 
+/* A command's program: there and executable (by the user, who runs it; checked as root here). */
+static void check_command(struct report *r, const char *key, const char *command) {
+        char program[CONFIG_COMMAND_MAX_LEN + 1];
+
+        strscpy(program, command, sizeof(program));
+        program[strcspn(program, " \t")] = '\0';
+        if (access(program, X_OK) < 0)
+                say(r, FAIL, "install it, or fix the path in the config", "[desktop] %s = %s: %s: %s", key, command,
+                    program, strerror(errno));
+        else
+                say(r, OK, NULL, "[desktop] %s = %s: %s is there", key, command, program);
+}
+
+/* Issue 12: the sleep inhibitor, the user's commands and the VMs' user units, as they are now. */
+static void check_bus_keys(struct report *r, struct run_ctx *c, const struct desktop_state *d) {
+        const struct config *cfg = c->cfg;
+        char unit[STEP_FIELD_LEN];
+        sd_bus *bus;
+
+        if (cfg->inhibit_sleep) {
+                _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
+                bool active = false;
+
+                plan_inhibit_unit(c->vm && c->vm[0] ? c->vm : "VM", unit, sizeof(unit));
+                if (access("/usr/bin/systemd-inhibit", X_OK) < 0)
+                        say(r, FAIL, "install systemd's systemd-inhibit, or set [host] inhibit_sleep = no",
+                            "sleep inhibitor: /usr/bin/systemd-inhibit: %s", strerror(errno));
+                else if (d->inhibit_skip)
+                        say(r, INFO, NULL, "sleep inhibitor: skipped: %s", d->inhibit_skip);
+                else if (bus_system(c, &bus) >= 0 && bus_unit_state(bus, unit, NULL, 0, &active, &error) >= 0)
+                        say(r, OK, NULL, "sleep inhibitor: systemd-inhibit in %s, %s now", unit,
+                            active ? "running (a VM has the GPU)" : "not running");
+                else
+                        say(r, OK, NULL, "sleep inhibitor: systemd-inhibit in %s, not running now", unit);
+        }
+        for (size_t i = 0; cfg->before_stop[i]; i++)
+                check_command(r, "before_stop", cfg->before_stop[i]);
+        for (size_t i = 0; cfg->after_start[i]; i++)
+                check_command(r, "after_start", cfg->after_start[i]);
+        for (size_t k = 0; k < cfg->n_vms; k++) {
+                const struct vm_config *v = &cfg->vms[k];
+
+                for (size_t i = 0; v->user_units[i]; i++) {
+                        _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
+                        bool active = false;
+                        int q;
+
+                        if (d->user_units_skip || bus_user(c, &bus) < 0) {
+                                say(r, INFO, NULL, "[vm %s] user_units: %s: not checked (%s)", v->name, v->user_units[i],
+                                    d->user_units_skip ? d->user_units_skip : "no user bus");
+                                continue;
+                        }
+                        q = bus_unit_state(bus, v->user_units[i], NULL, 0, &active, &error);
+                        if (q == -ENOENT)
+                                say(r, FAIL, "install the unit for the user, or fix its name", "[vm %s] user_units: "
+                                    "%s of user %s: no such unit", v->name, v->user_units[i], cfg->user);
+                        else if (q < 0)
+                                say(r, WARN, NULL, "[vm %s] user_units: %s: %s", v->name, v->user_units[i],
+                                    bus_error_text(&error, q));
+                        else
+                                say(r, OK, NULL, "[vm %s] user_units: %s of user %s: %s now", v->name,
+                                    v->user_units[i], cfg->user, active ? "active" : "inactive");
+                }
+        }
+}
+
 /* Returns whether the desktop's state could be read (for the planner). */
 static bool check_desktop(struct report *r, struct run_ctx *c, const struct host *h, struct desktop_state *d) {
         const struct config *cfg = c->cfg;
@@ -350,6 +422,7 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
         if (cfg->user && d->user_units_skip)
                 say(r, geteuid() == 0 ? INFO : WARN, geteuid() == 0 ? NULL : "run --check as root to see them",
                     "%s's units: %s", cfg->user, d->user_units_skip);
+        check_bus_keys(r, c, d);
         for (size_t i = 0; i < h->n_gpu; i++) {
                 struct func_node nodes[64];
                 char holders[1024] = "";

@@ -233,3 +233,26 @@ def test_before_stop_hanging_hits_the_script_timeout(host):
         check(rc == 1 and "deadline" in err, f"exit {rc}", err)
         check(took < 10, f"a 500 ms script_timeout took {took:.1f} s")
         check(host.writes() == 0 and d.states() == states0, "host touched")
+
+
+def test_check_shows_the_live_values(host):
+    """--check: the inhibitor's unit and whether it runs now, each command's program (FAIL when it
+    is missing), each VM user unit's state (FAIL when it does not exist)."""
+    import subprocess
+    conf = conf_with(extra_desktop=f"before_stop = /bin/true --x\nafter_start = {RESTORE}\n",
+                     extra=f"[vm {VM}]\nuser_units = scream.service nonesuch.service\n")
+    with Desktop() as d:
+        d.buses.add_unit("scream.service", "active", user=True)
+        fakehost.check_safe()
+        p = subprocess.run([os.environ.get("QEMU_HOOK", os.path.join(fakehost.REPO, "qemu-hook")), "--config", conf,
+                            "--check", VM], capture_output=True, text=True, env=fakehost.hook_env(), timeout=120)
+        out = p.stdout
+        check(p.returncode != 0, f"--check exit {p.returncode} with a missing program and unit", out, p.stderr)
+        check("[host] inhibit_sleep = yes (default)" in out, "the setting", out)
+        check("sleep inhibitor: systemd-inhibit in qemu-hook-inhibit-" in out and "not running now" in out or
+              "sleep inhibitor: /usr/bin/systemd-inhibit" in out, "the inhibitor's live state", out)
+        check("[desktop] before_stop = /bin/true --x: /bin/true is there" in out, "before_stop", out)
+        check(f"[desktop] after_start = {RESTORE}: {RESTORE}: No such file or directory" in out, "after_start", out)
+        check(f"[vm {VM}] user_units: scream.service of user {USER}: active now" in out, "scream", out)
+        check(f"[vm {VM}] user_units: nonesuch.service of user {USER}: no such unit" in out, "nonesuch", out)
+        check(not transient_calls(d) and not d.jobs() and not d.jobs(user=True), "--check changed something")
