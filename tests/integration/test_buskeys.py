@@ -52,7 +52,8 @@ def test_inhibit_sleep_during_the_hand_over_only(host):
         rc, out, err = hook(conf, "release", "end")
         check(rc == 0, f"release end exit {rc}", err)
         check(not d.buses.unit_loaded(INHIBIT), "the inhibitor is left after the hand-back")
-        check(host.snapshot() == before and d.states() == states0, "not restored", *diff(states0, d.states()))
+        check(host.snapshot() == before and d.states() == states0, "not restored", *diff(states0, d.states()),
+              *diff(before, host.snapshot()))
         check(not journal_exists(), "journal left")
 
 
@@ -160,7 +161,8 @@ def test_vm_user_unit_start_fails_rolls_back(host):
         d.buses.fail_next_job("scream.service", "failed", user=True)
         rc, out, err = hook(conf, "prepare", "begin")
         check(rc == 1 and "scream.service" in err, f"exit {rc}", err)
-        check(host.snapshot() == before and d.states() == states0, "not restored", *diff(states0, d.states()))
+        check(host.snapshot() == before and d.states() == states0, "not restored", *diff(states0, d.states()),
+              *diff(before, host.snapshot()))
         check(not d.buses.unit_loaded(INHIBIT) and not journal_exists(), "inhibitor or journal left")
 
 

@@ -93,7 +93,7 @@ def test_a_ready_host_says_ready(host):
         check(_finding(out, "ok", "liss's wireplumber.service: active"), "a user unit", out)
         check(_finding(out, "ok", f"{HOOK_PATH} -> {HOOK} is qemu-hook"), "the hook", out)
         check(_finding(out, "info", "[host] timeout = 20000 ms (default)"), "a default setting", out)
-        check(_finding(out, "ok", "a hand-over now: 18 steps"), "the planner's verdict", out)
+        check(_finding(out, "ok", "a hand-over now: 19 steps"), "the planner's verdict", out)
         check(not _finding(out, "FAIL"), "a FAIL", out)
         rc, j = _json(native_conf())
         check(rc == 0 and j["ready"] is True and j["failures"] == 0 and j["root"] is True, f"JSON exit {rc}", j)
