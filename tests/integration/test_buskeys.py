@@ -258,3 +258,70 @@ def test_check_shows_the_live_values(host):
         check(f"[vm {VM}] user_units: scream.service of user {USER}: active now" in out, "scream", out)
         check(f"[vm {VM}] user_units: nonesuch.service of user {USER}: no such unit" in out, "nonesuch", out)
         check(not transient_calls(d) and not d.jobs() and not d.jobs(user=True), "--check changed something")
+
+
+# The user-bus calls of a hand-over with both commands and a VM user unit: before_stop first, the
+# audio units' stops and starts, after_start, then scream.service; the hand-back the other way.
+# Killed at each new call (before it did anything, after it did): release end restores all.
+def _full_conf():
+    return conf_with(extra_desktop=f"before_stop = {SAVE}\nafter_start = {RESTORE}\n",
+                     extra=f"[vm {VM}]\nuser_units = scream.service\n")
+
+
+def test_the_user_points_with_commands_are_these(host):
+    conf = _full_conf()
+    with Desktop() as d:
+        d.buses.add_unit("scream.service", "inactive", user=True)
+        rc, _, err = hook(conf, "prepare", "begin")
+        check(rc == 0, f"prepare exit {rc}", err)
+        names = [(n, a[0] if n != "StartTransientUnit" else "T") for n, a in d.buses.user_calls()
+                 if n in ("StartTransientUnit", "StopUnit", "StartUnit")]
+        check(len(names) == 13 and names[0] == ("StartTransientUnit", "T") and names[11] == ("StartTransientUnit", "T")
+              and names[12] == ("StartUnit", "scream.service"), "hand-over user calls", names)
+        d.buses.clear_calls(user=True)
+        rc, _, err = hook(conf, "release", "end")
+        check(rc == 0, f"release exit {rc}", err)
+        names = [(n, a[0] if n != "StartTransientUnit" else "T") for n, a in d.buses.user_calls()
+                 if n in ("StartTransientUnit", "StopUnit", "StartUnit")]
+        check(len(names) == 13 and names[0] == ("StopUnit", "scream.service") and names[1] == ("StartTransientUnit", "T")
+              and names[12] == ("StartTransientUnit", "T"), "hand-back user calls", names)
+
+
+def _killed_at_user_call(direction, k, mode):
+    def test(host):
+        import signal
+        from test_desktop import _spawn_hook, _wait
+        conf = _full_conf()
+        with Desktop() as d:
+            d.buses.add_unit("scream.service", "inactive", user=True)
+            state = lambda: (host.snapshot(), d.states(), d.buses.unit_state("scream.service", user=True),
+                             d.buses.unit_loaded(INHIBIT))
+            before = state()
+            if direction == "hand-back":
+                rc, _, err = hook(conf, "prepare", "begin")
+                check(rc == 0, f"prepare exit {rc}", err)
+            d.buses.hold_call_at(k, mode, user=True)
+            p = _spawn_hook(conf, *(("prepare", "begin") if direction == "hand-over" else ("release", "end")))
+            try:
+                _wait(lambda: d.buses.held_caller(user=True) or p.poll() is not None, f"user call {k}")
+                if p.poll() is not None:
+                    raise AssertionError(f"the hook ended (exit {p.returncode}) before its call {k}: {p.stderr.read()}")
+                os.killpg(p.pid, signal.SIGKILL)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                _, killed_err = p.communicate()
+            check(journal_exists(), "no journal left by the killed hook", p.returncode, killed_err)
+            rc, out, err = hook(conf, "release", "end")
+            check(rc == 0, f"release end after the kill: exit {rc}", err)
+            after = state()
+            check(after == before, "not restored", *diff(dict(enumerate(before)), dict(enumerate(after))))
+            check(not journal_exists(), "journal left")
+    return test
+
+
+for _direction, _ks in (("hand-over", (1, 12, 13)), ("hand-back", (1, 2, 13))):
+    for _k in _ks:
+        for _mode in ("before", "after"):
+            globals()[f"test_killed_at_{_direction.replace('-', '_')}_user_call_{_k}_{_mode}_with_commands"] = \
+                _killed_at_user_call(_direction, _k, _mode)
