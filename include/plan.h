@@ -56,10 +56,10 @@ void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d,
 /* The sleep inhibitor's unit for vm: qemu-hook-inhibit-VM.service, the name escaped as systemd
  * does (a name too long for a step's field: its hash instead). */
 void plan_inhibit_unit(const char *vm, char *buf, size_t size);
-/* The first steps of a hand-over: the sleep inhibitor, and the before_stop commands. */
+/* The first steps of a hand-over: the before_stop commands. */
 void plan_before_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
                          struct plan *p);
-/* The last ones: the after_start commands and the VM's user units. */
+/* The last ones: the after_start commands, the VM's user units and the sleep inhibitor. */
 void plan_after_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
                         bool all, struct plan *p);
 /* Step 10: a start for each stop of plan_desktop_stops, in reverse. */

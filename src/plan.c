@@ -145,14 +145,6 @@ static void add_commands(struct plan *p, const char *target, char *const *apply,
 
 void plan_before_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
                          struct plan *p) {
-        char unit[STEP_FIELD_LEN];
-
-        if (cfg->inhibit_sleep) {
-                plan_inhibit_unit(vm, unit, sizeof(unit));
-                struct step *s = plan_add(p, &step_inhibit, unit, "", "sleep:idle");
-                if (d->inhibit_skip)
-                        plan_skip(s, d->inhibit_skip);
-        }
         if (cfg->user)
                 add_commands(p, "before_stop", cfg->before_stop, cfg->after_start, d->user_units_skip);
 }
@@ -160,16 +152,24 @@ void plan_before_desktop(const struct config *cfg, const char *vm, const struct 
 void plan_after_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
                         bool all, struct plan *p) {
         const struct vm_config *v = config_vm(cfg, vm);
+        char unit[STEP_FIELD_LEN];
 
-        if (!cfg->user)
-                return;
-        add_commands(p, "after_start", cfg->after_start, cfg->before_stop, d->user_units_skip);
-        for (size_t i = 0; v && v->user_units[i]; i++) {
+        if (cfg->user)
+                add_commands(p, "after_start", cfg->after_start, cfg->before_stop, d->user_units_skip);
+        for (size_t i = 0; cfg->user && v && v->user_units[i]; i++) {
                 struct step *s = plan_add(p, &step_user_unit, v->user_units[i], "inactive", "active");
                 if (d->user_units_skip)
                         plan_skip(s, d->user_units_skip);
                 else if (d->vm_unit_active[i] && !all)
                         plan_skip(s, "already active");
+        }
+        /* Last: from the moment the VM has the GPU to the first step of the hand-back, the host
+         * does not suspend. Last also keeps the numbers of every other step as they were. */
+        if (cfg->inhibit_sleep) {
+                plan_inhibit_unit(vm, unit, sizeof(unit));
+                struct step *s = plan_add(p, &step_inhibit, unit, "", "sleep:idle");
+                if (d->inhibit_skip)
+                        plan_skip(s, d->inhibit_skip);
         }
 }
 
@@ -188,7 +188,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         size_t first_vtcon;
         struct step *s;
 
-        /* 0. No suspend from here on; the user's own preparations (a session saved). */
+        /* 0. The user's own preparations (a session saved). */
         plan_before_desktop(cfg, vm, d, p);
         /* 1-2. The display manager and the user's audio units. */
         plan_desktop_stops(cfg, d, false, p);
@@ -245,7 +245,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         }
         /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
         plan_desktop_starts(p);
-        /* 11. The user's after_start commands, then the units this VM wants (its audio receiver). */
+        /* 11. The user's after_start commands, the units this VM wants (its audio receiver), and no
+         * suspend while it runs. */
         plan_after_desktop(cfg, vm, d, false, p);
 }
 

@@ -643,19 +643,19 @@ def test_release_from_the_journal_reaches_the_same_user(host):
 # ---------------------------------------------------------------- killed at each D-Bus call
 
 # The calls that change something, in order, of a hand-over and a hand-back with the native
-# config, CPUs restricted (issue 10 item 3): on the system bus the sleep inhibitor's transient unit
-# (issue 12: [host] inhibit_sleep, on by default) started first and stopped last, the display
-# manager's stop, the three AllowedCPUs and its start; on the user's bus each audio unit's stop and
-# start. test_the_dbus_points_are_these fixes them, so that no call goes untested.
+# config, CPUs restricted (issue 10 item 3): on the system bus the display manager's stop, the
+# three AllowedCPUs and its start, then the sleep inhibitor's transient unit (issue 12: [host]
+# inhibit_sleep, on by default), started last and stopped first; on the user's bus each audio
+# unit's stop and start. test_the_dbus_points_are_these fixes them, so that no call goes untested.
 INHIBIT = f"qemu-hook-inhibit-{VM}.service"
 POINT_UNITS = ["pipewire.socket", "pipewire.service", "pipewire-pulse.socket", "pipewire-pulse.service",
                "wireplumber.service"]
 DBUS_POINTS = {
-    ("hand-over", "system"): [("StartTransientUnit", INHIBIT), ("StopUnit", "gdm.service")] +
-                             [("SetUnitProperties", u) for u in CPU_UNITS] + [("StartUnit", "gdm.service")],
+    ("hand-over", "system"): [("StopUnit", "gdm.service")] + [("SetUnitProperties", u) for u in CPU_UNITS] +
+                             [("StartUnit", "gdm.service"), ("StartTransientUnit", INHIBIT)],
     ("hand-over", "user"): [("StopUnit", u) for u in POINT_UNITS] + [("StartUnit", u) for u in reversed(POINT_UNITS)],
-    ("hand-back", "system"): [("StopUnit", "gdm.service")] + [("SetUnitProperties", u) for u in reversed(CPU_UNITS)] +
-                             [("StartUnit", "gdm.service"), ("StopUnit", INHIBIT)],
+    ("hand-back", "system"): [("StopUnit", INHIBIT), ("StopUnit", "gdm.service")] +
+                             [("SetUnitProperties", u) for u in reversed(CPU_UNITS)] + [("StartUnit", "gdm.service")],
     ("hand-back", "user"): [("StopUnit", u) for u in POINT_UNITS] + [("StartUnit", u) for u in reversed(POINT_UNITS)],
 }
 CHANGING = ("StartUnit", "StopUnit", "RestartUnit", "SetUnitProperties", "StartTransientUnit")
@@ -755,7 +755,8 @@ def test_status_before_during_and_after_a_hand_over(host):
         rc, out, err = _status(conf)
         check(rc == 0, f"--status exit {rc}", err)
         check(f"{VM}: handed over" in out and f"journal: {JOURNAL_DIR}/{VM}.state" in out, "the hand-over", out)
-        check("left to undo: 21. stop gdm.service; 20. stop user unit pipewire.socket" in out,
+        check(f"left to undo: 22. allow sleep again: stop {INHIBIT}; 21. stop gdm.service; "
+              "20. stop user unit pipewire.socket" in out,
               "what a release would undo", out)
         check(f"    driver: vfio-pci\n    driver_override: vfio-pci" in out, "the Vega on vfio-pci", out)
         check(f"{R5} (secondary)\n    address: {R5}\n    role: secondary\n    driver: radeon" in out, "the R5", out)

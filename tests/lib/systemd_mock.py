@@ -207,6 +207,9 @@ def StartTransientUnit(self, name, _mode, properties, _aux, sender=None, reply=N
 
 
 def start_transient(mock, name, properties):
+    if name in mock.fail_call:
+        error, message = mock.fail_call.pop(name)
+        raise dbus.exceptions.DBusException(message, name=error)
     path = mock.units.get(name)
     obj = mockobject.objects.get(path) if path else None
     if obj is not None and obj.props[UNIT_IFACE]['LoadState'] != 'not-found':
@@ -289,7 +292,11 @@ def FailNextJob(self, name, result):
 
 @dbus.service.method(MOCK_IFACE, in_signature='sss', out_signature='')
 def FailNextCall(self, name, error, message):
-    self.fail_call[str(unit_object(self, name).props[UNIT_IFACE]['Id'])] = (str(error), str(message))
+    try:
+        unit_id = str(unit_object(self, name).props[UNIT_IFACE]['Id'])
+    except dbus.exceptions.DBusException:
+        unit_id = str(name)     # a transient unit to come: its StartTransientUnit fails
+    self.fail_call[unit_id] = (str(error), str(message))
 
 
 @dbus.service.method(MOCK_IFACE, in_signature='b', out_signature='')
