@@ -49,8 +49,13 @@ def sleep_inhibited_and_user_commands(t):
         t.check(not inhibitors(), "no qemu-hook inhibitor at the start: %s" % inhibitors())
         r = g.run(["qemu-hook", "--dry-run", g.DOMAIN, "prepare", "begin"], timeout=60, input=xml)
         t.section("dry-run", r.out + r.err)
+        cursor = g.journal_cursor()
         r = g.call_hook(g.DOMAIN, "prepare", "begin", xml, timeout=180)
         t.section("prepare begin", r.describe())
+        journal = g.hook_journal(cursor)
+        t.section("the hook's journal", "\n".join("%s %s" % (e.get("__REALTIME_TIMESTAMP", "")[-9:], e["MESSAGE"])
+                                                   for e in journal))
+        t.data["prepare_secs"] = round(r.secs, 2)
         if not t.check(r.ok, "prepare begin exits 0 (exit %s)" % r.rc):
             return
         on_weak_gpu(t)
@@ -72,8 +77,12 @@ def sleep_inhibited_and_user_commands(t):
                 % (RECEIVER, g.unit_state(RECEIVER, user=True)))
         clear_markers()
 
+        cursor = g.journal_cursor()
         r = g.call_hook(g.DOMAIN, "release", "end", xml, timeout=180)
         t.section("release end", r.describe())
+        t.section("the hook's journal (release)", "\n".join(
+            "%s %s" % (e.get("__REALTIME_TIMESTAMP", "")[-9:], e["MESSAGE"]) for e in g.hook_journal(cursor)))
+        t.data["release_secs"] = round(r.secs, 2)
         t.check(r.ok, "release end exits 0 (exit %s)" % r.rc)
         back_to_boot(t, "after release end")
         after = inhibitors()
