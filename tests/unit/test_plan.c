@@ -688,6 +688,81 @@ static void test_print(void **state) {
         plan_free(&p);
 }
 
+/* Issue 12: before_stop commands first (each step's undo an after_start, in their order when the
+ * group is undone in reverse), after_start ones after the display manager is back, the VM's user
+ * units, and the sleep inhibitor last; the derived hand-back has them all, done. */
+static void test_commands_units_inhibitor(void **state) {
+        struct world w;
+        struct plan p;
+        const char *want_tail[][3] = {
+                /* kind name, target, to */
+                { "user-command", "after_start", "/bin/after1" },
+                { "user-unit", "scream.service", "active" },
+                { "inhibit", "qemu-hook-inhibit-win10.service", "sleep:idle" },
+        };
+
+        origin(&w);
+        w.cfg.inhibit_sleep = true;
+        w.cfg.before_stop[0] = (char *) "/bin/before1 a";
+        w.cfg.before_stop[1] = (char *) "/bin/before2";
+        w.cfg.after_start[0] = (char *) "/bin/after1";
+        w.vms[0] = (struct vm_config) { .name = (char *) "win10", .handle = -1,
+                                        .user_units = { (char *) "scream.service", NULL } };
+        w.cfg.vms = w.vms;
+        w.cfg.n_vms = 1;
+        p = hand_over_ok(&w);
+        /* Two before_stop steps, the second carrying the only after_start as its undo: undone in
+         * reverse, the group runs after_start once, after the display manager is back. */
+        assert_ptr_equal(p.steps[0].kind, &step_command);
+        assert_string_equal(p.steps[0].target, "before_stop");
+        assert_string_equal(p.steps[0].to, "/bin/before1 a");
+        assert_string_equal(p.steps[0].from, "");
+        assert_string_equal(p.steps[1].to, "/bin/before2");
+        assert_string_equal(p.steps[1].from, "/bin/after1");
+        assert_ptr_equal(p.steps[2].kind, &step_unit);
+        /* The after_start group: one step per command of the longer list, its undos the
+         * before_stop commands reversed (before1 first when undone in reverse). */
+        size_t n = p.n_steps;
+        assert_ptr_equal(p.steps[n - 5].kind, &step_unit);              /* gdm started */
+        assert_string_equal(p.steps[n - 4].to, "/bin/after1");
+        assert_string_equal(p.steps[n - 4].from, "/bin/before2");
+        assert_string_equal(p.steps[n - 3].to, "");
+        assert_string_equal(p.steps[n - 3].from, "/bin/before1 a");
+        assert_string_equal(p.steps[n - 2].kind->name, want_tail[1][0]);
+        assert_string_equal(p.steps[n - 2].target, want_tail[1][1]);
+        assert_string_equal(p.steps[n - 2].to, want_tail[1][2]);
+        assert_string_equal(p.steps[n - 1].kind->name, want_tail[2][0]);
+        assert_string_equal(p.steps[n - 1].target, want_tail[2][1]);
+        assert_string_equal(p.steps[n - 1].to, want_tail[2][2]);
+        assert_int_equal(p.steps[n - 1].state, STEP_PLANNED);
+        plan_free(&p);
+
+        /* Live values: a unit active already and no systemd: skipped, saying why. */
+        w.d.vm_unit_active[0] = true;
+        w.d.inhibit_skip = "systemd is not on the system bus";
+        p = hand_over_ok(&w);
+        n = p.n_steps;
+        assert_int_equal(p.steps[n - 2].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[n - 2].note, "already active");
+        assert_int_equal(p.steps[n - 1].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[n - 1].note, "systemd is not on the system bus");
+        plan_free(&p);
+        w.d = (struct desktop_state) {};
+
+        /* The derived hand-back (the GPU on vfio-pci with our override): all of it, done. */
+        w.gpu[0] = func("0000:0d:00.0", VFIO, VFIO, 0x1002, 0x687f, 0x030000, 14, true);
+        p = derive(&w);
+        n = p.n_steps;
+        assert_true(n > 5);
+        assert_ptr_equal(p.steps[0].kind, &step_command);
+        assert_int_equal(p.steps[0].state, STEP_DONE);
+        assert_ptr_equal(p.steps[n - 1].kind, &step_inhibit);
+        assert_int_equal(p.steps[n - 1].state, STEP_DONE);
+        assert_ptr_equal(p.steps[n - 2].kind, &step_user_unit);
+        assert_string_equal(p.steps[n - 2].target, "scream.service");
+        plan_free(&p);
+}
+
 /* The sleep inhibitor's unit name: systemd's escaping (unit_name_escape), a hash when too long. */
 static void test_inhibit_unit_name(void **state) {
         char buf[STEP_FIELD_LEN], long_name[200];
@@ -710,6 +785,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_origin_hand_over),
                 cmocka_unit_test(test_inhibit_unit_name),
+                cmocka_unit_test(test_commands_units_inhibitor),
                 cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),
                 cmocka_unit_test(test_gpu_already_on_vfio),
