@@ -608,7 +608,6 @@ static void check_apparmor(struct report *r, const struct daemon *dms, size_t n_
 struct vm_check {
         struct report *r;
         const struct config *cfg;
-        const struct host *h;
         const char *asked;      /* the VM named on the command line, or NULL */
         size_t n;
 };
@@ -646,8 +645,8 @@ static int check_domain(const char *name, const char *xml, size_t len, void *dat
         return 0;
 }
 
-static void check_vms(struct report *r, const struct config *cfg, const struct host *h, const char *vm) {
-        struct vm_check v = { .r = r, .cfg = cfg, .h = h, .asked = vm };
+static void check_vms(struct report *r, const struct config *cfg, const char *vm) {
+        struct vm_check v = { .r = r, .cfg = cfg, .asked = vm };
 
         group(r, "VMs (libvirt)");
         if (virt_foreach_domain(vm, check_domain, &v) < 0)
@@ -728,7 +727,7 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
         check_selinux(&r, hook, access(QEMU_HOOK_FRONT, F_OK) == 0 || !strchr(a->self, '/') ? QEMU_HOOK_FRONT : a->self);
         check_apparmor(&r, dms, n_dms);
         if (loaded)
-                check_vms(&r, &cfg, &h, a->vm);
+                check_vms(&r, &cfg, a->vm);
         group(&r, "hand-over");
         journal_foreach(print_journal, &r);
         captured.n = 0;
