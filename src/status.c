@@ -19,6 +19,8 @@ struct out {
         FILE *f;
         bool json;
         size_t n;               /* items printed in the current list */
+        int journals_error;     /* JOURNAL_DIR unreadable (a user's --status): a negative errno */
+        unsigned unreadable;    /* processes whose open files could not be read, at most per scan */
 };
 
 /* One "key": value pair of a JSON object, or "  key: value" of the text. */
@@ -67,13 +69,15 @@ static void print_func(struct out *o, const char *role, const char *name) {
         struct pci_func f = {};
         struct func_node nodes[64];
         char holders[1024] = "";
+        unsigned unreadable = 0;
         int n;
 
         if (host_read_func(name, &f) < 0)
                 strscpy(f.driver, "(cannot be read)", sizeof(f.driver));
         n = host_func_nodes(name, nodes, ELEMENTSOF(nodes));
         if (n > 0)
-                host_node_holders(nodes, (size_t) n, holders, sizeof(holders));
+                host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &unreadable);
+        o->unreadable = MAX(o->unreadable, unreadable);
         if (o->json)
                 fputs(o->n ? ",{" : "{", o->f);
         else
@@ -103,6 +107,26 @@ static void print_funcs(struct out *o, const struct config *cfg) {
         for (size_t i = 0; i < h.n_secondary; i++)
                 print_func(o, "secondary", h.secondary[i].name);
         host_free(&h);
+        if (!o->json && o->unreadable)
+                fprintf(o->f, "  (holders: the open files of %u processes of other users cannot be read; "
+                        "root sees them all)\n", o->unreadable);
+}
+
+/* What a user's --status could not read, for scripts: the text says it in place. */
+static void print_unreadable(struct out *o) {
+        char what[256];
+
+        if (o->journals_error) {
+                snprintf(what, sizeof(what), "hand-overs: " JOURNAL_DIR ": %s", strerror(-o->journals_error));
+                fputs(o->n++ ? "," : "", o->f);
+                json_string(o->f, what);
+        }
+        if (o->unreadable) {
+                snprintf(what, sizeof(what), "holders: the open files of %u processes of other users",
+                         o->unreadable);
+                fputs(o->n++ ? "," : "", o->f);
+                json_string(o->f, what);
+        }
 }
 
 static void print_cpus(struct out *o, struct run_ctx *c) {
@@ -155,9 +179,15 @@ static void section_end(struct out *o, bool list) {
 
 int status_print(struct run_ctx *c, bool json, FILE *f) {
         struct out o = { .f = f, .json = json };
+        int r;
 
         section(&o, "hand-overs", true, true);
-        if (journal_foreach(print_journal, &o) == 0 && o.n == 0 && !json)
+        r = journal_foreach(print_journal, &o);
+        if (r < 0)
+                o.journals_error = r;
+        if (r < 0 && !json)
+                fprintf(f, "  (cannot be read: " JOURNAL_DIR ": %s; root sees them)\n", strerror(-r));
+        else if (o.n == 0 && !json)
                 fprintf(f, "  (none: nothing is handed over)\n");
         section_end(&o, true);
         section(&o, "functions", true, false);
@@ -169,7 +199,11 @@ int status_print(struct run_ctx *c, bool json, FILE *f) {
         section(&o, "desktop", false, false);
         print_units(&o, c);
         section_end(&o, false);
-        if (json)
+        if (json) {
+                section(&o, "unreadable", true, false);
+                print_unreadable(&o);
+                section_end(&o, true);
                 fputs("}\n", f);
+        }
         return 0;
 }
