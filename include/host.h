@@ -77,8 +77,10 @@ int host_func_has_drm_card(const char *func);
 
 /* Processes holding any of the nodes open (matched by device number through /proc/PID/fd, in any
  * mount namespace, deleted or not): writes "PID (comm, unit U) holding /dev/NODE" entries into buf,
- * comma-separated; returns how many. */
-int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size);
+ * comma-separated; returns how many. unreadable (if not NULL): how many processes' open files could
+ * not be read (EACCES: another user's, to a caller that is not root); they are not in buf. */
+int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size,
+                      unsigned *unreadable);
 
 /* The module the kernel's module aliases (libkmod, modules.alias) give for the function, vfio_pci
  * and pci_stub excepted: the display driver of a parked secondary GPU, as a module name (see

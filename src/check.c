@@ -355,7 +355,7 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
                 char holders[1024] = "";
                 int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
 
-                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders)) > 0)
+                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), NULL) > 0)
                         say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
                             "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
                 else if (n > 0)

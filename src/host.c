@@ -384,13 +384,16 @@ static void describe_pid(pid_t pid, char *buf, size_t size) {
                 snprintf(buf, size, "%d (%s, in no unit)", (int) pid, comm);
 }
 
-int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size) {
+int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size,
+                      unsigned *unreadable) {
         _cleanup_(closedirp) DIR *proc = opendir("/proc");
         struct dirent *de;
         int count = 0;
         pid_t self = getpid();
 
         buf[0] = '\0';
+        if (unreadable)
+                *unreadable = 0;
         if (!proc || n_nodes == 0)
                 return proc ? 0 : -errno;
         while ((de = readdir(proc))) {
@@ -401,8 +404,11 @@ int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, 
                         continue;
                 snprintf(path, sizeof(path), "%s/fd", de->d_name);
                 fds = openat(dirfd(proc), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                /* EACCES: another user's process, seen by one that is not root (--status). */
+                if (fds < 0 && errno == EACCES && unreadable)
+                        (*unreadable)++;
                 if (fds < 0 || (i = holds(fds, nodes, n_nodes)) < 0)
-                        continue;       /* gone, a kernel thread, or not a holder */
+                        continue;       /* gone, a kernel thread, unreadable, or not a holder */
                 describe_pid(atoi(de->d_name), who, sizeof(who));
                 size_t len = strlen(buf);
                 snprintf(buf + len, size - len, "%s%s holding %s", count ? ", " : "", who, nodes[i].path);
@@ -555,7 +561,7 @@ struct unused_wait {
 
 static int nobody_holds(void *data) {
         struct unused_wait *w = data;
-        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size);
+        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size, NULL);
         return r < 0 ? r : r == 0;
 }
 
