@@ -355,12 +355,16 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
                 char holders[1024] = "";
                 int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
 
-                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), NULL) > 0)
+                unsigned hidden = 0;
+
+                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &hidden) > 0)
                         say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
                             "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
                 else if (n > 0)
-                        say(r, OK, NULL, "%s: nobody holds its nodes now%s", h->gpu[i].name,
-                            geteuid() == 0 ? "" : " (as a user, only this user's processes can be seen)");
+                        say(r, OK, NULL, "%s: nobody holds its nodes now", h->gpu[i].name);
+                if (n > 0 && hidden)
+                        say(r, WARN, "run --check as root", "%s: the open files of %u processes of other users "
+                            "cannot be read: they may hold it too", h->gpu[i].name, hidden);
         }
         return true;
 }
@@ -729,7 +733,11 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
         if (loaded)
                 check_vms(&r, &cfg, a->vm);
         group(&r, "hand-over");
-        journal_foreach(print_journal, &r);
+        int k = journal_foreach(print_journal, &r);
+        if (k < 0)
+                say(&r, geteuid() == 0 ? FAIL : WARN, geteuid() == 0 ? NULL : "run --check as root",
+                    "the journals in " JOURNAL_DIR " cannot be read (%s): whether a VM has the GPU now is unknown",
+                    strerror(-k));
         captured.n = 0;
         if (have_host && have_desktop)
                 check_plan(&r, &cfg, a->vm, &h, &d);
