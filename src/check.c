@@ -325,8 +325,28 @@ static void check_secondary(struct report *r, const struct config *cfg, struct h
             k > 0 ? "registered" : k == 0 ? "loadable" : "neither registered nor loadable");
 }
 
+/* Who holds the GPU's nodes now: PID, command, unit. */
+static void check_holders(struct report *r, const struct host *h) {
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                struct func_node nodes[64];
+                char holders[1024] = "";
+                int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
+
+                unsigned hidden = 0;
+
+                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &hidden) > 0)
+                        say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
+                            "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
+                else if (n > 0)
+                        say(r, OK, NULL, "%s: nobody holds its nodes now", h->gpu[i].name);
+                if (n > 0 && hidden)
+                        say(r, WARN, "run --check as root", "%s: the open files of %u processes of other users "
+                            "cannot be read: they may hold it too", h->gpu[i].name, hidden);
+        }
+}
+
 /* Returns whether the desktop's state could be read (for the planner). */
-static bool check_desktop(struct report *r, struct run_ctx *c, const struct host *h, struct desktop_state *d) {
+static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_state *d) {
         const struct config *cfg = c->cfg;
 
         group(r, "desktop");
@@ -350,22 +370,6 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
         if (cfg->user && d->user_units_skip)
                 say(r, geteuid() == 0 ? INFO : WARN, geteuid() == 0 ? NULL : "run --check as root to see them",
                     "%s's units: %s", cfg->user, d->user_units_skip);
-        for (size_t i = 0; i < h->n_gpu; i++) {
-                struct func_node nodes[64];
-                char holders[1024] = "";
-                int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
-
-                unsigned hidden = 0;
-
-                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &hidden) > 0)
-                        say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
-                            "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
-                else if (n > 0)
-                        say(r, OK, NULL, "%s: nobody holds its nodes now", h->gpu[i].name);
-                if (n > 0 && hidden)
-                        say(r, WARN, "run --check as root", "%s: the open files of %u processes of other users "
-                            "cannot be read: they may hold it too", h->gpu[i].name, hidden);
-        }
         return true;
 }
 
@@ -720,7 +724,8 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                         check_gpu(&r, &h);
                         check_consoles(&r, &cfg, &h);
                         check_secondary(&r, &cfg, &h);
-                        have_desktop = check_desktop(&r, c, &h, &d);
+                        have_desktop = check_desktop(&r, c, &d);
+                        check_holders(&r, &h);
                 }
         }
         size_t n_dms = find_daemons(dms, ELEMENTSOF(dms));
