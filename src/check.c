@@ -331,7 +331,6 @@ static void check_holders(struct report *r, const struct host *h) {
                 struct func_node nodes[64];
                 char holders[1024] = "";
                 int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
-
                 unsigned hidden = 0;
 
                 if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &hidden) > 0)
