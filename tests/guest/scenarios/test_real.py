@@ -167,7 +167,10 @@ def refused_for_holder(t, node, unit, what):
         t.section("prepare begin with a stray holder of " + what, r.describe())
         t.data["holder_" + unit] = {"rc": r.rc, "secs": round(r.secs, 2), "sysfs_writes": writes}
         t.check(r.rc == 1, "the hand-over fails (exit %s)" % r.rc)
-        t.check(r.secs < 5 + 20, "in bounded time: the 5 s deadline and the desktop's restart "
+        # Bounded, not fast (speed is the benchmarks' business): every wait of the hand-over and
+        # of its rollback (systemd's jobs, the holders) has the 5 s deadline, so it ends well
+        # within 60 s however loaded the machine; a hang would run into the 90 s kill.
+        t.check(r.secs < 60, "in bounded time: the 5 s deadlines and the desktop's restart "
                 "(took %.1f s)" % r.secs)
         for part in (str(holder["pid"]), "python3", unit + ".service", "the host was restored"):
             t.check(part in r.err, "the message names %r: %s" % (part, r.err.strip()[-300:]))
