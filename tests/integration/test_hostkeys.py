@@ -5,6 +5,7 @@ back; what cannot work refused before anything is done; a failure or a kill at t
 leaves the host as it was."""
 import os
 import re
+import subprocess
 
 import fakehost
 from fakehost import VEGA
@@ -316,3 +317,48 @@ def test_the_harness_guards_compact_memory(host):
     assert fakehost.compact_is_fake()
     st = os.stat("/proc/sys/vm/compact_memory")
     assert st.st_dev == os.stat("/sys/.fakesys/marker").st_dev
+
+
+# ---------------------------------------------------------------- --check
+
+def check_report():
+    fakehost.check_safe()
+    p = subprocess.run([HOOK, "--config", CONF, "--check"], capture_output=True, text=True,
+                       env=fakehost.hook_env(), timeout=120)
+    return p.returncode, p.stdout
+
+
+def finding(out, level, *words):
+    return next((line for line in out.splitlines() if line.startswith(f"  {level:<5} ") and all(w in line for w in words)),
+                "")
+
+
+@fakehost.variant(hugepages={2048: (40, 10)})
+def test_check_shows_the_live_values(host):
+    config("hugepages = 64M\ncpu_governor = performance\n")
+    assert host.write(governor_path(1), "powersave") == 0
+    host.clear_log()
+    rc, out = check_report()
+    assert "\nhuge pages and CPU governor:\n" in out, out
+    assert finding(out, "ok", "[vm win10] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages 40, "
+                   "free_hugepages 10; more to allocate at the hand-over (MemAvailable"), out
+    assert finding(out, "info", "[vm win10] 22 more pages (44 MiB) at the hand-over, after compacting memory"), out
+    assert finding(out, "ok", "[vm win10] cpu_governor = performance: offered by the 4 CPUs with cpufreq "
+                   "(now schedutil powersave)"), out
+    assert host.writes() == 0, host.log()
+
+
+@fakehost.variant(cpufreq="pstate", gigantic=False)
+def test_check_fails_what_could_never_work(host):
+    config("hugepages = 2G\nhugepage_size = 1G\ncpu_governor = schedutil\n")
+    rc, out = check_report()
+    assert rc == 1, out
+    assert finding(out, "FAIL", "[vm win10] hugepages = 2048 MiB: the kernel has no 1048576 kB huge pages"), out
+    assert finding(out, "FAIL", "[vm win10] cpu_governor = schedutil: CPU 0 offers only performance powersave"), out
+
+
+@fakehost.variant(cpufreq=None)
+def test_check_says_no_cpufreq(host):
+    config("cpu_governor = performance\n")
+    rc, out = check_report()
+    assert finding(out, "warn", "[vm win10] cpu_governor = performance: no cpufreq on any of the 4 CPUs"), out
