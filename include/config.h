@@ -15,6 +15,9 @@ struct vm_config {
         int handle;             /* -1: decide from the domain XML, 0: never, 1: always */
         char *host_cpus;        /* NULL: the global value */
         unsigned timeout_ms;    /* 0: the global value */
+        unsigned long hugepages_kb;     /* free as huge pages while it runs; 0: none */
+        unsigned long hugepage_kb;      /* their size: 2048 or 1048576; 0: the default, 2048 */
+        char *cpu_governor;     /* every CPU's scaling_governor while it runs; NULL: untouched */
 };
 
 struct config {
@@ -48,5 +51,6 @@ int config_read(FILE *f, const char *path, struct config *ret);
 void config_free(struct config *c);
 /* Whether a is a function of the GPU (in the slot of one of its addresses). */
 bool config_is_gpu(const struct config *c, const struct pci_addr *a);
+#define CONFIG_HUGEPAGE_DEFAULT_KB 2048UL
 /* The [vm NAME] section for vm, or NULL. */
 const struct vm_config *config_vm(const struct config *c, const char *vm);

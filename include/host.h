@@ -2,6 +2,7 @@
 #pragma once
 #include <stdbool.h>
 #include <sys/types.h>
+#include "config.h"
 #include "util.h"
 
 #define NAME_LEN 64
@@ -28,6 +29,22 @@ struct boot_fb {
         char parent[PCI_ADDR_LEN];              /* the PCI function it sits on, "" if unknown */
 };
 
+/* A pool of huge pages of one size (kernel/mm/hugepages/hugepages-SIZEkB). */
+struct huge_pool {
+        unsigned long page_kb;                  /* 0: the kernel has no pool of the size asked */
+        unsigned long asked_kb;                 /* the size of the pool looked for */
+        long nr, free;                          /* nr_hugepages, free_hugepages */
+};
+
+/* One CPU's frequency scaling (devices/system/cpu/cpuN/cpufreq). */
+struct cpu_freq {
+        unsigned cpu;
+        bool online;
+        bool cpufreq;                           /* a cpufreq driver scales it */
+        char governor[NAME_LEN];                /* scaling_governor; "" when unreadable */
+        char available[256];                    /* scaling_available_governors */
+};
+
 struct host {
         struct pci_func *gpu;                   /* every function of the configured GPU slots */
         size_t n_gpu;
@@ -41,6 +58,10 @@ struct host {
         size_t n_fbs;
         char secondary_driver[NAME_LEN];        /* display driver of the secondary GPU, resolved
                                                  * by the caller (config, else module aliases) */
+        /* Read by host_tuning only when the VM's config asks for huge pages or a governor. */
+        struct huge_pool huge;
+        struct cpu_freq *cpus;
+        size_t n_cpus;
 };
 
 /* Fills *ret with the functions of the slots of gpu[] and secondary[], the IOMMU group members,
@@ -49,6 +70,11 @@ struct host {
 int host_snapshot(const struct pci_addr *gpu, size_t n_gpu, const struct pci_addr *secondary,
                   size_t n_secondary, struct host *ret);
 void host_free(struct host *h);
+/* Adds to h what the [vm] section of vm asks to tune (tune.c): the huge page pool of its size,
+ * every CPU's governor; nothing when it asks for neither. */
+int host_tuning(const struct config *cfg, const char *vm, struct host *h);
+/* Whether word is one of the space-separated words of list. */
+bool host_word_in(const char *list, const char *word);
 
 /* Fills h->secondary_driver: configured (the config's [secondary] driver) or, when NULL, the module
  * the aliases give for the secondary GPU's display function; as the driver it registers when that

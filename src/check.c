@@ -652,6 +652,99 @@ static int check_domain(const char *name, const char *xml, size_t len, void *dat
         return 0;
 }
 
+/* kB of a /proc/meminfo line ("MemAvailable"), 0 when unknown. */
+static unsigned long meminfo_kb(const char *key) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+        char line[256];
+        size_t n = strlen(key);
+        unsigned long kb = 0;
+
+        while (f && fgets(line, sizeof(line), f))
+                if (strncmp(line, key, n) == 0 && line[n] == ':' && sscanf(line + n + 1, "%lu", &kb) == 1)
+                        break;
+        return kb;
+}
+
+static void check_hugepages(struct report *r, const struct vm_config *v, const struct host *t) {
+        unsigned long kb = t->huge.page_kb, asked = t->huge.asked_kb;
+
+        if (!kb) {
+                say(r, FAIL, "set hugepage_size = 2M, or boot a CPU and kernel with 1G pages (pdpe1gb)",
+                    "[vm %s] hugepages = %lu MiB: the kernel has no %lu kB huge pages (no /sys/kernel/mm/hugepages/"
+                    "hugepages-%lukB)", v->name, v->hugepages_kb / 1024, asked, asked);
+                return;
+        }
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - t->huge.free;
+        unsigned long more_kb = missing > 0 ? (unsigned long) missing * kb : 0, total = meminfo_kb("MemTotal"),
+                      avail = meminfo_kb("MemAvailable");
+        enum level l = total && more_kb > total ? FAIL : avail && more_kb > avail ? WARN : OK;
+
+        say(r, l, l == FAIL ? "lower [vm] hugepages: this machine does not have that much memory" :
+            l == WARN ? "free memory before the VM starts, or reserve the pages at boot (hugepages= on the "
+            "kernel command line)" : NULL,
+            "[vm %s] hugepages = %lu MiB as %lu kB pages (%ld): now nr_hugepages %ld, free_hugepages %ld; %s "
+            "(MemAvailable %lu MiB)", v->name, v->hugepages_kb / 1024, kb, want, t->huge.nr, t->huge.free,
+            missing > 0 ? "more to allocate at the hand-over" : "free already", avail / 1024);
+        if (missing > 0)
+                say(r, INFO, NULL, "[vm %s] %ld more pages (%lu MiB) at the hand-over, after compacting memory",
+                    v->name, missing, more_kb / 1024);
+}
+
+static void check_governor(struct report *r, const struct vm_config *v, const struct host *t) {
+        size_t scaled = 0, offline = 0, refused = 0;
+        char now[256] = "";
+
+        for (size_t i = 0; i < t->n_cpus; i++) {
+                const struct cpu_freq *cpu = &t->cpus[i];
+
+                offline += !cpu->online;
+                if (!cpu->online || !cpu->cpufreq)
+                        continue;
+                scaled++;
+                if (!host_word_in(cpu->available, v->cpu_governor) && refused++ == 0)
+                        say(r, FAIL, "choose one the CPUs offer, or load its module (cpufreq_NAME)",
+                            "[vm %s] cpu_governor = %s: CPU %u offers only %s", v->name, v->cpu_governor, cpu->cpu,
+                            cpu->available);
+                if (!host_word_in(now, cpu->governor))
+                        snprintf(now + strlen(now), sizeof(now) - strlen(now), "%s%s", now[0] ? " " : "",
+                                 cpu->governor);
+        }
+        if (scaled == 0)
+                say(r, WARN, NULL, "[vm %s] cpu_governor = %s: no cpufreq on any of the %zu CPUs (the kernel scales "
+                    "no frequency here): nothing to set", v->name, v->cpu_governor, t->n_cpus);
+        else if (!refused)
+                say(r, OK, NULL, "[vm %s] cpu_governor = %s: offered by the %zu CPUs with cpufreq (now %s)%s", v->name,
+                    v->cpu_governor, scaled, now, offline ? "; offline CPUs are left alone" : "");
+        if (scaled && scaled + offline < t->n_cpus)
+                say(r, INFO, NULL, "[vm %s] %zu CPUs have no cpufreq: left alone", v->name,
+                    t->n_cpus - scaled - offline);
+}
+
+/* What the [vm] sections ask of the host, against what it has now. */
+static void check_tuning(struct report *r, const struct config *cfg, const char *vm) {
+        bool any = false;
+
+        for (size_t i = 0; i < cfg->n_vms; i++) {
+                const struct vm_config *v = &cfg->vms[i];
+                struct host t = {};
+
+                if ((!v->hugepages_kb && !v->cpu_governor) || (vm && strcmp(vm, v->name) != 0))
+                        continue;
+                if (!any)
+                        group(r, "huge pages and CPU governor");
+                any = true;
+                if (host_tuning(cfg, v->name, &t) < 0)
+                        said(r, FAIL, "see the message");
+                else {
+                        if (v->hugepages_kb)
+                                check_hugepages(r, v, &t);
+                        if (v->cpu_governor)
+                                check_governor(r, v, &t);
+                }
+                host_free(&t);
+        }
+}
+
 static void check_vms(struct report *r, const struct config *cfg, const char *vm) {
         struct vm_check v = { .r = r, .cfg = cfg, .asked = vm };
 
@@ -725,6 +818,10 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                         check_secondary(&r, &cfg, &h);
                         have_desktop = check_desktop(&r, c, &d);
                         check_holders(&r, &h);
+                        check_tuning(&r, &cfg, a->vm);
+                        /* The planner's verdict below then weighs them too. */
+                        if (a->vm && host_tuning(&cfg, a->vm, &h) < 0)
+                                captured.n = 0;
                 }
         }
         size_t n_dms = find_daemons(dms, ELEMENTSOF(dms));

@@ -412,6 +412,63 @@ static int parse_handle(struct parser *p, const char *key, const char *v, void *
         return 1;
 }
 
+/* "64M", "8G", "512MiB": a size with its unit (K, M, G, T, each optionally followed by iB or B), in
+ * kB; 0 is not a size. */
+static int parse_size_kb(const char *s, unsigned long *ret) {
+        unsigned long long v, shift;
+        char *end;
+
+        if (!isdigit((unsigned char) *s))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        switch (*end) {
+        case 'K': case 'k': shift = 0; break;
+        case 'M': case 'm': shift = 10; break;
+        case 'G': case 'g': shift = 20; break;
+        case 'T': case 't': shift = 30; break;
+        default: return -EINVAL;
+        }
+        end++;
+        if (*end && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
+                return -EINVAL;
+        /* Up to 64 TiB: far beyond any machine's memory, far below an overflow. */
+        if (errno == ERANGE || v == 0 || v > (1ULL << 36 >> shift))
+                return -ERANGE;
+        *ret = (unsigned long) (v << shift);
+        return 0;
+}
+
+static int parse_hugepages(struct parser *p, const char *key, const char *v, void *field) {
+        int r = 0;
+
+        *(unsigned long *) field = 0;
+        if (*v)
+                r = parse_size_kb(v, field);
+        if (r < 0)
+                return fail(p, 0, "%s: \"%s\" is not a size (expected a number with its unit, like 8G or 512M)",
+                            key, v);
+        return 1;
+}
+
+static int parse_hugepage_size(struct parser *p, const char *key, const char *v, void *field) {
+        unsigned long kb = 0;
+
+        /* The sizes x86-64 has; others (arm64's 64K, 32M) are for when someone needs them. */
+        if (*v && (parse_size_kb(v, &kb) < 0 || (kb != 2048 && kb != 1048576)))
+                return fail(p, 0, "%s: \"%s\" is not a huge page size (expected 2M or 1G)", key, v);
+        *(unsigned long *) field = kb;
+        return 1;
+}
+
+static int parse_governor(struct parser *p, const char *key, const char *v, void *field) {
+        /* CPUFREQ_NAME_LEN is 16 with the NUL. */
+        if (*v && (strlen(v) > 15 || !chars_only(v, "abcdefghijklmnopqrstuvwxyz0123456789_-")))
+                return fail(p, 0, "%s: \"%s\" is not a governor name (expected a name like performance or "
+                            "schedutil)", key, v);
+        return set_string(field, v);
+}
+
 static const struct native_key {
         enum section section;
         const char *name;
@@ -434,6 +491,9 @@ static const struct native_key {
         { SECTION_VM, "handle", parse_handle, offsetof(struct vm_config, handle) },
         { SECTION_VM, "cpus", parse_cpus, offsetof(struct vm_config, host_cpus) },
         { SECTION_VM, "timeout", parse_timeout, offsetof(struct vm_config, timeout_ms) },
+        { SECTION_VM, "hugepages", parse_hugepages, offsetof(struct vm_config, hugepages_kb) },
+        { SECTION_VM, "hugepage_size", parse_hugepage_size, offsetof(struct vm_config, hugepage_kb) },
+        { SECTION_VM, "cpu_governor", parse_governor, offsetof(struct vm_config, cpu_governor) },
 };
 
 static int native_key(struct parser *p, const char *section, const char *name, const char *value) {
@@ -714,6 +774,7 @@ void config_free(struct config *c) {
         for (size_t i = 0; i < c->n_vms; i++) {
                 free(c->vms[i].name);
                 free(c->vms[i].host_cpus);
+                free(c->vms[i].cpu_governor);
         }
         free(c->vms);
         *c = (struct config) {};

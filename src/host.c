@@ -219,6 +219,7 @@ void host_free(struct host *h) {
         free(h->group);
         free(h->vtcons);
         free(h->fbs);
+        free(h->cpus);
         *h = (struct host) {};
 }
 

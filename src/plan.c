@@ -120,6 +120,65 @@ void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
         }
 }
 
+/* Huge pages first: when memory is short, nothing else has changed yet. */
+static void plan_hugepages(const struct vm_config *v, const struct host *h, struct plan *p) {
+        char name[64], from[32], to[32];
+        unsigned long kb = h->huge.page_kb;
+        struct step *s;
+
+        if (!v || !v->hugepages_kb || !kb)
+                return;
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - h->huge.free;
+        snprintf(name, sizeof(name), "hugepages-%lukB", kb);
+        snprintf(from, sizeof(from), "%ld", h->huge.nr);
+        snprintf(to, sizeof(to), "%ld", h->huge.nr + (missing > 0 ? missing : 0));
+        s = plan_add(p, &step_hugepages, name, from, to);
+        snprintf(s->data.huge.want, sizeof(s->data.huge.want), "%ld", want);
+        snprintf(s->data.huge.free, sizeof(s->data.huge.free), "%ld", h->huge.free);
+        if (missing <= 0)
+                plan_skip(s, "free already");
+}
+
+static void plan_governors(const struct vm_config *v, const struct host *h, struct plan *p) {
+        for (size_t i = 0; v && v->cpu_governor && i < h->n_cpus; i++) {
+                const struct cpu_freq *cpu = &h->cpus[i];
+                char name[32];
+                struct step *s;
+
+                snprintf(name, sizeof(name), "cpu%u", cpu->cpu);
+                s = plan_add(p, &step_governor, name, cpu->governor, v->cpu_governor);
+                if (!cpu->online)
+                        plan_skip(s, "offline");
+                else if (!cpu->cpufreq)
+                        plan_skip(s, "no cpufreq: the kernel does not scale its frequency");
+                else if (strcmp(cpu->governor, v->cpu_governor) == 0)
+                        plan_skip(s, "set already");
+        }
+}
+
+/* What the [vm] section asks of the host that it cannot give: refused before anything is done. */
+static int check_tuning(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size) {
+        const struct vm_config *v = config_vm(cfg, vm);
+
+        if (v && v->hugepages_kb && !h->huge.page_kb) {
+                snprintf(error, size, "[vm %s] hugepages: the kernel has no %lu kB huge pages (no /sys/kernel/mm/"
+                         "hugepages/hugepages-%lukB; 1G pages need a CPU with pdpe1gb)", vm, h->huge.asked_kb,
+                         h->huge.asked_kb);
+                return -EOPNOTSUPP;
+        }
+        for (size_t i = 0; v && v->cpu_governor && i < h->n_cpus; i++) {
+                const struct cpu_freq *cpu = &h->cpus[i];
+
+                if (cpu->online && cpu->cpufreq && !host_word_in(cpu->available, v->cpu_governor)) {
+                        snprintf(error, size, "[vm %s] cpu_governor = %s: CPU %u offers only %s "
+                                 "(scaling_available_governors)", vm, v->cpu_governor, cpu->cpu,
+                                 cpu->available[0] ? cpu->available : "none");
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
 /* The steps of a hand-over, in SPEC order. */
 static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
                        const struct desktop_state *d, struct plan *p) {
@@ -127,6 +186,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         size_t first_vtcon;
         struct step *s;
 
+        /* 0. Huge pages for the VM, before anything else changes. */
+        plan_hugepages(config_vm(cfg, vm), h, p);
         /* 1-2. The display manager and the user's audio units. */
         plan_desktop_stops(cfg, d, false, p);
         /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
@@ -174,7 +235,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         }
         /* 8. The consoles of step 3 come back, now on the secondary GPU. */
         plan_vtcons_back(p, first_vtcon, n_vtcon);
-        /* 9. Host CPUs restricted while the VM runs. */
+        /* 9. The CPUs' frequency governor, and host CPUs restricted while the VM runs. */
+        plan_governors(config_vm(cfg, vm), h, p);
         for (size_t i = 0; cpus && i < ELEMENTSOF(plan_cpu_units); i++) {
                 s = plan_add(p, &step_cpus, plan_cpu_units[i], d->cpus_now[i], cpus);
                 if (strcmp(d->cpus_now[i], cpus) == 0)
@@ -206,6 +268,9 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
         int r;
 
         r = check_group(h, error, size);
+        if (r < 0)
+                return r;
+        r = check_tuning(cfg, vm, h, error, size);
         if (r < 0)
                 return r;
         /* An address typed wrong, or an example config left as it is, must not stop the desktop

@@ -21,6 +21,20 @@
  *   - unbinding a function from vfio-pci blocks the writer while any process holds its group's
  *     node or its vfio cdev (vfio_unregister_group_dev waits for the user to release the device;
  *     the emulation takes a holder of the group node for a VM holding the device through it).
+ *   - huge pages (kernel/mm/hugepages/hugepages-SIZEkB, mm/hugetlb.c set_max_huge_pages): a write
+ *     of nr_hugepages (an unsigned number, else EINVAL) first turns surplus pages back into
+ *     persistent ones, then allocates as many new pages as the memory left allows and succeeds
+ *     whatever it got: the count read back is the truth; lowering it frees free pages only, the
+ *     pages in use beyond the new count become surplus_hugepages. nr_hugepages reads the
+ *     persistent count, free_hugepages the pages nobody uses (a test takes pages, as a VM would,
+ *     by lowering free_hugepages in BACKING);
+ *   - compaction: fakeproc/sys/vm/compact_memory stands for /proc/sys/vm/compact_memory (the
+ *     harness bind-mounts it there in the test namespace: the machine's own is never written);
+ *     a write of 1 (anything else: EINVAL) makes the fragmented memory usable for huge pages;
+ *   - cpufreq (drivers/cpufreq/cpufreq.c): a write of scaling_governor names one of
+ *     scaling_available_governors (else EINVAL); an offline CPU (cpuN/online 0) has an inactive
+ *     policy: its cpufreq files answer EBUSY to reads and writes. A CPU without cpufreq/ has no
+ *     frequency scaling at all.
  * Device numbers as a kernel hands them out: vfio groups, vfio cdevs and kfd have dynamic majors
  * (alloc_chrdev_region, register_chrdev(0, ...)); here vfio groups are 242:N, N the lowest free
  * minor (not the group number), vfio cdevs 241:N, /dev/kfd 235:0, the container /dev/vfio/vfio is
@@ -44,6 +58,9 @@
  *            removed; with D the writer is in the kernel's D state: SIGKILL does not end it
  *   blocked  written by fakesys: "PATH VALUE PID" for each write now blocked (hang, a sound
  *            card held), until it completes
+ *   memory   "hugepages KB": the memory huge pages of every size can be had from (all pools
+ *            together); "fragmented KB": the part of it usable only after a compaction (the write
+ *            of compact_memory sets it to 0). Lower hugepages to shrink what can be allocated
  *   delay    "probe MS", "drm MS", "unbind MS"
  *   kill     "K before|after": the K-th attribute write from now (failed ones count) SIGKILLs
  *            its writer's process group, before the write is made (it never happens) or after it
@@ -1109,6 +1126,122 @@ static int is_trigger(const char *base) {
         return 0;
 }
 
+/* ---------- huge pages, compaction, cpufreq ---------- */
+
+static long memory_value(const char *key) {
+        char buf[1024], k[32];
+        long v, ret = 0;
+        if (read_rel(".fakesys/memory", buf, sizeof(buf)) < 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (sscanf(l, "%31s %ld", k, &v) == 2 && !strcmp(k, key))
+                        ret = v;
+        return ret;
+}
+
+static void memory_set(const char *key, long value) {
+        char buf[1024], out[1024] = "", k[32];
+        size_t len = 0;
+        long v;
+        if (read_rel(".fakesys/memory", buf, sizeof(buf)) < 0)
+                buf[0] = '\0';
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (sscanf(l, "%31s %ld", k, &v) == 2 && strcmp(k, key))
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s %ld\n", k, v);
+        snprintf(out + len, sizeof(out) - len, "%s %ld\n", key, value);
+        write_rel(".fakesys/memory", out);
+}
+
+static long pool_value(const char *pool, const char *file) {
+        char rel[PATH_MAX], buf[64];
+        snprintf(rel, sizeof(rel), "kernel/mm/hugepages/%s/%s", pool, file);
+        return read_rel(rel, buf, sizeof(buf)) > 0 ? atol(buf) : 0;
+}
+
+static void pool_set(const char *pool, const char *file, long value) {
+        char rel[PATH_MAX], text[32];
+        snprintf(rel, sizeof(rel), "kernel/mm/hugepages/%s/%s", pool, file);
+        snprintf(text, sizeof(text), "%ld\n", value);
+        write_rel(rel, text);
+}
+
+/* kB held by every pool, persistent and surplus pages. */
+static long pools_kb(void) {
+        char p[PATH_MAX];
+        long kb, total = 0;
+        full(p, "kernel/mm/hugepages");
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));)
+                if (sscanf(de->d_name, "hugepages-%ldkB", &kb) == 1)
+                        total += kb * (pool_value(de->d_name, "nr_hugepages") + pool_value(de->d_name, "surplus_hugepages"));
+        if (d)
+                closedir(d);
+        return total;
+}
+
+static int store_hugepages(const char *pool, const char *value) {
+        char *end;
+        long kb;
+        errno = 0;
+        unsigned long want = strtoul(value, &end, 10);
+        if (end == value || *end || errno || value[0] == '-' || sscanf(pool, "hugepages-%ldkB", &kb) != 1 || kb <= 0)
+                return -EINVAL;
+        long nr = pool_value(pool, "nr_hugepages"), surplus = pool_value(pool, "surplus_hugepages"),
+             free = pool_value(pool, "free_hugepages"), target = (long) want;
+        if (target > nr) {
+                long conv = surplus < target - nr ? surplus : target - nr;
+                surplus -= conv;
+                nr += conv;
+                long left = memory_value("hugepages") - memory_value("fragmented") - pools_kb();
+                long can = left > 0 ? left / kb : 0, add = can < target - nr ? can : target - nr;
+                nr += add;
+                free += add;
+        } else if (target < nr) {
+                long rm = free < nr - target ? free : nr - target;
+                nr -= rm;
+                free -= rm;
+                surplus += nr - target;
+                nr = target;
+        }
+        pool_set(pool, "nr_hugepages", nr);
+        pool_set(pool, "free_hugepages", free);
+        pool_set(pool, "surplus_hugepages", surplus);
+        return 0;
+}
+
+static int store_compact(const char *value) {
+        if (strcmp(value, "1"))
+                return -EINVAL;
+        memory_set("fragmented", 0);
+        return 0;
+}
+
+/* An offline CPU's cpufreq files: "devices/system/cpu/cpuN/cpufreq/..." with cpuN/online 0. */
+static int cpufreq_inactive(const char *rel) {
+        char online[PATH_MAX], buf[8];
+        unsigned cpu;
+        int n = 0;
+        if (sscanf(rel, "devices/system/cpu/cpu%u/cpufreq/%n", &cpu, &n) != 1 || n == 0)
+                return 0;
+        snprintf(online, sizeof(online), "devices/system/cpu/cpu%u/online", cpu);
+        return read_rel(online, buf, sizeof(buf)) > 0 && buf[0] == '0';
+}
+
+static int store_governor(const char *rel, const char *value) {
+        char avail[PATH_MAX], list[1024], text[80];
+        if (cpufreq_inactive(rel))
+                return -EBUSY;
+        snprintf(avail, sizeof(avail), "%.*s/scaling_available_governors", (int) (strrchr(rel, '/') - rel), rel);
+        if (read_rel(avail, list, sizeof(list)) < 0)
+                return -EINVAL;
+        for (char *save = NULL, *w = strtok_r(list, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+                if (!strcmp(w, value)) {
+                        snprintf(text, sizeof(text), "%s\n", value);
+                        return write_rel(rel, text);
+                }
+        return -EINVAL;
+}
+
 /* One write(2) to an attribute: the kernel's store handler, under the lock. */
 static int store(const char *rel, const char *value) {
         char bus[32], drv[64], attr[32];
@@ -1129,6 +1262,13 @@ static int store(const char *rel, const char *value) {
                 return store_vtcon(rel, value);
         if (is_trigger(base))
                 return 0;
+        char pool[64];
+        if (sscanf(rel, "kernel/mm/hugepages/%63[^/]/%31s", pool, attr) == 2 && !strcmp(attr, "nr_hugepages"))
+                return store_hugepages(pool, value);
+        if (!strcmp(rel, "fakeproc/sys/vm/compact_memory"))
+                return store_compact(value);
+        if (!strncmp(rel, "devices/system/cpu/", 19) && !strcmp(base, "scaling_governor"))
+                return store_governor(rel, value);
         return write_rel(rel, value);   /* plain attribute: keep the value */
 }
 
@@ -1404,6 +1544,10 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
         }
         full(p, path);
         pthread_mutex_lock(&lock);
+        if (cpufreq_inactive(path + 1)) {
+                pthread_mutex_unlock(&lock);
+                return -EBUSY;
+        }
         /* driver_override_show() takes the device lock */
         char dev[PATH_MAX];
         if (locked_device(path + 1, "", dev))

@@ -77,7 +77,8 @@ class Origin:
 
     def __init__(self, root, vega_driver="amdgpu", secondary=True, secondary_driver="vfio-pci",
                  secondary_gpu="r5", audio_driver="vfio-pci", foreign=False, framebuffer=False,
-                 fb_parent="gpu", firmware="ovmf", vfio_cdev=False):
+                 fb_parent="gpu", firmware="ovmf", vfio_cdev=False, cpus=4, cpufreq="acpi", offline_cpus=(),
+                 hugepage_memory_kb=512 * 1024, fragmented_kb=0, gigantic=True, hugepages=None):
         """Variants:
         secondary_gpu  "r5": the R5 240 (1002:6613, radeon); "bochs": a QEMU bochs-display
                        (1234:1111) at the same address, whose display driver is bochs-drm,
@@ -96,6 +97,14 @@ class Origin:
         vfio_cdev      False (default): Linux 6.1, a function on vfio-pci has vfio-dev/vfioN
                        without a node; True: Linux >= 6.6 with the vfio cdev,
                        /dev/vfio/devices/vfioN too
+        cpus           devices/system/cpu/cpu0..cpuN-1 (4); offline_cpus: those with online 0
+        cpufreq        "acpi" (default): acpi-cpufreq's governors, schedutil set; "pstate":
+                       intel_pstate's (performance powersave), powersave set; None: no CPU has
+                       cpufreq/ (a VM guest, most TCG machines)
+        hugepage_memory_kb  the memory huge pages can be had from (.fakesys/memory: 512 MiB);
+                       fragmented_kb: of it, what only a compaction makes usable
+        gigantic       whether the 1 GiB pool exists (a CPU with pdpe1gb)
+        hugepages      {page kB: (nr, free)} pools at boot (default all 0)
         """
         bochs = secondary_gpu == "bochs"
         self.secondary_ids = ("1234:1111", "1af4:1100", "0x038000") if bochs else ("1002:6613", "1028:2120", "0x030000")
@@ -117,6 +126,9 @@ class Origin:
         if firmware == "seabios":
             framebuffer = False
         self.opts = dict(vega_driver=vega_driver, secondary=secondary, secondary_driver=secondary_driver,
+                         cpus=cpus, cpufreq=cpufreq, offline_cpus=tuple(offline_cpus),
+                         hugepage_memory_kb=hugepage_memory_kb, fragmented_kb=fragmented_kb, gigantic=gigantic,
+                         hugepages=dict(hugepages or {}),
                          audio_driver=audio_driver, foreign=foreign, framebuffer=framebuffer,
                          fb_parent=fb_parent, firmware=firmware, vfio_cdev=vfio_cdev)
 
@@ -175,7 +187,34 @@ class Origin:
         for name in ("log", "fail", "delay", "hang", "blocked", "kill"):
             t.file(".fakesys/" + name, "", 0o644)
         t.file(".fakesys/options", "vfio_cdev\n" if o["vfio_cdev"] else "", 0o644)
+        self.tuning()
         return t.root
+
+    GOVERNORS = {"acpi": ("conservative ondemand userspace powersave performance schedutil", "schedutil"),
+                 "pstate": ("performance powersave", "powersave")}
+
+    def tuning(self):
+        """Huge page pools, the compaction trigger (fakesys.c says where it is mounted), CPUs."""
+        t, o = self.t, self.opts
+        for kb in (2048, 1048576) if o["gigantic"] else (2048,):
+            nr, free = o["hugepages"].get(kb, (0, 0))
+            d = f"kernel/mm/hugepages/hugepages-{kb}kB"
+            t.file(f"{d}/nr_hugepages", f"{nr}\n", 0o644)
+            t.file(f"{d}/nr_overcommit_hugepages", "0\n", 0o644)
+            for name, v in (("free_hugepages", free), ("surplus_hugepages", 0), ("resv_hugepages", 0)):
+                t.file(f"{d}/{name}", f"{v}\n")
+        t.file("fakeproc/sys/vm/compact_memory", "", 0o200)
+        t.file(".fakesys/memory", f"hugepages {o['hugepage_memory_kb']}\nfragmented {o['fragmented_kb']}\n", 0o644)
+        for n in range(o["cpus"]):
+            d = f"devices/system/cpu/cpu{n}"
+            if n:       # cpu0 cannot go offline on x86: no online file
+                t.file(f"{d}/online", "0\n" if n in o["offline_cpus"] else "1\n", 0o644)
+            else:
+                t.dir(d)
+            if o["cpufreq"]:
+                avail, gov = self.GOVERNORS[o["cpufreq"]]
+                t.file(f"{d}/cpufreq/scaling_available_governors", avail + "\n")
+                t.file(f"{d}/cpufreq/scaling_governor", gov + "\n", 0o644)
 
     def pci(self, name, parent, ids, cls, driver, group, subsys=None, boot_vga=None):
         t = self.t

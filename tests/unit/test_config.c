@@ -340,6 +340,39 @@ static void test_vms(void **state) {
         config_free(&c);
 }
 
+static void test_vm_tuning(void **state) {
+        static const struct { const char *value; unsigned long kb; } sizes[] = {
+                { "64M", 65536 }, { "8G", 8388608 }, { "512MiB", 524288 }, { "1GB", 1048576 },
+                { "2048K", 2048 }, { "1t", 1073741824 }, { "64T", 68719476736UL },
+        };
+        struct config c;
+        const struct vm_config *v;
+        char text[256];
+
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+                snprintf(text, sizeof(text), "[gpu]\naddress=0000:0d:00.0\n[vm w]\nhugepages = %s\n", sizes[i].value);
+                assert_int_equal(load_text(text, &c), 0);
+                assert_int_equal(config_vm(&c, "w")->hugepages_kb, sizes[i].kb);
+                assert_int_equal(config_vm(&c, "w")->hugepage_kb, 0);   /* the default: 2 MiB */
+                assert_null(config_vm(&c, "w")->cpu_governor);
+                config_free(&c);
+        }
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n"
+                                   "[vm win10]\nhugepages = 16G\nhugepage_size = 1G\ncpu_governor = performance\n"
+                                   "[vm other]\nhugepages = 1G\nhugepage_size = 2M\nhugepage_size =\n"
+                                   "cpu_governor = schedutil\ncpu_governor =\n", &c), 0);
+        assert_string_equal(messages, "");
+        v = config_vm(&c, "win10");
+        assert_int_equal(v->hugepages_kb, 16UL << 20);
+        assert_int_equal(v->hugepage_kb, 1048576);
+        assert_string_equal(v->cpu_governor, "performance");
+        v = config_vm(&c, "other");
+        assert_int_equal(v->hugepages_kb, 1UL << 20);
+        assert_int_equal(v->hugepage_kb, 0);            /* emptied: the default again */
+        assert_null(v->cpu_governor);
+        config_free(&c);
+}
+
 #define X28 "# twenty-eight bytes, this. "
 #define X196 X28 X28 X28 X28 X28 X28 X28
 
@@ -438,7 +471,27 @@ static void test_errors(void **state) {
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpus = all\n", ":4: [vm win10] cpus: \"all\" is not a CPU list" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ntimeout = 1d\n", ":4: [vm win10] timeout: \"1d\" is not a duration" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhandel = yes\n",
-                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout)\n" },
+                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, hugepages, "
+                  "hugepage_size, cpu_governor)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 64\n",
+                  ":4: [vm win10] hugepages: \"64\" is not a size (expected a number with its unit, like 8G or 512M)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 0M\n", ":4: [vm win10] hugepages: \"0M\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 8 G\n", ":4: [vm win10] hugepages: \"8 G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 8Gb\n", ":4: [vm win10] hugepages: \"8Gb\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = -8G\n", ":4: [vm win10] hugepages: \"-8G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 65T\n", ":4: [vm win10] hugepages: \"65T\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 99999999999999999999999G\n",
+                  ":4: [vm win10] hugepages: \"99999999999999999999999G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepage_size = 4M\n",
+                  ":4: [vm win10] hugepage_size: \"4M\" is not a huge page size (expected 2M or 1G)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepage_size = huge\n",
+                  ":4: [vm win10] hugepage_size: \"huge\" is not a huge page size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpu_governor = Performance\n",
+                  ":4: [vm win10] cpu_governor: \"Performance\" is not a governor name (expected a name like "
+                  "performance or schedutil)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpu_governor = a-governor-too-long\n",
+                  ":4: [vm win10] cpu_governor: \"a-governor-too-long\" is not a governor name" },
+                { "[gpu]\naddress=0000:0d:00.0\n[host]\nhugepages = 1G\n", ":4: [host] hugepages: unknown key" },
                 { "[gpu]\naddress=0000:0d:00.0\nadress = 0000:0e:00.0\n",
                   ":3: [gpu] adress: unknown key (expected one of: address)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[desktop]\nunit = a.service\n",
@@ -652,6 +705,7 @@ int main(void) {
                 cmocka_unit_test(test_native_empty_values),
                 cmocka_unit_test(test_timeouts),
                 cmocka_unit_test(test_vms),
+                cmocka_unit_test(test_vm_tuning),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_owner),
                 cmocka_unit_test(test_missing_and_not_a_file),

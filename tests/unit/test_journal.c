@@ -335,7 +335,8 @@ static const char *const tricky[] = {
 /* A plan with every step kind and every state, its fields holding what INI syntax cares about. */
 static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         const struct step_kind *kinds[] = { &step_unit, &step_user_unit, &step_vtcon, &step_framebuffer,
-                                            &step_holders, &step_pci_driver, &step_cpus, &step_script };
+                                            &step_holders, &step_pci_driver, &step_cpus, &step_script,
+                                            &step_hugepages, &step_governor };
         size_t n = 0;
 
         *p = (struct plan) {};
@@ -371,6 +372,12 @@ static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         s->state = STEP_STARTED;
         s->writer = 4242;
         s = plan_add(p, &step_cpus, "user.slice", "", "0,1,6-7");
+        s->state = STEP_DONE;
+        s = plan_add(p, &step_hugepages, "hugepages-2048kB", "40", "62");
+        s->state = STEP_DONE;
+        strscpy(s->data.huge.want, "32", sizeof(s->data.huge.want));
+        strscpy(s->data.huge.free, "10", sizeof(s->data.huge.free));
+        s = plan_add(p, &step_governor, "cpu3", "schedutil", "performance");
         s->state = STEP_DONE;
 }
 

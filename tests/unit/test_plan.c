@@ -525,6 +525,79 @@ static void test_cpus(void **state) {
         plan_free(&p);
 }
 
+/* [vm] hugepages: the pool's step comes first, before the desktop stops; [vm] cpu_governor: a step
+ * per CPU right before the CPU restriction, offline CPUs and CPUs without cpufreq skipped; what
+ * the host cannot give refused with nothing planned. */
+static void test_tuning(void **state) {
+        struct cpu_freq cpus[4] = {
+                { .cpu = 0, .online = true, .cpufreq = true, .governor = "schedutil",
+                  .available = "powersave performance schedutil" },
+                { .cpu = 1, .online = true, .cpufreq = true, .governor = "performance",
+                  .available = "powersave performance schedutil" },
+                { .cpu = 2, .online = false, .cpufreq = true },
+                { .cpu = 3, .online = true, .cpufreq = false },
+        };
+        struct world w;
+        struct plan p;
+        char error[512];
+
+        origin(&w);
+        w.vms[0] = (struct vm_config) { .name = (char *) "win10", .handle = -1, .hugepages_kb = 65 * 1024,
+                                        .cpu_governor = (char *) "performance" };
+        w.cfg.vms = w.vms;
+        w.cfg.n_vms = 1;
+        w.h.huge = (struct huge_pool) { .page_kb = 2048, .asked_kb = 2048, .nr = 40, .free = 10 };
+        w.h.cpus = cpus;
+        w.h.n_cpus = 4;
+        p = hand_over_ok(&w);
+        /* 65 MiB is 33 pages of 2 MiB (rounded up); 10 free: 23 more. */
+        assert_ptr_equal(p.steps[0].kind, &step_hugepages);
+        assert_string_equal(p.steps[0].target, "hugepages-2048kB");
+        assert_string_equal(p.steps[0].from, "40");
+        assert_string_equal(p.steps[0].to, "63");
+        assert_string_equal(p.steps[0].data.huge.want, "33");
+        assert_string_equal(p.steps[0].data.huge.free, "10");
+        assert_int_equal(p.steps[0].state, STEP_PLANNED);
+        assert_ptr_equal(p.steps[1].kind, &step_unit);
+        const struct want governors[] = {
+                { &step_governor, "cpu0", "schedutil", "performance", P },
+                { &step_governor, "cpu1", "performance", "performance", S, "set already" },
+                { &step_governor, "cpu2", "", "performance", S, "offline" },
+                { &step_governor, "cpu3", "", "performance", S, "no cpufreq: the kernel does not scale its frequency" },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+        };
+        struct plan part = { .steps = p.steps + 11, .n_steps = 5 };
+        assert_plan(&part, governors, 5);
+        plan_free(&p);
+        /* Another VM asks for nothing: its plan is the origin's. */
+        assert_int_equal(plan_hand_over(&w.cfg, "other", &w.h, &w.d, &p, error, sizeof(error)), 0);
+        struct world plain;
+        origin(&plain);
+        struct plan origin_plan = hand_over_ok(&plain);
+        assert_ptr_equal(p.steps[0].kind, &step_unit);
+        assert_int_equal(p.n_steps, origin_plan.n_steps);
+        plan_free(&origin_plan);
+        plan_free(&p);
+
+        /* Free already: a skip. */
+        w.h.huge.free = 33;
+        p = hand_over_ok(&w);
+        assert_int_equal(p.steps[0].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[0].to, "40");
+        plan_free(&p);
+
+        /* Refusals. */
+        w.vms[0].cpu_governor = (char *) "ondemand";
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[vm win10] cpu_governor = ondemand: CPU 0 offers only powersave performance "
+                            "schedutil (scaling_available_governors)");
+        w.vms[0].cpu_governor = NULL;
+        w.h.huge = (struct huge_pool) { .asked_kb = 1048576 };
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EOPNOTSUPP);
+        assert_string_equal(error, "[vm win10] hugepages: the kernel has no 1048576 kB huge pages (no /sys/kernel/mm/"
+                            "hugepages/hugepages-1048576kB; 1G pages need a CPU with pdpe1gb)");
+}
+
 /* Which firmware framebuffer is the GPU's: its parent link, or on kernels without one the boot
  * VGA device's; one on another device, or unbound, is left alone. */
 static void test_framebuffers(void **state) {
@@ -704,6 +777,7 @@ int main(void) {
                 cmocka_unit_test(test_desktop_partly_inactive),
                 cmocka_unit_test(test_config_switches),
                 cmocka_unit_test(test_cpus),
+                cmocka_unit_test(test_tuning),
                 cmocka_unit_test(test_framebuffers),
                 cmocka_unit_test(test_secondary_already_on_display_driver),
                 cmocka_unit_test(test_derive_hand_back),
