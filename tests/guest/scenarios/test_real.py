@@ -349,8 +349,10 @@ def display_manager_will_not_stop(t):
         t.data["stuck_dm"] = {"rc": r.rc, "secs": round(r.secs, 2)}
         t.check(r.rc == 1 and "stuck-dm.service" in r.err and not writes,
                 "exit 1 naming the unit, no sysfs write (exit %s, writes %s)" % (r.rc, writes))
-        # Two deadlines: the stop's, and the rollback's start, which systemd queues behind the stop.
-        t.check(r.secs < 2 * 3 + 5, "within the deadlines (%.1f s)" % r.secs)
+        # Two deadlines: the stop's, and the rollback's start, which systemd queues behind the stop;
+        # bounded is the point (a hang runs into the 90 s kill), with room for a loaded machine
+        # (at load average 9 this took 12 s).
+        t.check(r.secs < 2 * 3 + 30, "within the deadlines (%.1f s)" % r.secs)
         steps = journal_steps()
         t.section("journal after the failed hand-over", "\n".join(map(str, steps)))
         t.check([s[0] for s in steps if s[5] not in ("planned", "skipped")] == [1],
