@@ -176,7 +176,7 @@ static int reset_target(const struct config *cfg, const struct host *h, const st
         return 0;
 }
 
-static void bar_sizes_supported(uint64_t mask, char *buf, size_t size) {
+void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size) {
         size_t len = strlen(buf);
 
         for (unsigned n = 0; n < 64; n++) {
@@ -216,7 +216,7 @@ static int bars_target(const struct bar_sizes *b, const struct pci_func *f, char
                 }
                 if (!(mask & (1ULL << order))) {
                         char list[STEP_FIELD_LEN] = "";
-                        bar_sizes_supported(mask, list, sizeof(list));
+                        plan_bar_sizes_supported(mask, list, sizeof(list));
                         snprintf(error, esize, "[vm] bar_sizes: BAR %u of %s cannot be %s (it supports%s)", index,
                                  f->name, want, list);
                         return -EINVAL;
@@ -233,7 +233,7 @@ static int bars_target(const struct bar_sizes *b, const struct pci_func *f, char
                 snprintf(to + strlen(to), STEP_FIELD_LEN - strlen(to), "%s%u:%s", i ? " " : "", index, want);
                 snprintf(supported + strlen(supported), STEP_FIELD_LEN - strlen(supported), "%sBAR %u", i ? ", " : "",
                          index);
-                bar_sizes_supported(mask, supported, STEP_FIELD_LEN);
+                plan_bar_sizes_supported(mask, supported, STEP_FIELD_LEN);
         }
         return 0;
 }
@@ -243,8 +243,7 @@ static const struct bar_sizes *plan_bar_sizes(const struct config *cfg, const ch
         return v && v->bar_sizes.n ? &v->bar_sizes : NULL;
 }
 
-/* What the PCI keys ask of the GPU's functions, checked before the first step. */
-static int check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size) {
+int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size) {
         const struct bar_sizes *bars = plan_bar_sizes(cfg, vm);
 
         for (size_t i = 0; i < h->n_gpu; i++) {
@@ -414,7 +413,7 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
                 for (size_t i = 0; i < h->n_gpu; i++)
                         plan_skip(plan_add(&p, &step_pci_driver, h->gpu[i].name, VFIO, VFIO), "already on vfio-pci");
         } else {
-                r = check_pci_keys(cfg, vm, h, error, size);
+                r = plan_check_pci_keys(cfg, vm, h, error, size);
                 if (r < 0)
                         return r;
                 plan_steps(cfg, vm, h, d, &p);

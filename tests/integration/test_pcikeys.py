@@ -3,6 +3,7 @@ the Vega's reset methods and resizable BARs while the VM has it, put back exactl
 kernel would refuse is refused before the first step; a failure or a kill at their steps leaves
 the host as it was. The emulation follows the kernel's stores (tests/host/fakesys.c)."""
 import os
+import subprocess
 
 import fakehost
 from fakehost import VEGA, VEGA_AUDIO, variant
@@ -224,3 +225,66 @@ def test_the_points_are_these(host):
     assert release()[0] == 0
     back = [(w.path, w.value) for w in host.log()]
     assert (len(over), len(back)) == (POINTS["hand-over"], POINTS["hand-back"]), (over, back)
+
+
+def check(*opts):
+    fakehost.check_safe()
+    p = subprocess.run([HOOK, "--config", CONF, "--check", *opts], capture_output=True, text=True,
+                       env=fakehost.hook_env(), timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def finding(out, level, text):
+    return any(line.startswith(f"  {level:<5} ") and text in line for line in out.splitlines())
+
+
+@variant(vendor_reset=True)
+def test_check_shows_the_live_values(host):
+    config(gpu="reset_method = auto\n", vm="bar_sizes = 0:8G 2:256M\n")
+    rc, out, err = check()
+    assert host.writes() == 0, host.log()
+    assert finding(out, "ok", f"{VEGA} reset_method: bus"), out
+    assert finding(out, "info", f"{VEGA} BAR 0: 256M now, resizable to 256M-8G"), out
+    assert finding(out, "info", f"{VEGA} BAR 2: 2M now, resizable to 2M-256M"), out
+    assert finding(out, "ok", "[gpu] reset_method = auto: possible (vendor-reset loaded)"), out
+    assert finding(out, "ok", "[vm win10] bar_sizes: possible"), out
+
+
+def test_check_fails_what_could_never_work(host):
+    config(gpu="reset_method = flr\n", vm="bar_sizes = 0:16G\n")
+    rc, out, err = check()
+    assert rc == 1 and host.writes() == 0, out
+    assert finding(out, "FAIL", f"[gpu] reset_method = flr: {VEGA} does not support flr (its methods: bus)"), out
+    assert finding(out, "FAIL", f"[vm win10] bar_sizes: BAR 0 of {VEGA} cannot be 16G (it supports 256M-8G)"), out
+    assert finding(out, "info", "[gpu] reset_method = flr"), out
+    assert finding(out, "info", "[vm win10] bar_sizes = 0:16G"), out
+
+
+@variant(vendor_reset=True)
+def test_hand_back_without_journal_restores_the_kernels_default(host):
+    """Without the journal the old list is unknown: "default", the kernel's choice now (device_specific
+    first while vendor-reset is loaded). The BARs keep their sizes (the old ones are unknown too)."""
+    assert host.write(RESET, "\n") == 0     # every method disabled, to tell "default" from what it was
+    config(gpu="reset_method = auto\n", vm="bar_sizes = 0:8G\n")
+    assert vega(host)[1] == ""
+    assert prepare()[0] == 0
+    assert vega(host) == ("vfio-pci", "device_specific", 8192 * M, 2 * M)
+    os.unlink(JOURNAL)
+    out = hook("--dry-run", "win10", "release", "end", "-")[1]
+    assert f"restore the reset method of {VEGA} to default" in out, out
+    rc, out, err = release()
+    assert rc == 0, err
+    assert vega(host) == ("amdgpu", "device_specific bus", 8192 * M, 2 * M)
+
+
+@variant(vendor_reset=True)
+def test_reset_methods_all_disabled_come_back_disabled(host):
+    assert host.write(RESET, "\n") == 0
+    config(gpu="reset_method = auto\n")
+    before = host.snapshot()
+    assert "(now: none enabled)" in dry_run()
+    assert prepare()[0] == 0
+    assert vega(host)[1] == "device_specific"
+    rc, out, err = release()
+    assert rc == 0, err
+    assert vega(host)[1] == "" and host.snapshot() == before
