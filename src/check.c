@@ -276,8 +276,7 @@ static void pci_keys(struct report *r, const struct config *cfg, const struct ho
                         continue;
                 only.reset_method = NULL;
                 if (plan_check_pci_keys(&only, cfg->vms[i].name, h, error, sizeof(error)) < 0)
-                        say(r, FAIL, "use sizes the BAR supports (listed above), or unset it", "[vm %s] %s",
-                            cfg->vms[i].name, error + strlen("[vm] "));
+                        say(r, FAIL, "use sizes the BAR supports (listed above), or unset it", "%s", error);
                 else
                         say(r, OK, NULL, "[vm %s] bar_sizes: possible", cfg->vms[i].name);
         }

@@ -199,8 +199,8 @@ void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size) {
 /* [vm NAME] bar_sizes for the display function f: from (the sizes now), to, supported (for people),
  * and whether any BAR changes. -EINVAL, with error, for a BAR that is not resizable, a size it does
  * not support, or a size now that could not be set back. */
-static int bars_target(const struct bar_sizes *b, const struct pci_func *f, char *from, char *to,
-                       char *supported, bool *change, char *error, size_t esize) {
+static int bars_target(const char *vm, const struct bar_sizes *b, const struct pci_func *f, char *from,
+                       char *to, char *supported, bool *change, char *error, size_t esize) {
         from[0] = to[0] = supported[0] = '\0';
         *change = false;
         for (size_t i = 0; i < b->n; i++) {
@@ -210,20 +210,20 @@ static int bars_target(const struct bar_sizes *b, const struct pci_func *f, char
 
                 bar_size_format(order, want, sizeof(want));
                 if (!mask) {
-                        snprintf(error, esize, "[vm] bar_sizes: BAR %u of %s is not resizable (no resource%u_resize)",
-                                 index, f->name, index);
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s is not resizable (no resource%u_resize)",
+                                 vm, index, f->name, index);
                         return -EINVAL;
                 }
                 if (!(mask & (1ULL << order))) {
                         char list[STEP_FIELD_LEN] = "";
                         plan_bar_sizes_supported(mask, list, sizeof(list));
-                        snprintf(error, esize, "[vm] bar_sizes: BAR %u of %s cannot be %s (it supports%s)", index,
-                                 f->name, want, list);
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s cannot be %s (it supports%s)", vm,
+                                 index, f->name, want, list);
                         return -EINVAL;
                 }
                 if (bytes < (1ULL << 20) || (bytes & (bytes - 1))) {
-                        snprintf(error, esize, "[vm] bar_sizes: BAR %u of %s is %llu bytes now, not a size it could be "
-                                 "set back to", index, f->name, (unsigned long long) bytes);
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s is %llu bytes now, not a size it could "
+                                 "be set back to", vm, index, f->name, (unsigned long long) bytes);
                         return -EINVAL;
                 }
                 now = (unsigned) __builtin_ctzll(bytes) - 20;
@@ -254,7 +254,7 @@ int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct h
 
                 r = reset_target(cfg, h, &h->gpu[i], to, sizeof(to), &why, error, size);
                 if (r >= 0 && bars && plan_is_display(&h->gpu[i]))
-                        r = bars_target(bars, &h->gpu[i], from, to, supported, &change, error, size);
+                        r = bars_target(vm, bars, &h->gpu[i], from, to, supported, &change, error, size);
                 if (r < 0)
                         return r;
         }
@@ -306,7 +306,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 bool change = false;
 
                 if (bars && plan_is_display(f) &&
-                    bars_target(bars, f, from, to, supported, &change, error, sizeof(error)) == 0 && change) {
+                    bars_target(vm, bars, f, from, to, supported, &change, error, sizeof(error)) == 0 && change) {
                         s = add_move(p, f, f->driver, "");
                         if (!f->driver[0])
                                 plan_skip(s, "bound to no driver");

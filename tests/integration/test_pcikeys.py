@@ -163,7 +163,7 @@ def test_bar_sizes_already_in_place_move_as_usual(host):
 
 def test_bar_size_not_supported_is_refused_before_the_first_step(host):
     before = host.snapshot()
-    for vm, message in (("bar_sizes = 0:16G\n", f"BAR 0 of {VEGA} cannot be 16G (it supports 256M-8G)"),
+    for vm, message in (("bar_sizes = 0:16G\n", f"[vm win10] bar_sizes: BAR 0 of {VEGA} cannot be 16G (it supports 256M-8G)"),
                         ("bar_sizes = 2:128M 0:128M\n", f"BAR 0 of {VEGA} cannot be 128M (it supports 256M-8G)"),
                         ("bar_sizes = 5:1G\n", f"BAR 5 of {VEGA} is not resizable (no resource5_resize)")):
         config(vm=vm)

@@ -509,13 +509,13 @@ static void test_bar_sizes(void **state) {
         /* what the kernel would refuse */
         w.vms[0].bar_sizes = (struct bar_sizes) { .bar = { { 0, 14 } }, .n = 1 };
         assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
-        assert_string_equal(error, "[vm] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M-8G)");
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M-8G)");
         w.gpu[0].bar_supported[0] = 0x2500;     /* 256M 1G 8G */
         assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
-        assert_string_equal(error, "[vm] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M 1G 8G)");
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M 1G 8G)");
         w.vms[0].bar_sizes = (struct bar_sizes) { .bar = { { 4, 0 } }, .n = 1 };
         assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
-        assert_string_equal(error, "[vm] bar_sizes: BAR 4 of 0000:0d:00.0 is not resizable (no resource4_resize)");
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 4 of 0000:0d:00.0 is not resizable (no resource4_resize)");
         assert_null(p.steps);
 }
 
