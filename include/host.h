@@ -1,11 +1,13 @@
 /* A read-only snapshot of what the hand-over touches, taken with libudev and sysfs reads. */
 #pragma once
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include "config.h"
 #include "util.h"
 
 #define NAME_LEN 64
+#define PCI_BARS 6
 
 struct pci_func {
         struct pci_addr addr;
@@ -15,6 +17,11 @@ struct pci_func {
         unsigned vendor, device, class;
         int iommu_group;                        /* -1 without IOMMU */
         bool boot_vga;
+        /* Read for the snapshot only (host_snapshot), not by host_read_func: */
+        bool has_reset_method;                  /* the kernel shows reset_method (it found a method) */
+        char reset_method[NAME_LEN];            /* its enabled methods, "bus" ("": all disabled) */
+        uint64_t bar_supported[PCI_BARS];       /* resourceN_resize: bit n = 1 MB << n; 0: not resizable */
+        uint64_t bar_bytes[PCI_BARS];           /* each BAR's size now (resource), 0 when unused */
 };
 
 struct vtcon {
@@ -62,7 +69,12 @@ struct host {
         struct huge_pool huge;
         struct cpu_freq *cpus;
         size_t n_cpus;
+        bool vendor_reset;                      /* the vendor_reset module is loaded */
 };
+
+/* Whether vendor-reset (github.com/gnif/vendor-reset) has a reset for the device: the ids of its
+ * device table (src/device-db.h). Pure. */
+bool host_vendor_reset_supports(unsigned vendor, unsigned device);
 
 /* Fills *ret with the functions of the slots of gpu[] and secondary[], the IOMMU group members,
  * the vtconsoles and the boot framebuffers. A configured slot with no function is -ENODEV
@@ -80,6 +92,9 @@ bool host_word_in(const char *list, const char *word);
  * the aliases give for the secondary GPU's display function; as the driver it registers when that
  * module is loaded already ("" when none is known). */
 void host_resolve_secondary_driver(struct host *h, const char *configured);
+
+/* The size of BAR index of the function now (its line in `resource`), 0 when unused. */
+int host_bar_bytes(const char *func, unsigned index, uint64_t *ret);
 
 /* Reads one function's driver and driver_override now ("" when none). */
 int host_read_func(const char *name, struct pci_func *ret);

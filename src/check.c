@@ -162,6 +162,7 @@ static void settings(struct report *r, const struct config *c) {
 
         addresses(c->gpu, c->n_gpu, list, sizeof(list));
         say(r, INFO, NULL, "[gpu] address = %s (every function of each slot)", list);
+        say(r, INFO, NULL, "[gpu] reset_method = %s", c->reset_method ? c->reset_method : "(default: left alone)");
         addresses(c->secondary, c->n_secondary, list, sizeof(list));
         say(r, INFO, NULL, "[secondary] address = %s", list[0] ? list : "(none)");
         say(r, INFO, NULL, "[secondary] driver = %s", c->secondary_driver ? c->secondary_driver :
@@ -192,6 +193,15 @@ static void settings(struct report *r, const struct config *c) {
                 say(r, INFO, NULL, "[vm %s] handle = %s, cpus = %s, timeout = %s", v->name,
                     v->handle < 0 ? "auto" : yes_no(v->handle), v->host_cpus ? v->host_cpus : "([host] cpus)",
                     timeout[0] ? timeout : "([host] timeout)");
+                if (v->bar_sizes.n) {
+                        char bars[STEP_FIELD_LEN] = "", size[16];
+                        for (size_t k = 0; k < v->bar_sizes.n; k++) {
+                                bar_size_format(v->bar_sizes.bar[k].order, size, sizeof(size));
+                                snprintf(bars + strlen(bars), sizeof(bars) - strlen(bars), "%s%u:%s", k ? " " : "",
+                                         v->bar_sizes.bar[k].index, size);
+                        }
+                        say(r, INFO, NULL, "[vm %s] bar_sizes = %s", v->name, bars);
+                }
         }
 }
 
@@ -231,7 +241,48 @@ static void reset_method(struct report *r, const struct pci_func *f) {
                     "it in the state the last one left", f->name);
 }
 
-static void check_gpu(struct report *r, const struct host *h) {
+/* The resizable BARs of a display function: the size of each now and those it supports. */
+static void bar_sizes(struct report *r, const struct pci_func *f) {
+        for (unsigned i = 0; i < PCI_BARS; i++) {
+                char now[32] = "unused", sizes[STEP_FIELD_LEN] = "";
+
+                if (!f->bar_supported[i])
+                        continue;
+                if (f->bar_bytes[i] >= (1ULL << 20) && !(f->bar_bytes[i] & (f->bar_bytes[i] - 1)))
+                        bar_size_format((unsigned) __builtin_ctzll(f->bar_bytes[i]) - 20, now, sizeof(now));
+                plan_bar_sizes_supported(f->bar_supported[i], sizes, sizeof(sizes));
+                say(r, INFO, NULL, "%s BAR %u: %s now, resizable to%s", f->name, i, now, sizes);
+        }
+}
+
+/* Whether [gpu] reset_method and each [vm] bar_sizes could work on the GPU as it is: the planner's
+ * own check, a FAIL naming what the kernel would refuse. */
+static void pci_keys(struct report *r, const struct config *cfg, const struct host *h) {
+        char error[512];
+
+        if (cfg->reset_method) {
+                struct config only = *cfg;
+                only.n_vms = 0;
+                if (plan_check_pci_keys(&only, NULL, h, error, sizeof(error)) < 0)
+                        say(r, FAIL, "set [gpu] reset_method to methods the GPU has (or auto), or unset it", "%s", error);
+                else
+                        say(r, OK, NULL, "[gpu] reset_method = %s: possible (vendor-reset %sloaded)", cfg->reset_method,
+                            h->vendor_reset ? "" : "not ");
+        }
+        for (size_t i = 0; i < cfg->n_vms; i++) {
+                struct config only = *cfg;
+
+                if (!cfg->vms[i].bar_sizes.n)
+                        continue;
+                only.reset_method = NULL;
+                if (plan_check_pci_keys(&only, cfg->vms[i].name, h, error, sizeof(error)) < 0)
+                        say(r, FAIL, "use sizes the BAR supports (listed above), or unset it", "%s", error);
+                else
+                        say(r, OK, NULL, "[vm %s] bar_sizes: possible", cfg->vms[i].name);
+        }
+}
+
+static void check_gpu(struct report *r, const struct config *cfg, const struct host *h) {
         bool display = false;
 
         for (size_t i = 0; i < h->n_gpu; i++) {
@@ -245,9 +296,12 @@ static void check_gpu(struct report *r, const struct host *h) {
                     f->class, f->driver[0] ? f->driver : "(none)", f->driver_override[0] ? f->driver_override :
                     "(none)", group_text, f->boot_vga ? ", boot VGA (the firmware's console is on it)" : "");
                 display = display || plan_is_display(f);
-                if (plan_is_display(f))
+                if (plan_is_display(f)) {
                         reset_method(r, f);
+                        bar_sizes(r, f);
+                }
         }
+        pci_keys(r, cfg, h);
         if (h->n_gpu && !display)
                 say(r, FAIL, "set [gpu] address (VIRSH_GPU_VIDEO) to the GPU's address (lspci -D)",
                     "%s is not a GPU: no function of its slot is a display controller", h->gpu[0].name);
@@ -813,7 +867,7 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                 have_host = host_snapshot(cfg.gpu, cfg.n_gpu, cfg.secondary, cfg.n_secondary, &h) == 0;
                 said(&r, FAIL, "fix [gpu] address or [secondary] address: lspci -D lists the machine's functions");
                 if (have_host) {
-                        check_gpu(&r, &h);
+                        check_gpu(&r, &cfg, &h);
                         check_consoles(&r, &cfg, &h);
                         check_secondary(&r, &cfg, &h);
                         have_desktop = check_desktop(&r, c, &d);

@@ -18,6 +18,12 @@
  *     (devices/virtual/vfio/GROUP, class vfio, node DEV/vfio/GROUP), and the last function leaving
  *     removes it; each function on vfio-pci has vfio-dev/vfioN, with a node
  *     (DEV/vfio/devices/vfioN) only when .fakesys/options says vfio_cdev (Linux >= 6.6);
+ *   - resourceN_resize (pci-sysfs.c) reads as the BAR's supported sizes, a hex mask (bit n = 1 MB
+ *     << n); writing n resizes the BAR to 1 MB << n (its line in `resource`), -EBUSY while a driver
+ *     is bound, -EINVAL for a size not in the mask;
+ *   - reset_method (pci.c) reads as the enabled methods, space-separated (nothing when none);
+ *     writing a list takes it if the device supports every method (.fakesys/reset_methods), else
+ *     -EINVAL and nothing changes; "" disables all, "default" enables all it supports;
  *   - unbinding a function from vfio-pci blocks the writer while any process holds its group's
  *     node or its vfio cdev (vfio_unregister_group_dev waits for the user to release the device;
  *     the emulation takes a holder of the group node for a VM holding the device through it).
@@ -49,6 +55,8 @@
  *
  * Control files in BACKING/.fakesys/ (see tests/lib/fakehost.py):
  *   options  words, one a line, set by origin.py: "vfio_cdev" (the kernel has the vfio cdev)
+ *   reset_methods  "NAME METHOD...": the reset methods PCI function NAME supports (their probe
+ *            succeeds), device_specific when vendor-reset is loaded and has a reset for it
  *   drivers  "BUS DRIVER ID..." in registration order (pci ids vendor:device, platform names)
  *   log      one line per attribute write, when it returns: "PATH VALUE RESULT"
  *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
@@ -1112,6 +1120,80 @@ static int store_vtcon(const char *rel, const char *value) {
         return 0;
 }
 
+/* pci-sysfs.c's resourceN_resize store: kstrtoul (base 0) of the size value n (1 MB << n);
+ * -EBUSY while a driver is bound; -EINVAL for a size not in the BAR's mask (what reading the file
+ * gives: "%016llx", bit n = 1 MB << n); else the BAR takes the size: its line in `resource` ends
+ * at start + size - 1 (the kernel assigns the BARs again; here they keep their start). */
+static int store_resize(const char *rel, unsigned bar, const char *value) {
+        char dev[PATH_MAX], cur[64], text[64], res[PATH_MAX], lines[4096], out[4096] = "", *end;
+        unsigned long n;
+        size_t len = 0;
+        unsigned i = 0;
+
+        errno = 0;
+        n = strtoul(value, &end, 0);
+        if (!value[0] || *end || errno || bar > 5)
+                return -EINVAL;
+        snprintf(dev, sizeof(dev), "%.*s", (int) (strrchr(rel, '/') - rel), rel);
+        if (bound_to(dev, cur, sizeof(cur)))
+                return -EBUSY;
+        if (read_rel(rel, text, sizeof(text)) < 0 || n >= 64 || !(strtoull(text, NULL, 16) & (1ULL << n)))
+                return -EINVAL;
+        snprintf(res, sizeof(res), "%s/resource", dev);
+        if (read_rel(res, lines, sizeof(lines)) < 0)
+                return -EIO;
+        for (char *save = NULL, *l = strtok_r(lines, "\n", &save); l; l = strtok_r(NULL, "\n", &save), i++) {
+                unsigned long long start, last, flags;
+                if (i == bar && sscanf(l, "%llx %llx %llx", &start, &last, &flags) == 3)
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "0x%016llx 0x%016llx 0x%016llx\n",
+                                                 start, start + ((1ULL << 20) << n) - 1, flags);
+                else
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s\n", l);
+        }
+        return write_rel(res, out);
+}
+
+/* pci.c's reset_method store: "" disables every method, "default" enables every one the device
+ * supports (in the kernel's order), else each name of the space-separated list must be one the
+ * device supports (-EINVAL otherwise, nothing changed). What the device supports, in the kernel's
+ * order, is origin.py's line for it in .fakesys/reset_methods ("NAME METHOD..."), device_specific
+ * included when vendor-reset is loaded and knows it. Shown as the list, nothing when empty. */
+static int store_reset_method(const char *rel, const char *value) {
+        static const char *const known[] = { "device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus" };
+        char dev[PATH_MAX], buf[4096], supported[512] = "", list[512] = "", words[512];
+        const char *name;
+        size_t len = 0;
+
+        snprintf(dev, sizeof(dev), "%.*s", (int) (strrchr(rel, '/') - rel), rel);
+        name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+        if (read_rel(".fakesys/reset_methods", buf, sizeof(buf)) >= 0)
+                for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                        if (!strncmp(l, name, strlen(name)) && l[strlen(name)] == ' ')
+                                snprintf(supported, sizeof(supported), " %s ", l + strlen(name) + 1);
+        if (!value[0])
+                return write_rel(rel, "");
+        if (!strcmp(value, "default")) {
+                for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+                        char w[32];
+                        snprintf(w, sizeof(w), " %s ", known[i]);
+                        if (strstr(supported, w))
+                                len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s", len ? " " : "", known[i]);
+                }
+        } else {
+                snprintf(words, sizeof(words), "%s", value);
+                for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                        char pad[64];
+                        snprintf(pad, sizeof(pad), " %s ", w);
+                        if (!strstr(supported, pad))
+                                return -EINVAL;
+                        len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s", len ? " " : "", w);
+                }
+        }
+        if (len)
+                snprintf(list + len, sizeof(list) - len, "\n");
+        return write_rel(rel, list);
+}
+
 static int is_vtcon_bind(const char *rel) {
         const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
         return !strncmp(rel, "devices/virtual/vtconsole/", 26) && !strcmp(base, "bind");
@@ -1260,6 +1342,12 @@ static int store(const char *rel, const char *value) {
                 return store_override(rel, value);
         if (is_vtcon_bind(rel))
                 return store_vtcon(rel, value);
+        unsigned bar;
+        char tail;
+        if (sscanf(base, "resource%u_resiz%c", &bar, &tail) == 2 && !strcmp(strchr(base, '_'), "_resize"))
+                return store_resize(rel, bar, value);
+        if (!strcmp(base, "reset_method"))
+                return store_reset_method(rel, value);
         if (is_trigger(base))
                 return 0;
         char pool[64];

@@ -305,7 +305,7 @@ Write = collections.namedtuple("Write", "path value result")
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
     origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
-    foreign, framebuffer, fb_parent, firmware, vfio_cdev."""
+    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset."""
     count = 0
 
     def __init__(self, **variant):
@@ -442,6 +442,17 @@ class Host:
         is on vfio-pci)."""
         return f"/dev/vfio/{self.iommu_group(name)}"
 
+    def bar_sizes(self, name):
+        """Each BAR's size in bytes (its line in `resource`), None without the file."""
+        text = self._read(f"/sys/bus/pci/devices/{name}/resource")
+        if text is None:
+            return None
+        sizes = []
+        for line in text.splitlines()[:6]:
+            start, end, _ = (int(x, 16) for x in line.split())
+            sizes.append(end - start + 1 if end > start else 0)
+        return sizes
+
     def pci_devices(self):
         return sorted(os.listdir("/sys/bus/pci/devices"))
 
@@ -460,7 +471,9 @@ class Host:
             s["pci"][name] = {"driver": self.driver(name), "override": self.override(name),
                               "uevent_driver": self.uevent(name).get("DRIVER"),
                               "drm": self.drm_cards(name), "sound": self.sound_cards(name),
-                              "vfio_dev": bool(self.vfio_devs(name))}
+                              "vfio_dev": bool(self.vfio_devs(name)),
+                              "reset_method": self._read(f"/sys/bus/pci/devices/{name}/reset_method"),
+                              "bars": self.bar_sizes(name)}
         for v in sorted(os.listdir("/sys/class/vtconsole")):
             s["vtcon"][v] = self._read(f"/sys/class/vtconsole/{v}/bind")
         s["driver_links"] = {d: sorted(e for e in os.listdir(f"/sys/bus/pci/drivers/{d}") if ":" in e)

@@ -405,6 +405,29 @@ static void test_errors(void **state) {
                 { "VIRSH_GPU_VIDEO=\"0000:0d:00.0\"\nVIRSH_USER\n", ":2: syntax error (expected KEY=value, [section] or a comment)\n" },
 
                 /* the native format */
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = reset\n",
+                  ":3: [gpu] reset_method: \"reset\" is not a reset method (expected auto, or one or more of "
+                  "device_specific, acpi, flr, af_flr, pm, bus, cxl_bus)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = bus flr bus\n",
+                  ":3: [gpu] reset_method: bus is listed twice\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = auto flr\n",
+                  ":3: [gpu] reset_method: \"auto\" is not a reset method" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0=8G\n",
+                  ":4: [vm w] bar_sizes: \"0=8G\" is not INDEX:SIZE (expected a BAR index 0-5, a colon and a size "
+                  "like 256M or 8G)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 6:8G\n",
+                  ":4: [vm w] bar_sizes: \"6:8G\" is not INDEX:SIZE" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8\n",
+                  ":4: [vm w] bar_sizes: \"0:8\": no unit (expected a size like 256M, 8G or 1T)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8K\n", ":4: [vm w] bar_sizes: \"0:8K\": no unit" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8Gx\n", ":4: [vm w] bar_sizes: \"0:8Gx\": no unit" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:6G\n",
+                  ":4: [vm w] bar_sizes: \"0:6G\" is not a power of two from 1M (the sizes a resizable BAR can have)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:0M\n", ":4: [vm w] bar_sizes: \"0:0M\" is not a power of two" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:16777216T\n",
+                  ":4: [vm w] bar_sizes: \"0:16777216T\" is not a power of two" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8G 2:256M 0:4G\n",
+                  ":4: [vm w] bar_sizes: BAR 0 is listed twice\n" },
                 { "[gpu]\naddress = 0000:0d:00.0 nonsense\n",
                   ":2: [gpu] address: \"nonsense\" is not a PCI address (expected DDDD:BB:SS.F)\n" },
                 { "[gpu]\naddress = 0000:0d:00.0\naddress = 0000:0d:00.1, 0000:0d:00.0\n",
@@ -470,9 +493,6 @@ static void test_errors(void **state) {
                   ":4: [vm win10] handle: \"sometimes\" is not auto, yes or no\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpus = all\n", ":4: [vm win10] cpus: \"all\" is not a CPU list" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ntimeout = 1d\n", ":4: [vm win10] timeout: \"1d\" is not a duration" },
-                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhandel = yes\n",
-                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, hugepages, "
-                  "hugepage_size, cpu_governor)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 64\n",
                   ":4: [vm win10] hugepages: \"64\" is not a size (expected a number with its unit, like 8G or 512M)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 0M\n", ":4: [vm win10] hugepages: \"0M\" is not a size" },
@@ -492,8 +512,11 @@ static void test_errors(void **state) {
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpu_governor = a-governor-too-long\n",
                   ":4: [vm win10] cpu_governor: \"a-governor-too-long\" is not a governor name" },
                 { "[gpu]\naddress=0000:0d:00.0\n[host]\nhugepages = 1G\n", ":4: [host] hugepages: unknown key" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhandel = yes\n",
+                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, hugepages, "
+                  "hugepage_size, cpu_governor, bar_sizes)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\nadress = 0000:0e:00.0\n",
-                  ":3: [gpu] adress: unknown key (expected one of: address)\n" },
+                  ":3: [gpu] adress: unknown key (expected one of: address, reset_method)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[desktop]\nunit = a.service\n",
                   ":4: [desktop] unit: unknown key (expected one of: user, bus, display_manager, units)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n\n[gpus]\n",
@@ -681,9 +704,44 @@ static void test_example(void **state) {
         assert_string_equal(c.secondary_driver, "radeon");
         assert_string_equal(c.user_bus, "unix:path=/run/user/1000/bus");
         assert_string_equal(c.host_cpus, "0,1,6,7");
+        assert_string_equal(c.reset_method, "auto");
         v = config_vm(&c, "win10");
         assert_non_null(v);
         assert_int_equal(v->timeout_ms, 30000);
+        assert_int_equal(v->bar_sizes.n, 2);
+        assert_int_equal(v->bar_sizes.bar[0].index, 0);
+        assert_int_equal(v->bar_sizes.bar[0].order, 13);
+        assert_int_equal(v->bar_sizes.bar[1].index, 2);
+        assert_int_equal(v->bar_sizes.bar[1].order, 8);
+        config_free(&c);
+}
+
+/* [gpu] reset_method and [vm NAME] bar_sizes: good values. */
+static void test_pci_keys(void **state) {
+        struct config c;
+        const struct vm_config *v;
+
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n", &c), 0);
+        assert_null(c.reset_method);
+        config_free(&c);
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nreset_method = device_specific,  bus\n"
+                                   "[vm win10]\nbar_sizes = 0:8G, 2:256MiB 5:1M 4:1TB\n[vm other]\ncpus = 1\n", &c), 0);
+        assert_string_equal(messages, "");
+        assert_string_equal(c.reset_method, "device_specific bus");
+        v = config_vm(&c, "win10");
+        assert_int_equal(v->bar_sizes.n, 4);
+        assert_int_equal(v->bar_sizes.bar[0].order, 13);
+        assert_int_equal(v->bar_sizes.bar[1].order, 8);
+        assert_int_equal(v->bar_sizes.bar[2].index, 5);
+        assert_int_equal(v->bar_sizes.bar[2].order, 0);
+        assert_int_equal(v->bar_sizes.bar[3].order, 20);
+        assert_int_equal(config_vm(&c, "other")->bar_sizes.n, 0);
+        config_free(&c);
+        /* An empty value: left alone again. */
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nreset_method = flr\nreset_method =\n"
+                                   "[vm w]\nbar_sizes = 0:8G\nbar_sizes =\n", &c), 0);
+        assert_null(c.reset_method);
+        assert_int_equal(config_vm(&c, "w")->bar_sizes.n, 0);
         config_free(&c);
 }
 
@@ -710,6 +768,7 @@ int main(void) {
                 cmocka_unit_test(test_owner),
                 cmocka_unit_test(test_missing_and_not_a_file),
                 cmocka_unit_test(test_example),
+                cmocka_unit_test(test_pci_keys),
         };
 
         return cmocka_run_group_tests(tests, setup, teardown);
