@@ -394,6 +394,7 @@ def journal_steps():
     return sorted(out)
 
 
+SLOW_STOP = "/run/systemd/system/greetd.service.d/qemu-hook-test-slow-stop.conf"
 KILL_POINTS = [
     ("the display manager's stop", lambda s: s[1] == "unit" and s[4] == "inactive"),
     ("the GPU's move to vfio-pci", lambda s: s[1] == "pci-driver" and s[2] == g.GPU),
@@ -409,6 +410,13 @@ def killed_at_each_point(t):
     g.write_kvm_conf(g.ORIGIN_KVM_CONF)
     xml = g.domain_xml()
     env = dict(g.LIBVIRT_HOOK_ENV)
+    # greetd stops in a few milliseconds right after boot: the poll below (a journal parse every
+    # 2 ms, slow under TCG) once missed the whole stop. A second of ExecStopPost makes the point
+    # last long enough to be hit, whatever the machine's load.
+    os.makedirs(os.path.dirname(SLOW_STOP), exist_ok=True)
+    with open(SLOW_STOP, "w") as f:
+        f.write("[Service]\nExecStopPost=/bin/sleep 1\n")
+    g.run(["systemctl", "daemon-reload"], timeout=60)
     try:
         for what, is_point in KILL_POINTS:
             p = subprocess.Popen(["env", "--default-signal", g.HOOK, g.DOMAIN, "prepare", "begin", "-"],
@@ -437,4 +445,6 @@ def killed_at_each_point(t):
             t.check(not os.path.exists(JOURNAL), "the journal is gone")
             back_to_boot(t, "after the kill during %s and release end" % what)
     finally:
+        os.unlink(SLOW_STOP)
+        g.run(["systemctl", "daemon-reload"], timeout=60)
         cleanup()
