@@ -12,12 +12,23 @@
 #define CONFIG_TIMEOUT_DEFAULT_MS 20000U
 #define CONFIG_SCRIPT_TIMEOUT_DEFAULT_MS 60000U
 
+/* PCI resizable BARs: BAR index to 1 MB << order, the kernel's resourceN_resize value. */
+#define CONFIG_MAX_BARS 6
+struct bar_sizes {
+        struct { unsigned index, order; } bar[CONFIG_MAX_BARS];
+        size_t n;
+};
+
 struct vm_config {
         char *name;
         int handle;             /* -1: decide from the domain XML, 0: never, 1: always */
         char *host_cpus;        /* NULL: the global value */
         unsigned timeout_ms;    /* 0: the global value */
         char *user_units[CONFIG_MAX_UNITS + 1]; /* the desktop user's units started while it runs */
+        unsigned long hugepages_kb;     /* free as huge pages while it runs; 0: none */
+        unsigned long hugepage_kb;      /* their size: 2048 or 1048576; 0: the default, 2048 */
+        char *cpu_governor;     /* every CPU's scaling_governor while it runs; NULL: untouched */
+        struct bar_sizes bar_sizes;     /* the GPU's BARs while this VM has it; n 0: left alone */
 };
 
 struct config {
@@ -28,6 +39,8 @@ struct config {
         struct pci_addr secondary[CONFIG_MAX_ADDRS];
         size_t n_secondary;
         char *secondary_driver; /* display driver of the secondary GPU; NULL: resolve from the host */
+        char *reset_method;     /* the GPU's while handed over: "auto" or methods separated by one space;
+                                 * NULL: left alone */
         char *park_driver;      /* where the secondary GPU idles while the host has the big one */
         char *user;             /* the desktop user; NULL: none */
         char *user_bus;         /* that user's bus address; NULL: unix:path=/run/user/UID/bus */
@@ -56,5 +69,6 @@ int config_read(FILE *f, const char *path, struct config *ret);
 void config_free(struct config *c);
 /* Whether a is a function of the GPU (in the slot of one of its addresses). */
 bool config_is_gpu(const struct config *c, const struct pci_addr *a);
+#define CONFIG_HUGEPAGE_DEFAULT_KB 2048UL
 /* The [vm NAME] section for vm, or NULL. */
 const struct vm_config *config_vm(const struct config *c, const char *vm);

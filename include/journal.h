@@ -27,11 +27,12 @@ int journal_load(const char *vm, struct plan *ret);
 int journal_read(FILE *f, const char *name, const char *vm, struct plan *ret);
 int journal_remove(const char *vm);
 /* Calls fn for each readable journal (broken ones are reported and passed over), with its plan
- * (its VM's name from the file) and path, until fn returns non-zero, which is returned. */
+ * (its VM's name from the file) and path, until fn returns non-zero, which is returned; a negative
+ * errno when JOURNAL_DIR exists but cannot be read. */
 int journal_foreach(int (*fn)(struct plan *p, const char *path, void *data), void *data);
 /* Whether the journal of another VM than vm has a step in place on target (a device, a unit):
- * 1 with that journal in *ret (to free) and its file in path, or 0. Broken journals are reported
- * and passed over. */
+ * 1 with that journal in *ret (to free) and its file in path, 0, or a negative errno when JOURNAL_DIR
+ * cannot be read. Broken journals are reported and passed over. */
 int journal_owner(const char *vm, const char *target, struct plan *ret, char path[static PATH_MAX]);
 /* Whether any VM has a journal: then the host's state is known, and a VM without one did not
  * hand the GPU over. */

@@ -49,6 +49,11 @@ bool plan_is_display(const struct pci_func *f);
 /* Whether f, another member of the GPU's IOMMU group, keeps the group from going to a VM: anything
  * but a bridge or a function on vfio-pci. */
 bool plan_group_blocks(const struct pci_func *f);
+/* What [gpu] reset_method and vm's bar_sizes ask of the GPU's functions h shows: -EINVAL, with
+ * error, for what the kernel would refuse (checked before the first step of a hand-over). */
+int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size);
+/* Appends the sizes of a resourceN_resize mask to buf: " 256M-8G", " 256M 1G 8G". */
+void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size);
 /* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */

@@ -76,6 +76,13 @@ struct step {
                 struct {
                         char on[STEP_FIELD_LEN];        /* the PCI function it sits on */
                 } fb;
+                struct {
+                        char want[STEP_FIELD_LEN];      /* pages the VM wants free */
+                        char free[STEP_FIELD_LEN];      /* free_hugepages when planned */
+                } huge;
+                struct {
+                        char supported[STEP_FIELD_LEN]; /* the sizes each BAR supports, for people */
+                } bar;
         } data;
         enum step_state state;
         usec_t duration;
@@ -84,7 +91,10 @@ struct step {
 };
 
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
-        step_holders, step_pci_driver, step_cpus, step_script, step_inhibit, step_command;
+        step_holders, step_pci_driver, step_cpus, step_script, step_hugepages, step_governor, step_reset_method,
+        step_bar_sizes, step_inhibit, step_command;
+/* A BAR size of 1 MB << order as "256M", "8G" (step-bars.c; the form of its from and to). */
+void bar_size_format(unsigned order, char *buf, size_t size);
 const struct step_kind *step_kind_by_name(const char *name);
 /* Before a hand-back undoes anything: waits (until the deadline) for the processes holding the
  * vfio nodes of a function it takes off vfio-pci to let go; -EBUSY, logged naming them, when a VM

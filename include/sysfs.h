@@ -6,6 +6,7 @@
 #include "util.h"
 
 #define SYSFS_ROOT "/sys"
+#define SYSCTL_ROOT "/proc/sys"
 
 /* Reads the first line of ROOT/path into buf (newline stripped). Negative errno on failure. */
 int sysfs_read(const char *path, char *buf, size_t size);
@@ -24,3 +25,6 @@ int sysfs_write_deadline(const char *path, const char *value, usec_t deadline);
 int sysfs_take_blocked_writer(void);
 /* Whether a writer left blocked still is (alive, ours); wchan gets where it waits. */
 bool sysfs_writer_blocked(int pid, char *wchan, size_t size);
+/* sysfs_write_deadline for SYSCTL_ROOT/path ("vm/compact_memory"): work the kernel does in the
+ * writer's time, which a deadline's SIGKILL interrupts. */
+int sysctl_write_deadline(const char *path, const char *value, usec_t deadline);

@@ -162,6 +162,7 @@ static void settings(struct report *r, const struct config *c) {
 
         addresses(c->gpu, c->n_gpu, list, sizeof(list));
         say(r, INFO, NULL, "[gpu] address = %s (every function of each slot)", list);
+        say(r, INFO, NULL, "[gpu] reset_method = %s", c->reset_method ? c->reset_method : "(default: left alone)");
         addresses(c->secondary, c->n_secondary, list, sizeof(list));
         say(r, INFO, NULL, "[secondary] address = %s", list[0] ? list : "(none)");
         say(r, INFO, NULL, "[secondary] driver = %s", c->secondary_driver ? c->secondary_driver :
@@ -198,6 +199,15 @@ static void settings(struct report *r, const struct config *c) {
                 say(r, INFO, NULL, "[vm %s] handle = %s, cpus = %s, timeout = %s", v->name,
                     v->handle < 0 ? "auto" : yes_no(v->handle), v->host_cpus ? v->host_cpus : "([host] cpus)",
                     timeout[0] ? timeout : "([host] timeout)");
+                if (v->bar_sizes.n) {
+                        char bars[STEP_FIELD_LEN] = "", size[16];
+                        for (size_t k = 0; k < v->bar_sizes.n; k++) {
+                                bar_size_format(v->bar_sizes.bar[k].order, size, sizeof(size));
+                                snprintf(bars + strlen(bars), sizeof(bars) - strlen(bars), "%s%u:%s", k ? " " : "",
+                                         v->bar_sizes.bar[k].index, size);
+                        }
+                        say(r, INFO, NULL, "[vm %s] bar_sizes = %s", v->name, bars);
+                }
         }
 }
 
@@ -237,7 +247,48 @@ static void reset_method(struct report *r, const struct pci_func *f) {
                     "it in the state the last one left", f->name);
 }
 
-static void check_gpu(struct report *r, const struct host *h) {
+/* The resizable BARs of a display function: the size of each now and those it supports. */
+static void bar_sizes(struct report *r, const struct pci_func *f) {
+        for (unsigned i = 0; i < PCI_BARS; i++) {
+                char now[32] = "unused", sizes[STEP_FIELD_LEN] = "";
+
+                if (!f->bar_supported[i])
+                        continue;
+                if (f->bar_bytes[i] >= (1ULL << 20) && !(f->bar_bytes[i] & (f->bar_bytes[i] - 1)))
+                        bar_size_format((unsigned) __builtin_ctzll(f->bar_bytes[i]) - 20, now, sizeof(now));
+                plan_bar_sizes_supported(f->bar_supported[i], sizes, sizeof(sizes));
+                say(r, INFO, NULL, "%s BAR %u: %s now, resizable to%s", f->name, i, now, sizes);
+        }
+}
+
+/* Whether [gpu] reset_method and each [vm] bar_sizes could work on the GPU as it is: the planner's
+ * own check, a FAIL naming what the kernel would refuse. */
+static void pci_keys(struct report *r, const struct config *cfg, const struct host *h) {
+        char error[512];
+
+        if (cfg->reset_method) {
+                struct config only = *cfg;
+                only.n_vms = 0;
+                if (plan_check_pci_keys(&only, NULL, h, error, sizeof(error)) < 0)
+                        say(r, FAIL, "set [gpu] reset_method to methods the GPU has (or auto), or unset it", "%s", error);
+                else
+                        say(r, OK, NULL, "[gpu] reset_method = %s: possible (vendor-reset %sloaded)", cfg->reset_method,
+                            h->vendor_reset ? "" : "not ");
+        }
+        for (size_t i = 0; i < cfg->n_vms; i++) {
+                struct config only = *cfg;
+
+                if (!cfg->vms[i].bar_sizes.n)
+                        continue;
+                only.reset_method = NULL;
+                if (plan_check_pci_keys(&only, cfg->vms[i].name, h, error, sizeof(error)) < 0)
+                        say(r, FAIL, "use sizes the BAR supports (listed above), or unset it", "%s", error);
+                else
+                        say(r, OK, NULL, "[vm %s] bar_sizes: possible", cfg->vms[i].name);
+        }
+}
+
+static void check_gpu(struct report *r, const struct config *cfg, const struct host *h) {
         bool display = false;
 
         for (size_t i = 0; i < h->n_gpu; i++) {
@@ -251,9 +302,12 @@ static void check_gpu(struct report *r, const struct host *h) {
                     f->class, f->driver[0] ? f->driver : "(none)", f->driver_override[0] ? f->driver_override :
                     "(none)", group_text, f->boot_vga ? ", boot VGA (the firmware's console is on it)" : "");
                 display = display || plan_is_display(f);
-                if (plan_is_display(f))
+                if (plan_is_display(f)) {
                         reset_method(r, f);
+                        bar_sizes(r, f);
+                }
         }
+        pci_keys(r, cfg, h);
         if (h->n_gpu && !display)
                 say(r, FAIL, "set [gpu] address (VIRSH_GPU_VIDEO) to the GPU's address (lspci -D)",
                     "%s is not a GPU: no function of its slot is a display controller", h->gpu[0].name);
@@ -331,6 +385,25 @@ static void check_secondary(struct report *r, const struct config *cfg, struct h
             k > 0 ? "registered" : k == 0 ? "loadable" : "neither registered nor loadable");
 }
 
+/* Who holds the GPU's nodes now: PID, command, unit. */
+static void check_holders(struct report *r, const struct host *h) {
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                struct func_node nodes[64];
+                char holders[1024] = "";
+                int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
+                unsigned hidden = 0;
+
+                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders), &hidden) > 0)
+                        say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
+                            "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
+                else if (n > 0)
+                        say(r, OK, NULL, "%s: nobody holds its nodes now", h->gpu[i].name);
+                if (n > 0 && hidden)
+                        say(r, WARN, "run --check as root", "%s: the open files of %u processes of other users "
+                            "cannot be read: they may hold it too", h->gpu[i].name, hidden);
+        }
+}
+
 /* A command's program: there and executable (by the user, who runs it; checked as root here). */
 static void check_command(struct report *r, const char *key, const char *command) {
         char program[CONFIG_COMMAND_MAX_LEN + 1];
@@ -398,7 +471,7 @@ static void check_bus_keys(struct report *r, struct run_ctx *c, const struct des
 }
 
 /* Returns whether the desktop's state could be read (for the planner). */
-static bool check_desktop(struct report *r, struct run_ctx *c, const struct host *h, struct desktop_state *d) {
+static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_state *d) {
         const struct config *cfg = c->cfg;
 
         group(r, "desktop");
@@ -423,18 +496,6 @@ static bool check_desktop(struct report *r, struct run_ctx *c, const struct host
                 say(r, geteuid() == 0 ? INFO : WARN, geteuid() == 0 ? NULL : "run --check as root to see them",
                     "%s's units: %s", cfg->user, d->user_units_skip);
         check_bus_keys(r, c, d);
-        for (size_t i = 0; i < h->n_gpu; i++) {
-                struct func_node nodes[64];
-                char holders[1024] = "";
-                int n = host_func_nodes(h->gpu[i].name, nodes, ELEMENTSOF(nodes));
-
-                if (n > 0 && host_node_holders(nodes, (size_t) n, holders, sizeof(holders)) > 0)
-                        say(r, INFO, NULL, "%s is held now by %s: the hand-over stops the display manager and the "
-                            "user's units first, and waits up to [host] timeout for the rest", h->gpu[i].name, holders);
-                else if (n > 0)
-                        say(r, OK, NULL, "%s: nobody holds its nodes now%s", h->gpu[i].name,
-                            geteuid() == 0 ? "" : " (as a user, only this user's processes can be seen)");
-        }
         return true;
 }
 
@@ -681,7 +742,6 @@ static void check_apparmor(struct report *r, const struct daemon *dms, size_t n_
 struct vm_check {
         struct report *r;
         const struct config *cfg;
-        const struct host *h;
         const char *asked;      /* the VM named on the command line, or NULL */
         size_t n;
 };
@@ -719,8 +779,101 @@ static int check_domain(const char *name, const char *xml, size_t len, void *dat
         return 0;
 }
 
-static void check_vms(struct report *r, const struct config *cfg, const struct host *h, const char *vm) {
-        struct vm_check v = { .r = r, .cfg = cfg, .h = h, .asked = vm };
+/* kB of a /proc/meminfo line ("MemAvailable"), 0 when unknown. */
+static unsigned long meminfo_kb(const char *key) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+        char line[256];
+        size_t n = strlen(key);
+        unsigned long kb = 0;
+
+        while (f && fgets(line, sizeof(line), f))
+                if (strncmp(line, key, n) == 0 && line[n] == ':' && sscanf(line + n + 1, "%lu", &kb) == 1)
+                        break;
+        return kb;
+}
+
+static void check_hugepages(struct report *r, const struct vm_config *v, const struct host *t) {
+        unsigned long kb = t->huge.page_kb, asked = t->huge.asked_kb;
+
+        if (!kb) {
+                say(r, FAIL, "set hugepage_size = 2M, or boot a CPU and kernel with 1G pages (pdpe1gb)",
+                    "[vm %s] hugepages = %lu MiB: the kernel has no %lu kB huge pages (no /sys/kernel/mm/hugepages/"
+                    "hugepages-%lukB)", v->name, v->hugepages_kb / 1024, asked, asked);
+                return;
+        }
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - t->huge.free;
+        unsigned long more_kb = missing > 0 ? (unsigned long) missing * kb : 0, total = meminfo_kb("MemTotal"),
+                      avail = meminfo_kb("MemAvailable");
+        enum level l = total && more_kb > total ? FAIL : avail && more_kb > avail ? WARN : OK;
+
+        say(r, l, l == FAIL ? "lower [vm] hugepages: this machine does not have that much memory" :
+            l == WARN ? "free memory before the VM starts, or reserve the pages at boot (hugepages= on the "
+            "kernel command line)" : NULL,
+            "[vm %s] hugepages = %lu MiB as %lu kB pages (%ld): now nr_hugepages %ld, free_hugepages %ld; %s "
+            "(MemAvailable %lu MiB)", v->name, v->hugepages_kb / 1024, kb, want, t->huge.nr, t->huge.free,
+            missing > 0 ? "more to allocate at the hand-over" : "free already", avail / 1024);
+        if (missing > 0)
+                say(r, INFO, NULL, "[vm %s] %ld more pages (%lu MiB) at the hand-over, after compacting memory",
+                    v->name, missing, more_kb / 1024);
+}
+
+static void check_governor(struct report *r, const struct vm_config *v, const struct host *t) {
+        size_t scaled = 0, offline = 0, refused = 0;
+        char now[256] = "";
+
+        for (size_t i = 0; i < t->n_cpus; i++) {
+                const struct cpu_freq *cpu = &t->cpus[i];
+
+                offline += !cpu->online;
+                if (!cpu->online || !cpu->cpufreq)
+                        continue;
+                scaled++;
+                if (!host_word_in(cpu->available, v->cpu_governor) && refused++ == 0)
+                        say(r, FAIL, "choose one the CPUs offer, or load its module (cpufreq_NAME)",
+                            "[vm %s] cpu_governor = %s: CPU %u offers only %s", v->name, v->cpu_governor, cpu->cpu,
+                            cpu->available);
+                if (!host_word_in(now, cpu->governor))
+                        snprintf(now + strlen(now), sizeof(now) - strlen(now), "%s%s", now[0] ? " " : "",
+                                 cpu->governor);
+        }
+        if (scaled == 0)
+                say(r, WARN, NULL, "[vm %s] cpu_governor = %s: no cpufreq on any of the %zu CPUs (the kernel scales "
+                    "no frequency here): nothing to set", v->name, v->cpu_governor, t->n_cpus);
+        else if (!refused)
+                say(r, OK, NULL, "[vm %s] cpu_governor = %s: offered by the %zu CPUs with cpufreq (now %s)%s", v->name,
+                    v->cpu_governor, scaled, now, offline ? "; offline CPUs are left alone" : "");
+        if (scaled && scaled + offline < t->n_cpus)
+                say(r, INFO, NULL, "[vm %s] %zu CPUs have no cpufreq: left alone", v->name,
+                    t->n_cpus - scaled - offline);
+}
+
+/* What the [vm] sections ask of the host, against what it has now. */
+static void check_tuning(struct report *r, const struct config *cfg, const char *vm) {
+        bool any = false;
+
+        for (size_t i = 0; i < cfg->n_vms; i++) {
+                const struct vm_config *v = &cfg->vms[i];
+                struct host t = {};
+
+                if ((!v->hugepages_kb && !v->cpu_governor) || (vm && strcmp(vm, v->name) != 0))
+                        continue;
+                if (!any)
+                        group(r, "huge pages and CPU governor");
+                any = true;
+                if (host_tuning(cfg, v->name, &t) < 0)
+                        said(r, FAIL, "see the message");
+                else {
+                        if (v->hugepages_kb)
+                                check_hugepages(r, v, &t);
+                        if (v->cpu_governor)
+                                check_governor(r, v, &t);
+                }
+                host_free(&t);
+        }
+}
+
+static void check_vms(struct report *r, const struct config *cfg, const char *vm) {
+        struct vm_check v = { .r = r, .cfg = cfg, .asked = vm };
 
         group(r, "VMs (libvirt)");
         if (virt_foreach_domain(vm, check_domain, &v) < 0)
@@ -787,10 +940,15 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                 have_host = host_snapshot(cfg.gpu, cfg.n_gpu, cfg.secondary, cfg.n_secondary, &h) == 0;
                 said(&r, FAIL, "fix [gpu] address or [secondary] address: lspci -D lists the machine's functions");
                 if (have_host) {
-                        check_gpu(&r, &h);
+                        check_gpu(&r, &cfg, &h);
                         check_consoles(&r, &cfg, &h);
                         check_secondary(&r, &cfg, &h);
-                        have_desktop = check_desktop(&r, c, &h, &d);
+                        have_desktop = check_desktop(&r, c, &d);
+                        check_holders(&r, &h);
+                        check_tuning(&r, &cfg, a->vm);
+                        /* The planner's verdict below then weighs them too. */
+                        if (a->vm && host_tuning(&cfg, a->vm, &h) < 0)
+                                captured.n = 0;
                 }
         }
         size_t n_dms = find_daemons(dms, ELEMENTSOF(dms));
@@ -801,9 +959,13 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
         check_selinux(&r, hook, access(QEMU_HOOK_FRONT, F_OK) == 0 || !strchr(a->self, '/') ? QEMU_HOOK_FRONT : a->self);
         check_apparmor(&r, dms, n_dms);
         if (loaded)
-                check_vms(&r, &cfg, &h, a->vm);
+                check_vms(&r, &cfg, a->vm);
         group(&r, "hand-over");
-        journal_foreach(print_journal, &r);
+        int k = journal_foreach(print_journal, &r);
+        if (k < 0)
+                say(&r, geteuid() == 0 ? FAIL : WARN, geteuid() == 0 ? NULL : "run --check as root",
+                    "the journals in " JOURNAL_DIR " cannot be read (%s): whether a VM has the GPU now is unknown",
+                    strerror(-k));
         captured.n = 0;
         if (have_host && have_desktop)
                 check_plan(&r, &cfg, a->vm, &h, &d);

@@ -470,6 +470,125 @@ static int parse_handle(struct parser *p, const char *key, const char *v, void *
         return 1;
 }
 
+/* "64M", "8G", "512MiB": a size with its unit (K, M, G, T, each optionally followed by iB or B), in
+ * kB; 0 is not a size. */
+static int parse_size_kb(const char *s, unsigned long *ret) {
+        unsigned long long v, shift;
+        char *end;
+
+        if (!isdigit((unsigned char) *s))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        switch (*end) {
+        case 'K': case 'k': shift = 0; break;
+        case 'M': case 'm': shift = 10; break;
+        case 'G': case 'g': shift = 20; break;
+        case 'T': case 't': shift = 30; break;
+        default: return -EINVAL;
+        }
+        end++;
+        if (*end && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
+                return -EINVAL;
+        /* Up to 64 TiB: far beyond any machine's memory, far below an overflow. */
+        if (errno == ERANGE || v == 0 || v > (1ULL << 36 >> shift))
+                return -ERANGE;
+        *ret = (unsigned long) (v << shift);
+        return 0;
+}
+
+static int parse_hugepages(struct parser *p, const char *key, const char *v, void *field) {
+        int r = 0;
+
+        *(unsigned long *) field = 0;
+        if (*v)
+                r = parse_size_kb(v, field);
+        if (r < 0)
+                return fail(p, 0, "%s: \"%s\" is not a size (expected a number with its unit, like 8G or 512M)",
+                            key, v);
+        return 1;
+}
+
+static int parse_hugepage_size(struct parser *p, const char *key, const char *v, void *field) {
+        unsigned long kb = 0;
+
+        /* The sizes x86-64 has; others (arm64's 64K, 32M) are for when someone needs them. */
+        if (*v && (parse_size_kb(v, &kb) < 0 || (kb != 2048 && kb != 1048576)))
+                return fail(p, 0, "%s: \"%s\" is not a huge page size (expected 2M or 1G)", key, v);
+        *(unsigned long *) field = kb;
+        return 1;
+}
+
+static int parse_governor(struct parser *p, const char *key, const char *v, void *field) {
+        /* CPUFREQ_NAME_LEN is 16 with the NUL. */
+        if (*v && (strlen(v) > 15 || !chars_only(v, "abcdefghijklmnopqrstuvwxyz0123456789_-")))
+                return fail(p, 0, "%s: \"%s\" is not a governor name (expected a name like performance or "
+                            "schedutil)", key, v);
+        return set_string(field, v);
+}
+
+/* The kernel's reset method names (drivers/pci/pci.c, pci_reset_fn_methods[]), in its order. */
+static const char *const reset_methods[] = { "device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus" };
+
+static int parse_reset_method(struct parser *p, const char *key, const char *v, void *field) {
+        char buf[INI_MAX_LINE], list[INI_MAX_LINE] = "", *save = NULL;
+
+        if (strcmp(v, "auto") == 0 || !*v)
+                return set_string(field, v);
+        strscpy(buf, v, sizeof(buf));
+        for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+                size_t i, len = strlen(list);
+
+                for (i = 0; i < ELEMENTSOF(reset_methods) && strcmp(w, reset_methods[i]) != 0; i++)
+                        ;
+                if (i == ELEMENTSOF(reset_methods))
+                        return fail(p, 0, "%s: \"%s\" is not a reset method (expected auto, or one or more of "
+                                    "device_specific, acpi, flr, af_flr, pm, bus, cxl_bus)", key, w);
+                for (const char *at = list; (at = strstr(at, w)); at += strlen(w))
+                        if ((at == list || at[-1] == ' ') && (at[strlen(w)] == ' ' || !at[strlen(w)]))
+                                return fail(p, 0, "%s: %s is listed twice", key, w);
+                snprintf(list + len, sizeof(list) - len, "%s%s", len ? " " : "", w);
+        }
+        return set_string(field, list);
+}
+
+/* "0:8G 2:256M": BAR index, a colon, a power of two from 1M with the unit M, G or T (binary; a
+ * trailing B or iB is allowed). */
+static int parse_bar_sizes(struct parser *p, const char *key, const char *v, void *field) {
+        struct bar_sizes *b = field, sizes = {};
+        char buf[INI_MAX_LINE], *save = NULL;
+
+        strscpy(buf, v, sizeof(buf));
+        for (char *w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+                unsigned long index, size, shift;
+                char *end;
+
+                if (!isdigit((unsigned char) w[0]) || (index = strtoul(w, &end, 10), *end != ':') || index > 5 ||
+                    !isdigit((unsigned char) end[1]))
+                        return fail(p, 0, "%s: \"%s\" is not INDEX:SIZE (expected a BAR index 0-5, a colon and a "
+                                    "size like 256M or 8G)", key, w);
+                errno = 0;
+                size = strtoul(end + 1, &end, 10);
+                shift = strchr("mM", *end) && *end ? 0 : strchr("gG", *end) && *end ? 10 :
+                        strchr("tT", *end) && *end ? 20 : 99;
+                if (shift != 99)
+                        end++;
+                if (shift == 99 || (*end && strcasecmp(end, "B") != 0 && strcasecmp(end, "iB") != 0))
+                        return fail(p, 0, "%s: \"%s\": no unit (expected a size like 256M, 8G or 1T)", key, w);
+                /* The kernel's size values go up to 1 MB << 43 (8 EiB, pci_rebar_get_possible_sizes). */
+                if (errno == ERANGE || size == 0 || (size & (size - 1)) || shift + __builtin_ctzl(size) > 43)
+                        return fail(p, 0, "%s: \"%s\" is not a power of two from 1M (the sizes a resizable "
+                                    "BAR can have)", key, w);
+                for (size_t i = 0; i < sizes.n; i++)
+                        if (sizes.bar[i].index == index)
+                                return fail(p, 0, "%s: BAR %lu is listed twice", key, index);
+                sizes.bar[sizes.n].index = (unsigned) index;
+                sizes.bar[sizes.n++].order = (unsigned) (shift + (unsigned) __builtin_ctzl(size));
+        }
+        *b = sizes;
+        return 1;
+}
+
 static const struct native_key {
         enum section section;
         const char *name;
@@ -477,6 +596,7 @@ static const struct native_key {
         size_t offset;          /* in struct config, or in struct vm_config for SECTION_VM */
 } native_keys[] = {
         { SECTION_GPU, "address", parse_addresses, offsetof(struct config, gpu) },
+        { SECTION_GPU, "reset_method", parse_reset_method, offsetof(struct config, reset_method) },
         { SECTION_SECONDARY, "address", parse_addresses, offsetof(struct config, secondary) },
         { SECTION_SECONDARY, "driver", parse_driver, offsetof(struct config, secondary_driver) },
         { SECTION_SECONDARY, "park_driver", parse_driver, offsetof(struct config, park_driver) },
@@ -496,10 +616,14 @@ static const struct native_key {
         { SECTION_VM, "cpus", parse_cpus, offsetof(struct vm_config, host_cpus) },
         { SECTION_VM, "timeout", parse_timeout, offsetof(struct vm_config, timeout_ms) },
         { SECTION_VM, "user_units", parse_vm_units, offsetof(struct vm_config, user_units) },
+        { SECTION_VM, "hugepages", parse_hugepages, offsetof(struct vm_config, hugepages_kb) },
+        { SECTION_VM, "hugepage_size", parse_hugepage_size, offsetof(struct vm_config, hugepage_kb) },
+        { SECTION_VM, "cpu_governor", parse_governor, offsetof(struct vm_config, cpu_governor) },
+        { SECTION_VM, "bar_sizes", parse_bar_sizes, offsetof(struct vm_config, bar_sizes) },
 };
 
 static int native_key(struct parser *p, const char *section, const char *name, const char *value) {
-        char vm[SECTION_MAX_LEN + 1], key[128], expected[128] = "", buf[INI_MAX_LINE], *base;
+        char vm[SECTION_MAX_LEN + 1], key[128], expected[512] = "", buf[INI_MAX_LINE], *base;
         int s = section_parse(section, vm);
         const char *v;
 
@@ -778,6 +902,7 @@ void config_free(struct config *c) {
         free(c->path);
         free(c->secondary_driver);
         free(c->park_driver);
+        free(c->reset_method);
         free(c->user);
         free(c->user_bus);
         free(c->display_manager);
@@ -793,6 +918,7 @@ void config_free(struct config *c) {
                 free(c->vms[i].host_cpus);
                 for (size_t k = 0; c->vms[i].user_units[k]; k++)
                         free(c->vms[i].user_units[k]);
+                free(c->vms[i].cpu_governor);
         }
         free(c->vms);
         *c = (struct config) {};

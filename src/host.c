@@ -60,6 +60,63 @@ int host_read_func(const char *name, struct pci_func *ret) {
         return 0;
 }
 
+/* The reset methods and the resizable BARs, for the snapshot: the plan's checks and --check. */
+static void read_reset_and_bars(struct pci_func *f) {
+        char path[PATH_MAX], buf[64];
+
+        snprintf(path, sizeof(path), "bus/pci/devices/%s/reset_method", f->name);
+        /* Visible only when the kernel found a method when it added the device (reset_method_attr_is_visible);
+         * empty once a user disabled them all. */
+        f->has_reset_method = sysfs_read(path, f->reset_method, sizeof(f->reset_method)) == 0;
+        if (!f->has_reset_method)
+                f->reset_method[0] = '\0';
+        for (unsigned i = 0; i < PCI_BARS; i++) {
+                /* Only with the Resizable BAR capability for this BAR: "%016llx", bit n = 1 MB << n. */
+                snprintf(path, sizeof(path), "bus/pci/devices/%s/resource%u_resize", f->name, i);
+                f->bar_supported[i] = sysfs_read(path, buf, sizeof(buf)) == 0 ? strtoull(buf, NULL, 16) : 0;
+        }
+        for (unsigned i = 0; i < PCI_BARS; i++)
+                if (host_bar_bytes(f->name, i, &f->bar_bytes[i]) < 0)
+                        break;
+}
+
+int host_bar_bytes(const char *func, unsigned index, uint64_t *ret) {
+        _cleanup_fclose_ FILE *f = NULL;
+        char path[PATH_MAX], line[128];
+        unsigned long long start, end, flags;
+
+        /* One "0xSTART 0xEND 0xFLAGS" line per resource, the BARs first. */
+        snprintf(path, sizeof(path), SYSFS_ROOT "/bus/pci/devices/%s/resource", func);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        for (unsigned i = 0; i <= index; i++)
+                if (!fgets(line, sizeof(line), f))
+                        return -ENODATA;
+        if (sscanf(line, "%llx %llx %llx", &start, &end, &flags) != 3)
+                return -EIO;
+        *ret = end > start ? end - start + 1 : 0;
+        return 0;
+}
+
+bool host_vendor_reset_supports(unsigned vendor, unsigned device) {
+        /* Polaris 10/11/12, Vega 10/20, Navi 10/12/14/23, Arcturus (vendor-reset's src/device-db.h). */
+        static const uint16_t ids[] = {
+                0x67c0, 0x67c1, 0x67c2, 0x67c4, 0x67c7, 0x67d0, 0x67df, 0x67c8, 0x67c9, 0x67ca, 0x67cc,
+                0x67cf, 0x6fdf, 0x67e0, 0x67e3, 0x67e8, 0x67eb, 0x67ef, 0x67ff, 0x67e1, 0x67e7, 0x67e9,
+                0x6980, 0x6981, 0x6985, 0x6986, 0x6987, 0x6995, 0x6997, 0x699f, 0x6860, 0x6861, 0x6862,
+                0x6863, 0x6864, 0x6867, 0x6868, 0x6869, 0x686a, 0x686b, 0x686c, 0x686d, 0x686e, 0x686f,
+                0x687f, 0x66a0, 0x66a1, 0x66a2, 0x66a3, 0x66a4, 0x66a7, 0x66af, 0x164c, 0x7310, 0x7312,
+                0x7318, 0x7319, 0x731a, 0x731b, 0x731e, 0x731f, 0x15bf, 0x15dd, 0x15de, 0x15e7, 0x1636,
+                0x1638, 0x7340, 0x7341, 0x7347, 0x734f, 0x7360, 0x7362, 0x73ff, 0x738c,
+        };
+
+        for (size_t i = 0; vendor == 0x1002 && i < ELEMENTSOF(ids); i++)
+                if (ids[i] == device)
+                        return true;
+        return false;
+}
+
 /* Appends every PCI function of the slot of addr to *funcs. */
 static int add_slot(struct udev *udev, const struct pci_addr *addr, struct pci_func **funcs,
                     size_t *n) {
@@ -82,6 +139,7 @@ static int add_slot(struct udev *udev, const struct pci_addr *addr, struct pci_f
                 r = host_read_func(name, &(*funcs)[*n]);
                 if (r < 0)
                         return log_error_errno(r, "reading the host: PCI device %s: %m", name);
+                read_reset_and_bars(&(*funcs)[*n]);
                 (*n)++;
                 found++;
         }
@@ -205,6 +263,7 @@ int host_snapshot(const struct pci_addr *gpu, size_t n_gpu, const struct pci_add
                 r = add_vtcons(udev, &h);
         if (r >= 0)
                 r = add_fbs(udev, &h);
+        h.vendor_reset = sysfs_exists("module/vendor_reset");
         if (r < 0) {
                 host_free(&h);
                 return r;
@@ -219,6 +278,7 @@ void host_free(struct host *h) {
         free(h->group);
         free(h->vtcons);
         free(h->fbs);
+        free(h->cpus);
         *h = (struct host) {};
 }
 
@@ -384,13 +444,16 @@ static void describe_pid(pid_t pid, char *buf, size_t size) {
                 snprintf(buf, size, "%d (%s, in no unit)", (int) pid, comm);
 }
 
-int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size) {
+int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, size_t size,
+                      unsigned *unreadable) {
         _cleanup_(closedirp) DIR *proc = opendir("/proc");
         struct dirent *de;
         int count = 0;
         pid_t self = getpid();
 
         buf[0] = '\0';
+        if (unreadable)
+                *unreadable = 0;
         if (!proc || n_nodes == 0)
                 return proc ? 0 : -errno;
         while ((de = readdir(proc))) {
@@ -401,8 +464,11 @@ int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, 
                         continue;
                 snprintf(path, sizeof(path), "%s/fd", de->d_name);
                 fds = openat(dirfd(proc), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                /* EACCES: another user's process, seen by one that is not root (--status). */
+                if (fds < 0 && errno == EACCES && unreadable)
+                        (*unreadable)++;
                 if (fds < 0 || (i = holds(fds, nodes, n_nodes)) < 0)
-                        continue;       /* gone, a kernel thread, or not a holder */
+                        continue;       /* gone, a kernel thread, unreadable, or not a holder */
                 describe_pid(atoi(de->d_name), who, sizeof(who));
                 size_t len = strlen(buf);
                 snprintf(buf + len, size - len, "%s%s holding %s", count ? ", " : "", who, nodes[i].path);
@@ -555,7 +621,7 @@ struct unused_wait {
 
 static int nobody_holds(void *data) {
         struct unused_wait *w = data;
-        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size);
+        int r = host_node_holders(w->nodes, w->n_nodes, w->holders, w->size, NULL);
         return r < 0 ? r : r == 0;
 }
 

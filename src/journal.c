@@ -338,7 +338,11 @@ int journal_foreach(int (*fn)(struct plan *p, const char *path, void *data), voi
         char path[PATH_MAX];
         struct dirent *de;
 
-        while (d && (de = readdir(d))) {
+        /* No directory: nothing was ever handed over since boot. Any other error (EACCES: the
+         * directory is root's, 0700, and --status may run as a user) is not "nothing". */
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
                 _cleanup_fclose_ FILE *f = NULL;
                 size_t len = strlen(de->d_name);
                 struct plan p;

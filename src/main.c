@@ -333,7 +333,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         } else if (r != -ENOENT)
                 return EXIT_FAILED;
 
-        if (snapshot(c->cfg, &h) < 0)
+        if (snapshot(c->cfg, &h) < 0 || host_tuning(c->cfg, c->vm, &h) < 0)
                 goto out;
         /* The GPU in another VM's journal: that VM runs with it (its hand-back must stay whole,
          * and this VM could not have the GPU anyway), or its hand-back left steps the kernel

@@ -42,6 +42,17 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
         for (size_t i = 0; i < h->n_gpu; i++)
                 if (strcmp(h->gpu[i].driver, PLAN_VFIO) == 0 && strcmp(h->gpu[i].driver_override, PLAN_VFIO) == 0)
                         plan_add(&p, &step_pci_driver, h->gpu[i].name, "*", PLAN_VFIO);
+        /* The reset methods [gpu] reset_method set: what they were is in the journal only; the undo
+         * writes "default", the kernel's own choice (what it probes now: device_specific first while
+         * vendor-reset is loaded). The BAR sizes bar_sizes set are left: what they were is not
+         * known, and the GPU's driver sizes them itself when it binds (amdgpu resizes BAR 0). */
+        for (size_t i = 0; cfg->reset_method && i < h->n_gpu; i++) {
+                const struct pci_func *f = &h->gpu[i];
+
+                if (plan_is_display(f) && f->has_reset_method && strcmp(f->driver, PLAN_VFIO) == 0 &&
+                    strcmp(f->driver_override, PLAN_VFIO) == 0)
+                        plan_add(&p, &step_reset_method, f->name, "default", f->reset_method);
+        }
         /* The secondary GPU back to where the config parks it, if it is on its display driver. */
         for (size_t i = 0; i < h->n_secondary; i++) {
                 const struct pci_func *f = &h->secondary[i];

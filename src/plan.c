@@ -181,6 +181,206 @@ void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
         }
 }
 
+/* Huge pages first: when memory is short, nothing else has changed yet. */
+static void plan_hugepages(const struct vm_config *v, const struct host *h, struct plan *p) {
+        char name[64], from[32], to[32];
+        unsigned long kb = h->huge.page_kb;
+        struct step *s;
+
+        if (!v || !v->hugepages_kb || !kb)
+                return;
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - h->huge.free;
+        snprintf(name, sizeof(name), "hugepages-%lukB", kb);
+        snprintf(from, sizeof(from), "%ld", h->huge.nr);
+        snprintf(to, sizeof(to), "%ld", h->huge.nr + (missing > 0 ? missing : 0));
+        s = plan_add(p, &step_hugepages, name, from, to);
+        snprintf(s->data.huge.want, sizeof(s->data.huge.want), "%ld", want);
+        snprintf(s->data.huge.free, sizeof(s->data.huge.free), "%ld", h->huge.free);
+        if (missing <= 0)
+                plan_skip(s, "free already");
+}
+
+static void plan_governors(const struct vm_config *v, const struct host *h, struct plan *p) {
+        for (size_t i = 0; v && v->cpu_governor && i < h->n_cpus; i++) {
+                const struct cpu_freq *cpu = &h->cpus[i];
+                char name[32];
+                struct step *s;
+
+                snprintf(name, sizeof(name), "cpu%u", cpu->cpu);
+                s = plan_add(p, &step_governor, name, cpu->governor, v->cpu_governor);
+                if (!cpu->online)
+                        plan_skip(s, "offline");
+                else if (!cpu->cpufreq)
+                        plan_skip(s, "no cpufreq: the kernel does not scale its frequency");
+                else if (strcmp(cpu->governor, v->cpu_governor) == 0)
+                        plan_skip(s, "set already");
+        }
+}
+
+/* What the [vm] section asks of the host that it cannot give: refused before anything is done. */
+static int check_tuning(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size) {
+        const struct vm_config *v = config_vm(cfg, vm);
+
+        if (v && v->hugepages_kb && !h->huge.page_kb) {
+                snprintf(error, size, "[vm %s] hugepages: the kernel has no %lu kB huge pages (no /sys/kernel/mm/"
+                         "hugepages/hugepages-%lukB; 1G pages need a CPU with pdpe1gb)", vm, h->huge.asked_kb,
+                         h->huge.asked_kb);
+                return -EOPNOTSUPP;
+        }
+        for (size_t i = 0; v && v->cpu_governor && i < h->n_cpus; i++) {
+                const struct cpu_freq *cpu = &h->cpus[i];
+
+                if (cpu->online && cpu->cpufreq && !host_word_in(cpu->available, v->cpu_governor)) {
+                        snprintf(error, size, "[vm %s] cpu_governor = %s: CPU %u offers only %s "
+                                 "(scaling_available_governors)", vm, v->cpu_governor, cpu->cpu,
+                                 cpu->available[0] ? cpu->available : "none");
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* [gpu] reset_method for f: into to the list to set, "" to leave it alone (*why says why, for a
+ * skipped step, or NULL: no step at all). -EINVAL, with error, for a method the kernel would
+ * refuse: found before the first step. The kernel lists the methods it probed when it added the
+ * device; vendor-reset hooks the device-specific reset later (ftrace on pci_dev_specific_reset), so
+ * device_specific never shows in that list and is accepted once vendor-reset is loaded, for the
+ * devices of its table. Whether a write would be accepted cannot be learnt without writing: the
+ * module being loaded (/sys/module/vendor_reset) and the device in its table stand for it, and the
+ * write's own verdict still decides at the step. Only the display functions: the GPU's reset is the
+ * one that matters (and the one vendor-reset knows). */
+static int reset_target(const struct config *cfg, const struct host *h, const struct pci_func *f, char *to,
+                        size_t size, const char **why, char *error, size_t esize) {
+        bool vendor_reset = h->vendor_reset && host_vendor_reset_supports(f->vendor, f->device);
+        char list[STEP_FIELD_LEN], *save = NULL;
+
+        to[0] = '\0';
+        *why = NULL;
+        if (!cfg->reset_method || !plan_is_display(f))
+                return 0;
+        if (strcmp(cfg->reset_method, "auto") == 0) {
+                if (!vendor_reset)
+                        *why = !h->vendor_reset ? "auto: vendor-reset is not loaded" :
+                               "auto: vendor-reset has no reset for this device";
+                else if (!f->has_reset_method)
+                        *why = "auto: the kernel shows no reset_method for it";
+                else
+                        strscpy(to, "device_specific", size);
+                return 0;
+        }
+        if (!f->has_reset_method) {
+                snprintf(error, esize, "[gpu] reset_method = %s: %s has no reset_method (the kernel found no reset "
+                         "method for it)", cfg->reset_method, f->name);
+                return -EINVAL;
+        }
+        strscpy(list, cfg->reset_method, sizeof(list));
+        for (char *m = strtok_r(list, " ", &save); m; m = strtok_r(NULL, " ", &save)) {
+                bool found = strcmp(m, "device_specific") == 0 && vendor_reset;
+                char now[NAME_LEN], *save2 = NULL;
+
+                strscpy(now, f->reset_method, sizeof(now));
+                for (char *w = strtok_r(now, " ", &save2); w && !found; w = strtok_r(NULL, " ", &save2))
+                        found = strcmp(w, m) == 0;
+                if (!found) {
+                        snprintf(error, esize, "[gpu] reset_method = %s: %s does not support %s (its methods: %s%s)",
+                                 cfg->reset_method, f->name, m, f->reset_method[0] ? f->reset_method : "none enabled",
+                                 strcmp(m, "device_specific") == 0 ? "; device_specific needs vendor-reset loaded, "
+                                 "with a reset for this device" : "");
+                        return -EINVAL;
+                }
+        }
+        if (strcmp(cfg->reset_method, f->reset_method) == 0)
+                *why = "already set";
+        else
+                strscpy(to, cfg->reset_method, size);
+        return 0;
+}
+
+void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size) {
+        size_t len = strlen(buf);
+
+        for (unsigned n = 0; n < 64; n++) {
+                char a[16], b[16];
+                unsigned last = n;
+
+                if (!(mask & (1ULL << n)))
+                        continue;
+                while (last + 1 < 64 && (mask & (1ULL << (last + 1))))
+                        last++;
+                bar_size_format(n, a, sizeof(a));
+                bar_size_format(last, b, sizeof(b));
+                if (len < size)
+                        len += (size_t) (last > n ? snprintf(buf + len, size - len, " %s-%s", a, b) :
+                                         snprintf(buf + len, size - len, " %s", a));
+                n = last;
+        }
+}
+
+/* [vm NAME] bar_sizes for the display function f: from (the sizes now), to, supported (for people),
+ * and whether any BAR changes. -EINVAL, with error, for a BAR that is not resizable, a size it does
+ * not support, or a size now that could not be set back. */
+static int bars_target(const char *vm, const struct bar_sizes *b, const struct pci_func *f, char *from,
+                       char *to, char *supported, bool *change, char *error, size_t esize) {
+        from[0] = to[0] = supported[0] = '\0';
+        *change = false;
+        for (size_t i = 0; i < b->n; i++) {
+                unsigned index = b->bar[i].index, order = b->bar[i].order, now;
+                uint64_t bytes = f->bar_bytes[index], mask = f->bar_supported[index];
+                char want[16], was[16];
+
+                bar_size_format(order, want, sizeof(want));
+                if (!mask) {
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s is not resizable (no resource%u_resize)",
+                                 vm, index, f->name, index);
+                        return -EINVAL;
+                }
+                if (!(mask & (1ULL << order))) {
+                        char list[STEP_FIELD_LEN] = "";
+                        plan_bar_sizes_supported(mask, list, sizeof(list));
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s cannot be %s (it supports%s)", vm,
+                                 index, f->name, want, list);
+                        return -EINVAL;
+                }
+                if (bytes < (1ULL << 20) || (bytes & (bytes - 1))) {
+                        snprintf(error, esize, "[vm %s] bar_sizes: BAR %u of %s is %llu bytes now, not a size it could "
+                                 "be set back to", vm, index, f->name, (unsigned long long) bytes);
+                        return -EINVAL;
+                }
+                now = (unsigned) __builtin_ctzll(bytes) - 20;
+                bar_size_format(now, was, sizeof(was));
+                *change = *change || now != order;
+                snprintf(from + strlen(from), STEP_FIELD_LEN - strlen(from), "%s%u:%s", i ? " " : "", index, was);
+                snprintf(to + strlen(to), STEP_FIELD_LEN - strlen(to), "%s%u:%s", i ? " " : "", index, want);
+                snprintf(supported + strlen(supported), STEP_FIELD_LEN - strlen(supported), "%sBAR %u", i ? ", " : "",
+                         index);
+                plan_bar_sizes_supported(mask, supported, STEP_FIELD_LEN);
+        }
+        return 0;
+}
+
+static const struct bar_sizes *plan_bar_sizes(const struct config *cfg, const char *vm) {
+        const struct vm_config *v = config_vm(cfg, vm);
+        return v && v->bar_sizes.n ? &v->bar_sizes : NULL;
+}
+
+int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size) {
+        const struct bar_sizes *bars = plan_bar_sizes(cfg, vm);
+
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                char from[STEP_FIELD_LEN], to[STEP_FIELD_LEN], supported[STEP_FIELD_LEN];
+                const char *why;
+                bool change;
+                int r;
+
+                r = reset_target(cfg, h, &h->gpu[i], to, sizeof(to), &why, error, size);
+                if (r >= 0 && bars && plan_is_display(&h->gpu[i]))
+                        r = bars_target(vm, bars, &h->gpu[i], from, to, supported, &change, error, size);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 /* The steps of a hand-over, in SPEC order. */
 static void plan_steps(const struct config *cfg, const char *vm, const struct host *h,
                        const struct desktop_state *d, struct plan *p) {
@@ -188,6 +388,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         size_t first_vtcon;
         struct step *s;
 
+        /* 0. Huge pages for the VM, before anything else changes. */
+        plan_hugepages(config_vm(cfg, vm), h, p);
         /* 0. The user's own preparations (a session saved). */
         plan_before_desktop(cfg, vm, d, p);
         /* 1-2. The display manager and the user's audio units. */
@@ -217,13 +419,43 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         for (size_t i = 0; i < h->n_gpu; i++)
                 if (strcmp(h->gpu[i].driver, VFIO) != 0 && h->gpu[i].driver[0])
                         plan_add(p, &step_holders, h->gpu[i].name, h->gpu[i].driver, "");
-        /* 6. Every function of the GPU to vfio-pci, each remembering its driver. */
+        /* 6. Every function of the GPU to vfio-pci, each remembering its driver. The kernel resizes
+         * the BARs of a function bound to no driver only: with bar_sizes, the display function goes
+         * to no driver, is resized, then goes to vfio-pci; undone in reverse, the hand-back resizes
+         * it back unbound too, before its driver gets it. */
+        const struct bar_sizes *bars = plan_bar_sizes(cfg, vm);
         for (size_t i = 0; i < h->n_gpu; i++) {
                 const struct pci_func *f = &h->gpu[i];
+                char from[STEP_FIELD_LEN], to[STEP_FIELD_LEN], supported[STEP_FIELD_LEN], error[256];
+                bool change = false;
 
+                if (bars && plan_is_display(f) &&
+                    bars_target(vm, bars, f, from, to, supported, &change, error, sizeof(error)) == 0 && change) {
+                        s = add_move(p, f, f->driver, "");
+                        if (!f->driver[0])
+                                plan_skip(s, "bound to no driver");
+                        s = plan_add(p, &step_bar_sizes, f->name, from, to);
+                        strscpy(s->data.bar.supported, supported, sizeof(s->data.bar.supported));
+                        plan_add(p, &step_pci_driver, f->name, "", VFIO);
+                        continue;
+                }
+                if (bars && plan_is_display(f))
+                        plan_skip(plan_add(p, &step_bar_sizes, f->name, from, to), "already at these sizes");
                 s = add_move(p, f, f->driver, VFIO);
                 if (strcmp(f->driver, VFIO) == 0)
                         plan_skip(s, "already on vfio-pci");
+        }
+        /* The GPU's reset methods, on vfio-pci (which resets it with them when a VM starts and stops). */
+        for (size_t i = 0; i < h->n_gpu; i++) {
+                const struct pci_func *f = &h->gpu[i];
+                char to[STEP_FIELD_LEN], error[256];
+                const char *why;
+
+                if (reset_target(cfg, h, f, to, sizeof(to), &why, error, sizeof(error)) < 0 || (!to[0] && !why))
+                        continue;
+                s = plan_add(p, &step_reset_method, f->name, f->reset_method, to[0] ? to : cfg->reset_method);
+                if (why)
+                        plan_skip(s, why);
         }
         /* 7. The secondary GPU's display function to its display driver. */
         for (size_t i = 0; i < h->n_secondary; i++) {
@@ -237,7 +469,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         }
         /* 8. The consoles of step 3 come back, now on the secondary GPU. */
         plan_vtcons_back(p, first_vtcon, n_vtcon);
-        /* 9. Host CPUs restricted while the VM runs. */
+        /* 9. The CPUs' frequency governor, and host CPUs restricted while the VM runs. */
+        plan_governors(config_vm(cfg, vm), h, p);
         for (size_t i = 0; cpus && i < ELEMENTSOF(plan_cpu_units); i++) {
                 s = plan_add(p, &step_cpus, plan_cpu_units[i], d->cpus_now[i], cpus);
                 if (strcmp(d->cpus_now[i], cpus) == 0)
@@ -274,6 +507,9 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
         r = check_group(h, error, size);
         if (r < 0)
                 return r;
+        r = check_tuning(cfg, vm, h, error, size);
+        if (r < 0)
+                return r;
         /* An address typed wrong, or an example config left as it is, must not stop the desktop
          * for a VM that passes a USB controller sharing the slot's bus number. */
         bool display = false;
@@ -307,8 +543,12 @@ int plan_hand_over(const struct config *cfg, const char *vm, const struct host *
                 /* Handed over already (another VM has it, or by hand): like start.sh, touch nothing. */
                 for (size_t i = 0; i < h->n_gpu; i++)
                         plan_skip(plan_add(&p, &step_pci_driver, h->gpu[i].name, VFIO, VFIO), "already on vfio-pci");
-        } else
+        } else {
+                r = plan_check_pci_keys(cfg, vm, h, error, size);
+                if (r < 0)
+                        return r;
                 plan_steps(cfg, vm, h, d, &p);
+        }
         *ret = p;
         return 0;
 }

@@ -106,15 +106,12 @@ bool sysfs_writer_blocked(int pid, char *wchan, size_t size) {
         return true;
 }
 
-static int write_in_child(const char *path, const char *value, usec_t deadline) {
-        char full[PATH_MAX], wchan[64] = "?";
+static int write_in_child(const char *path, const char *full, const char *value, usec_t deadline) {
+        char wchan[64] = "?";
         _cleanup_close_ int pidfd = -1;
         pid_t pid;
         int r, status = 0;
 
-        r = sysfs_path(path, full);
-        if (r < 0)
-                return r;
         pid = fork();
         if (pid < 0)
                 return -errno;
@@ -166,9 +163,23 @@ bool sysfs_exists(const char *path) {
 }
 
 int sysfs_write_deadline(const char *path, const char *value, usec_t deadline) {
+        char full[PATH_MAX];
         usec_t start = now_usec();
-        int r = write_in_child(path, value, deadline);
+        int r = sysfs_path(path, full);
 
+        if (r >= 0)
+                r = write_in_child(path, full, value, deadline);
+
+        timing_add(TIME_SYSFS, start);
+        return r;
+}
+
+int sysctl_write_deadline(const char *path, const char *value, usec_t deadline) {
+        char full[PATH_MAX];
+        usec_t start = now_usec();
+        int n = snprintf(full, sizeof(full), "%s/%s", SYSCTL_ROOT, path), r;
+
+        r = n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : write_in_child(full, full, value, deadline);
         timing_add(TIME_SYSFS, start);
         return r;
 }

@@ -18,9 +18,29 @@
  *     (devices/virtual/vfio/GROUP, class vfio, node DEV/vfio/GROUP), and the last function leaving
  *     removes it; each function on vfio-pci has vfio-dev/vfioN, with a node
  *     (DEV/vfio/devices/vfioN) only when .fakesys/options says vfio_cdev (Linux >= 6.6);
+ *   - resourceN_resize (pci-sysfs.c) reads as the BAR's supported sizes, a hex mask (bit n = 1 MB
+ *     << n); writing n resizes the BAR to 1 MB << n (its line in `resource`), -EBUSY while a driver
+ *     is bound, -EINVAL for a size not in the mask;
+ *   - reset_method (pci.c) reads as the enabled methods, space-separated (nothing when none);
+ *     writing a list takes it if the device supports every method (.fakesys/reset_methods), else
+ *     -EINVAL and nothing changes; "" disables all, "default" enables all it supports;
  *   - unbinding a function from vfio-pci blocks the writer while any process holds its group's
  *     node or its vfio cdev (vfio_unregister_group_dev waits for the user to release the device;
  *     the emulation takes a holder of the group node for a VM holding the device through it).
+ *   - huge pages (kernel/mm/hugepages/hugepages-SIZEkB, mm/hugetlb.c set_max_huge_pages): a write
+ *     of nr_hugepages (an unsigned number, else EINVAL) first turns surplus pages back into
+ *     persistent ones, then allocates as many new pages as the memory left allows and succeeds
+ *     whatever it got: the count read back is the truth; lowering it frees free pages only, the
+ *     pages in use beyond the new count become surplus_hugepages. nr_hugepages reads the
+ *     persistent count, free_hugepages the pages nobody uses (a test takes pages, as a VM would,
+ *     by lowering free_hugepages in BACKING);
+ *   - compaction: fakeproc/sys/vm/compact_memory stands for /proc/sys/vm/compact_memory (the
+ *     harness bind-mounts it there in the test namespace: the machine's own is never written);
+ *     a write of 1 (anything else: EINVAL) makes the fragmented memory usable for huge pages;
+ *   - cpufreq (drivers/cpufreq/cpufreq.c): a write of scaling_governor names one of
+ *     scaling_available_governors (else EINVAL); an offline CPU (cpuN/online 0) has an inactive
+ *     policy: its cpufreq files answer EBUSY to reads and writes. A CPU without cpufreq/ has no
+ *     frequency scaling at all.
  * Device numbers as a kernel hands them out: vfio groups, vfio cdevs and kfd have dynamic majors
  * (alloc_chrdev_region, register_chrdev(0, ...)); here vfio groups are 242:N, N the lowest free
  * minor (not the group number), vfio cdevs 241:N, /dev/kfd 235:0, the container /dev/vfio/vfio is
@@ -35,6 +55,8 @@
  *
  * Control files in BACKING/.fakesys/ (see tests/lib/fakehost.py):
  *   options  words, one a line, set by origin.py: "vfio_cdev" (the kernel has the vfio cdev)
+ *   reset_methods  "NAME METHOD...": the reset methods PCI function NAME supports (their probe
+ *            succeeds), device_specific when vendor-reset is loaded and has a reset for it
  *   drivers  "BUS DRIVER ID..." in registration order (pci ids vendor:device, platform names)
  *   log      one line per attribute write, when it returns: "PATH VALUE RESULT"
  *   fail     "PATH[=VALUE] ERRNO [COUNT]": make the next COUNT (or all) writes to PATH (of VALUE
@@ -44,6 +66,9 @@
  *            removed; with D the writer is in the kernel's D state: SIGKILL does not end it
  *   blocked  written by fakesys: "PATH VALUE PID" for each write now blocked (hang, a sound
  *            card held), until it completes
+ *   memory   "hugepages KB": the memory huge pages of every size can be had from (all pools
+ *            together); "fragmented KB": the part of it usable only after a compaction (the write
+ *            of compact_memory sets it to 0). Lower hugepages to shrink what can be allocated
  *   delay    "probe MS", "drm MS", "unbind MS"
  *   kill     "K before|after": the K-th attribute write from now (failed ones count) SIGKILLs
  *            its writer's process group, before the write is made (it never happens) or after it
@@ -1095,6 +1120,80 @@ static int store_vtcon(const char *rel, const char *value) {
         return 0;
 }
 
+/* pci-sysfs.c's resourceN_resize store: kstrtoul (base 0) of the size value n (1 MB << n);
+ * -EBUSY while a driver is bound; -EINVAL for a size not in the BAR's mask (what reading the file
+ * gives: "%016llx", bit n = 1 MB << n); else the BAR takes the size: its line in `resource` ends
+ * at start + size - 1 (the kernel assigns the BARs again; here they keep their start). */
+static int store_resize(const char *rel, unsigned bar, const char *value) {
+        char dev[PATH_MAX], cur[64], text[64], res[PATH_MAX], lines[4096], out[4096] = "", *end;
+        unsigned long n;
+        size_t len = 0;
+        unsigned i = 0;
+
+        errno = 0;
+        n = strtoul(value, &end, 0);
+        if (!value[0] || *end || errno || bar > 5)
+                return -EINVAL;
+        snprintf(dev, sizeof(dev), "%.*s", (int) (strrchr(rel, '/') - rel), rel);
+        if (bound_to(dev, cur, sizeof(cur)))
+                return -EBUSY;
+        if (read_rel(rel, text, sizeof(text)) < 0 || n >= 64 || !(strtoull(text, NULL, 16) & (1ULL << n)))
+                return -EINVAL;
+        snprintf(res, sizeof(res), "%s/resource", dev);
+        if (read_rel(res, lines, sizeof(lines)) < 0)
+                return -EIO;
+        for (char *save = NULL, *l = strtok_r(lines, "\n", &save); l; l = strtok_r(NULL, "\n", &save), i++) {
+                unsigned long long start, last, flags;
+                if (i == bar && sscanf(l, "%llx %llx %llx", &start, &last, &flags) == 3)
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "0x%016llx 0x%016llx 0x%016llx\n",
+                                                 start, start + ((1ULL << 20) << n) - 1, flags);
+                else
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s\n", l);
+        }
+        return write_rel(res, out);
+}
+
+/* pci.c's reset_method store: "" disables every method, "default" enables every one the device
+ * supports (in the kernel's order), else each name of the space-separated list must be one the
+ * device supports (-EINVAL otherwise, nothing changed). What the device supports, in the kernel's
+ * order, is origin.py's line for it in .fakesys/reset_methods ("NAME METHOD..."), device_specific
+ * included when vendor-reset is loaded and knows it. Shown as the list, nothing when empty. */
+static int store_reset_method(const char *rel, const char *value) {
+        static const char *const known[] = { "device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus" };
+        char dev[PATH_MAX], buf[4096], supported[512] = "", list[512] = "", words[512];
+        const char *name;
+        size_t len = 0;
+
+        snprintf(dev, sizeof(dev), "%.*s", (int) (strrchr(rel, '/') - rel), rel);
+        name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+        if (read_rel(".fakesys/reset_methods", buf, sizeof(buf)) >= 0)
+                for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                        if (!strncmp(l, name, strlen(name)) && l[strlen(name)] == ' ')
+                                snprintf(supported, sizeof(supported), " %s ", l + strlen(name) + 1);
+        if (!value[0])
+                return write_rel(rel, "");
+        if (!strcmp(value, "default")) {
+                for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+                        char w[32];
+                        snprintf(w, sizeof(w), " %s ", known[i]);
+                        if (strstr(supported, w))
+                                len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s", len ? " " : "", known[i]);
+                }
+        } else {
+                snprintf(words, sizeof(words), "%s", value);
+                for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                        char pad[64];
+                        snprintf(pad, sizeof(pad), " %s ", w);
+                        if (!strstr(supported, pad))
+                                return -EINVAL;
+                        len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s", len ? " " : "", w);
+                }
+        }
+        if (len)
+                snprintf(list + len, sizeof(list) - len, "\n");
+        return write_rel(rel, list);
+}
+
 static int is_vtcon_bind(const char *rel) {
         const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
         return !strncmp(rel, "devices/virtual/vtconsole/", 26) && !strcmp(base, "bind");
@@ -1107,6 +1206,122 @@ static int is_trigger(const char *base) {
                 if (!strcmp(base, names[i]))
                         return 1;
         return 0;
+}
+
+/* ---------- huge pages, compaction, cpufreq ---------- */
+
+static long memory_value(const char *key) {
+        char buf[1024], k[32];
+        long v, ret = 0;
+        if (read_rel(".fakesys/memory", buf, sizeof(buf)) < 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (sscanf(l, "%31s %ld", k, &v) == 2 && !strcmp(k, key))
+                        ret = v;
+        return ret;
+}
+
+static void memory_set(const char *key, long value) {
+        char buf[1024], out[1024] = "", k[32];
+        size_t len = 0;
+        long v;
+        if (read_rel(".fakesys/memory", buf, sizeof(buf)) < 0)
+                buf[0] = '\0';
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (sscanf(l, "%31s %ld", k, &v) == 2 && strcmp(k, key))
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s %ld\n", k, v);
+        snprintf(out + len, sizeof(out) - len, "%s %ld\n", key, value);
+        write_rel(".fakesys/memory", out);
+}
+
+static long pool_value(const char *pool, const char *file) {
+        char rel[PATH_MAX], buf[64];
+        snprintf(rel, sizeof(rel), "kernel/mm/hugepages/%s/%s", pool, file);
+        return read_rel(rel, buf, sizeof(buf)) > 0 ? atol(buf) : 0;
+}
+
+static void pool_set(const char *pool, const char *file, long value) {
+        char rel[PATH_MAX], text[32];
+        snprintf(rel, sizeof(rel), "kernel/mm/hugepages/%s/%s", pool, file);
+        snprintf(text, sizeof(text), "%ld\n", value);
+        write_rel(rel, text);
+}
+
+/* kB held by every pool, persistent and surplus pages. */
+static long pools_kb(void) {
+        char p[PATH_MAX];
+        long kb, total = 0;
+        full(p, "kernel/mm/hugepages");
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));)
+                if (sscanf(de->d_name, "hugepages-%ldkB", &kb) == 1)
+                        total += kb * (pool_value(de->d_name, "nr_hugepages") + pool_value(de->d_name, "surplus_hugepages"));
+        if (d)
+                closedir(d);
+        return total;
+}
+
+static int store_hugepages(const char *pool, const char *value) {
+        char *end;
+        long kb;
+        errno = 0;
+        unsigned long want = strtoul(value, &end, 10);
+        if (end == value || *end || errno || value[0] == '-' || sscanf(pool, "hugepages-%ldkB", &kb) != 1 || kb <= 0)
+                return -EINVAL;
+        long nr = pool_value(pool, "nr_hugepages"), surplus = pool_value(pool, "surplus_hugepages"),
+             free = pool_value(pool, "free_hugepages"), target = (long) want;
+        if (target > nr) {
+                long conv = surplus < target - nr ? surplus : target - nr;
+                surplus -= conv;
+                nr += conv;
+                long left = memory_value("hugepages") - memory_value("fragmented") - pools_kb();
+                long can = left > 0 ? left / kb : 0, add = can < target - nr ? can : target - nr;
+                nr += add;
+                free += add;
+        } else if (target < nr) {
+                long rm = free < nr - target ? free : nr - target;
+                nr -= rm;
+                free -= rm;
+                surplus += nr - target;
+                nr = target;
+        }
+        pool_set(pool, "nr_hugepages", nr);
+        pool_set(pool, "free_hugepages", free);
+        pool_set(pool, "surplus_hugepages", surplus);
+        return 0;
+}
+
+static int store_compact(const char *value) {
+        if (strcmp(value, "1"))
+                return -EINVAL;
+        memory_set("fragmented", 0);
+        return 0;
+}
+
+/* An offline CPU's cpufreq files: "devices/system/cpu/cpuN/cpufreq/..." with cpuN/online 0. */
+static int cpufreq_inactive(const char *rel) {
+        char online[PATH_MAX], buf[8];
+        unsigned cpu;
+        int n = 0;
+        if (sscanf(rel, "devices/system/cpu/cpu%u/cpufreq/%n", &cpu, &n) != 1 || n == 0)
+                return 0;
+        snprintf(online, sizeof(online), "devices/system/cpu/cpu%u/online", cpu);
+        return read_rel(online, buf, sizeof(buf)) > 0 && buf[0] == '0';
+}
+
+static int store_governor(const char *rel, const char *value) {
+        char avail[PATH_MAX], list[1024], text[80];
+        if (cpufreq_inactive(rel))
+                return -EBUSY;
+        snprintf(avail, sizeof(avail), "%.*s/scaling_available_governors", (int) (strrchr(rel, '/') - rel), rel);
+        if (read_rel(avail, list, sizeof(list)) < 0)
+                return -EINVAL;
+        for (char *save = NULL, *w = strtok_r(list, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+                if (!strcmp(w, value)) {
+                        snprintf(text, sizeof(text), "%s\n", value);
+                        return write_rel(rel, text);
+                }
+        return -EINVAL;
 }
 
 /* One write(2) to an attribute: the kernel's store handler, under the lock. */
@@ -1127,8 +1342,21 @@ static int store(const char *rel, const char *value) {
                 return store_override(rel, value);
         if (is_vtcon_bind(rel))
                 return store_vtcon(rel, value);
+        unsigned bar;
+        char tail;
+        if (sscanf(base, "resource%u_resiz%c", &bar, &tail) == 2 && !strcmp(strchr(base, '_'), "_resize"))
+                return store_resize(rel, bar, value);
+        if (!strcmp(base, "reset_method"))
+                return store_reset_method(rel, value);
         if (is_trigger(base))
                 return 0;
+        char pool[64];
+        if (sscanf(rel, "kernel/mm/hugepages/%63[^/]/%31s", pool, attr) == 2 && !strcmp(attr, "nr_hugepages"))
+                return store_hugepages(pool, value);
+        if (!strcmp(rel, "fakeproc/sys/vm/compact_memory"))
+                return store_compact(value);
+        if (!strncmp(rel, "devices/system/cpu/", 19) && !strcmp(base, "scaling_governor"))
+                return store_governor(rel, value);
         return write_rel(rel, value);   /* plain attribute: keep the value */
 }
 
@@ -1404,6 +1632,10 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
         }
         full(p, path);
         pthread_mutex_lock(&lock);
+        if (cpufreq_inactive(path + 1)) {
+                pthread_mutex_unlock(&lock);
+                return -EBUSY;
+        }
         /* driver_override_show() takes the device lock */
         char dev[PATH_MAX];
         if (locked_device(path + 1, "", dev))

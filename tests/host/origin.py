@@ -77,7 +77,8 @@ class Origin:
 
     def __init__(self, root, vega_driver="amdgpu", secondary=True, secondary_driver="vfio-pci",
                  secondary_gpu="r5", audio_driver="vfio-pci", foreign=False, framebuffer=False,
-                 fb_parent="gpu", firmware="ovmf", vfio_cdev=False):
+                 fb_parent="gpu", firmware="ovmf", vfio_cdev=False, cpus=4, cpufreq="acpi", offline_cpus=(),
+                 hugepage_memory_kb=512 * 1024, fragmented_kb=0, gigantic=True, hugepages=None, vendor_reset=False):
         """Variants:
         secondary_gpu  "r5": the R5 240 (1002:6613, radeon); "bochs": a QEMU bochs-display
                        (1234:1111) at the same address, whose display driver is bochs-drm,
@@ -96,6 +97,18 @@ class Origin:
         vfio_cdev      False (default): Linux 6.1, a function on vfio-pci has vfio-dev/vfioN
                        without a node; True: Linux >= 6.6 with the vfio cdev,
                        /dev/vfio/devices/vfioN too
+        cpus           devices/system/cpu/cpu0..cpuN-1 (4); offline_cpus: those with online 0
+        cpufreq        "acpi" (default): acpi-cpufreq's governors, schedutil set; "pstate":
+                       intel_pstate's (performance powersave), powersave set; None: no CPU has
+                       cpufreq/ (a VM guest, most TCG machines)
+        hugepage_memory_kb  the memory huge pages can be had from (.fakesys/memory: 512 MiB);
+                       fragmented_kb: of it, what only a compaction makes usable
+        gigantic       whether the 1 GiB pool exists (a CPU with pdpe1gb)
+        hugepages      {page kB: (nr, free)} pools at boot (default all 0)
+        vendor_reset   False (default); True: the vendor_reset module is loaded (/sys/module/
+                       vendor_reset), which makes device_specific a reset method the Vega supports
+        The Vega has `resource` (its BARs): BAR 0 (256M, 256M-8G) and BAR 2 (2M,
+        2M-256M) are resizable (resource0_resize, resource2_resize), its reset_method is "bus".
         """
         bochs = secondary_gpu == "bochs"
         self.secondary_ids = ("1234:1111", "1af4:1100", "0x038000") if bochs else ("1002:6613", "1028:2120", "0x030000")
@@ -117,8 +130,11 @@ class Origin:
         if firmware == "seabios":
             framebuffer = False
         self.opts = dict(vega_driver=vega_driver, secondary=secondary, secondary_driver=secondary_driver,
+                         cpus=cpus, cpufreq=cpufreq, offline_cpus=tuple(offline_cpus),
+                         hugepage_memory_kb=hugepage_memory_kb, fragmented_kb=fragmented_kb, gigantic=gigantic,
+                         hugepages=dict(hugepages or {}),
                          audio_driver=audio_driver, foreign=foreign, framebuffer=framebuffer,
-                         fb_parent=fb_parent, firmware=firmware, vfio_cdev=vfio_cdev)
+                         fb_parent=fb_parent, firmware=firmware, vfio_cdev=vfio_cdev, vendor_reset=vendor_reset)
 
     def build(self):
         t, o = self.t, self.opts
@@ -151,6 +167,13 @@ class Origin:
         self.pci("0000:00:03.1", root, "1022:1471", "0x060400", "pcieport", 17)
         self.pci(VEGA, root + "/0000:00:03.1", "1002:687f", "0x030000", o["vega_driver"], 17,
                  subsys="1002:0b36", boot_vga=1)
+        # A Vega 64 (lspci -vv): BAR 0 256M and BAR 2 2M, 64-bit prefetchable, resizable to 8G and
+        # 256M; I/O BAR 4, BAR 5 512K. The kernel shows reset_method only with a method: "bus".
+        self.resources(VEGA, [(0xe0000000, 256 << 20, 0x14220c), None, (0xf0000000, 2 << 20, 0x14220c), None,
+                              (0xe000, 256, 0x40101), (0xfcd00000, 512 << 10, 0x40200)])
+        t.file(f"{self.devs[VEGA]}/resource0_resize", "%016x\n" % 0x3f00, 0o644)
+        t.file(f"{self.devs[VEGA]}/resource2_resize", "%016x\n" % 0x1fe, 0o644)
+        t.file(f"{self.devs[VEGA]}/reset_method", "bus\n", 0o644)
         self.pci(VEGA_AUDIO, root + "/0000:00:03.1", "1002:aaf8", "0x040300", o["audio_driver"], 17,
                  subsys="1002:aaf8")
         if o["foreign"]:
@@ -175,7 +198,40 @@ class Origin:
         for name in ("log", "fail", "delay", "hang", "blocked", "kill"):
             t.file(".fakesys/" + name, "", 0o644)
         t.file(".fakesys/options", "vfio_cdev\n" if o["vfio_cdev"] else "", 0o644)
+        self.tuning()
+        # The Vega's reset: no FLR, no PM reset (the kernel's quirk for ATI VGA), a bus reset; with
+        # vendor-reset loaded, device_specific too (its probe succeeds through the module's hook).
+        if o["vendor_reset"]:
+            t.file("module/vendor_reset/initstate", "live\n")
+            t.file("module/vendor_reset/refcnt", "0\n")
+        t.file(".fakesys/reset_methods", f"{VEGA} {'device_specific ' if o['vendor_reset'] else ''}bus\n", 0o644)
         return t.root
+
+    GOVERNORS = {"acpi": ("conservative ondemand userspace powersave performance schedutil", "schedutil"),
+                 "pstate": ("performance powersave", "powersave")}
+
+    def tuning(self):
+        """Huge page pools, the compaction trigger (fakesys.c says where it is mounted), CPUs."""
+        t, o = self.t, self.opts
+        for kb in (2048, 1048576) if o["gigantic"] else (2048,):
+            nr, free = o["hugepages"].get(kb, (0, 0))
+            d = f"kernel/mm/hugepages/hugepages-{kb}kB"
+            t.file(f"{d}/nr_hugepages", f"{nr}\n", 0o644)
+            t.file(f"{d}/nr_overcommit_hugepages", "0\n", 0o644)
+            for name, v in (("free_hugepages", free), ("surplus_hugepages", 0), ("resv_hugepages", 0)):
+                t.file(f"{d}/{name}", f"{v}\n")
+        t.file("fakeproc/sys/vm/compact_memory", "", 0o200)
+        t.file(".fakesys/memory", f"hugepages {o['hugepage_memory_kb']}\nfragmented {o['fragmented_kb']}\n", 0o644)
+        for n in range(o["cpus"]):
+            d = f"devices/system/cpu/cpu{n}"
+            if n:       # cpu0 cannot go offline on x86: no online file
+                t.file(f"{d}/online", "0\n" if n in o["offline_cpus"] else "1\n", 0o644)
+            else:
+                t.dir(d)
+            if o["cpufreq"]:
+                avail, gov = self.GOVERNORS[o["cpufreq"]]
+                t.file(f"{d}/cpufreq/scaling_available_governors", avail + "\n")
+                t.file(f"{d}/cpufreq/scaling_governor", gov + "\n", 0o644)
 
     def pci(self, name, parent, ids, cls, driver, group, subsys=None, boot_vga=None):
         t = self.t
@@ -215,6 +271,14 @@ class Origin:
                 self.sound(d)
             if driver == "vfio-pci":
                 self.vfio(d, group)
+
+    def resources(self, name, bars):
+        """The function's `resource`: a "start end flags" line per BAR (None: unused), then the ROM
+        and the rest unused, as pci-sysfs.c's resource_show prints them."""
+        lines = [(s, s + size - 1, f) if s is not None else (0, 0, 0)
+                 for s, size, f in ((b if b else (None, 0, 0)) for b in bars)]
+        lines += [(0, 0, 0)] * (13 - len(lines))
+        self.t.file(f"{self.devs[name]}/resource", "".join("0x%016x 0x%016x 0x%016x\n" % l for l in lines))
 
     def bind(self, bus, driver, name, d):
         self.t.link(f"{d}/driver", f"bus/{bus}/drivers/{driver}")

@@ -300,6 +300,8 @@ def test_as_a_user(host):
               f"exit {rc}", out, err)
         check(_finding(out, "warn", "no hand-over planned: the desktop's state cannot be read as liss").endswith(
               "-> run --check as root"), "what it could not see", out)
+        check(_finding(out, "warn", f"{VEGA}: the open files of", "processes of other users cannot be read"),
+              "the holders it could not see", out)
 
 
 def test_usage_errors(host):

@@ -29,6 +29,10 @@ from origin import VEGA, VEGA_AUDIO, R5, R5_AUDIO, FOREIGN  # noqa: E402,F401
 
 FAKESYS = os.path.join(REPO, "build", "fakesys")
 MARKER = "/sys/.fakesys/marker"
+# /proc/sys/vm/compact_memory is the machine's even in the namespace: the emulation's own
+# (fakesys.c) is bind-mounted over it while a Host runs, and nothing runs unless it is.
+COMPACT = "/proc/sys/vm/compact_memory"
+FAKE_COMPACT = "/sys/fakeproc/sys/vm/compact_memory"
 NS_ENV = "FAKEHOST_NAMESPACE"
 SCRATCH = "/run/fakehost"
 LIBVIRT_ETC = "/etc/libvirt"
@@ -200,8 +204,20 @@ def check_safe():
         ok = False
     if not ok or not in_namespace():
         die(f"{MARKER} missing: /sys is not the emulated sysfs, refusing to run anything", 99)
+    if not compact_is_fake():
+        die(f"{COMPACT} is the machine's: the emulation's is not mounted over it; refusing to run anything", 99)
     if not any(point == LIBVIRT_ETC and fstype == "tmpfs" for point, fstype in _mounts()):
         die(f"{LIBVIRT_ETC} is the machine's: its hook scripts could run; refusing to run anything", 99)
+
+
+def compact_is_fake():
+    """Whether COMPACT is the emulation's: a mount of fakesys, the same file as FAKE_COMPACT."""
+    try:
+        a, b = os.stat(COMPACT), os.stat(FAKE_COMPACT)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and \
+        any(point == COMPACT and fstype == "fuse.fakesys" for point, fstype in _mounts())
 
 
 def hook_env(env_extra=None):
@@ -289,7 +305,7 @@ Write = collections.namedtuple("Write", "path value result")
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
     origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
-    foreign, framebuffer, fb_parent, firmware, vfio_cdev."""
+    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset."""
     count = 0
 
     def __init__(self, **variant):
@@ -312,10 +328,16 @@ class Host:
                 self.proc.kill()
                 die(f"fakesys did not mount (see {self.dir}/fakesys.stderr)", 99)
             time.sleep(0.005)
+        sh("mount", "--bind", FAKE_COMPACT, COMPACT)
+        if not compact_is_fake():
+            self.stop()
+            die(f"{COMPACT}: the emulation's could not be mounted over it", 99)
 
     def stop(self):
         if self.proc is None:
             return
+        while any(point == COMPACT for point, _ in _mounts()):
+            sh("umount", COMPACT)
         subprocess.run(["umount", "/sys"], stderr=subprocess.DEVNULL)
         try:
             self.proc.wait(timeout=5)
@@ -420,6 +442,17 @@ class Host:
         is on vfio-pci)."""
         return f"/dev/vfio/{self.iommu_group(name)}"
 
+    def bar_sizes(self, name):
+        """Each BAR's size in bytes (its line in `resource`), None without the file."""
+        text = self._read(f"/sys/bus/pci/devices/{name}/resource")
+        if text is None:
+            return None
+        sizes = []
+        for line in text.splitlines()[:6]:
+            start, end, _ = (int(x, 16) for x in line.split())
+            sizes.append(end - start + 1 if end > start else 0)
+        return sizes
+
     def pci_devices(self):
         return sorted(os.listdir("/sys/bus/pci/devices"))
 
@@ -438,11 +471,16 @@ class Host:
             s["pci"][name] = {"driver": self.driver(name), "override": self.override(name),
                               "uevent_driver": self.uevent(name).get("DRIVER"),
                               "drm": self.drm_cards(name), "sound": self.sound_cards(name),
-                              "vfio_dev": bool(self.vfio_devs(name))}
+                              "vfio_dev": bool(self.vfio_devs(name)),
+                              "reset_method": self._read(f"/sys/bus/pci/devices/{name}/reset_method"),
+                              "bars": self.bar_sizes(name)}
         for v in sorted(os.listdir("/sys/class/vtconsole")):
             s["vtcon"][v] = self._read(f"/sys/class/vtconsole/{v}/bind")
         s["driver_links"] = {d: sorted(e for e in os.listdir(f"/sys/bus/pci/drivers/{d}") if ":" in e)
                              for d in sorted(os.listdir("/sys/bus/pci/drivers"))}
+        s["hugepages"] = {kb: self.pool(kb) for kb in (2048, 1048576)
+                          if os.path.isdir(f"/sys/kernel/mm/hugepages/hugepages-{kb}kB")}
+        s["governors"] = self.governors()
         return s
 
     # -- control files
@@ -500,6 +538,39 @@ class Host:
         for line in (self._read("/sys/.fakesys/blocked") or "").splitlines():
             path, value, pid = line.rsplit(" ", 2)
             out.append((path, "" if value == '""' else value, int(pid)))
+        return out
+
+    # -- huge pages and CPUs
+    def pool(self, kb=2048):
+        """The huge page pool of KB: {"nr": .., "free": .., "surplus": ..}, as the kernel shows it."""
+        d = f"/sys/kernel/mm/hugepages/hugepages-{kb}kB"
+        return {k: int(self._read(f"{d}/{f}_hugepages")) for k, f in (("nr", "nr"), ("free", "free"),
+                                                                       ("surplus", "surplus"))}
+
+    def take_hugepages(self, n, kb=2048):
+        """N free pages of the pool become used, as a VM takes them (written in BACKING)."""
+        path = f"{self.backing}/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
+        with open(path) as f:
+            free = int(f.read())
+        with open(path, "w") as f:
+            f.write(f"{free - n}\n")
+
+    def memory(self, **values):
+        """Set .fakesys/memory values (hugepages=KB, fragmented=KB); returns them all."""
+        cur = dict(line.split() for line in (self._read("/sys/.fakesys/memory") or "").splitlines())
+        cur.update({k: str(v) for k, v in values.items()})
+        if values:
+            with open("/sys/.fakesys/memory", "w") as f:
+                f.write("".join(f"{k} {v}\n" for k, v in cur.items()))
+        return {k: int(v) for k, v in cur.items()}
+
+    def governors(self):
+        """{cpuN: scaling_governor} of the CPUs with cpufreq that are online."""
+        out = {}
+        for c in sorted(os.listdir("/sys/devices/system/cpu")):
+            v = self._read(f"/sys/devices/system/cpu/{c}/cpufreq/scaling_governor")
+            if v is not None:
+                out[c] = v
         return out
 
     def delay(self, probe=None, drm=None, unbind=None):

@@ -340,6 +340,39 @@ static void test_vms(void **state) {
         config_free(&c);
 }
 
+static void test_vm_tuning(void **state) {
+        static const struct { const char *value; unsigned long kb; } sizes[] = {
+                { "64M", 65536 }, { "8G", 8388608 }, { "512MiB", 524288 }, { "1GB", 1048576 },
+                { "2048K", 2048 }, { "1t", 1073741824 }, { "64T", 68719476736UL },
+        };
+        struct config c;
+        const struct vm_config *v;
+        char text[256];
+
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+                snprintf(text, sizeof(text), "[gpu]\naddress=0000:0d:00.0\n[vm w]\nhugepages = %s\n", sizes[i].value);
+                assert_int_equal(load_text(text, &c), 0);
+                assert_int_equal(config_vm(&c, "w")->hugepages_kb, sizes[i].kb);
+                assert_int_equal(config_vm(&c, "w")->hugepage_kb, 0);   /* the default: 2 MiB */
+                assert_null(config_vm(&c, "w")->cpu_governor);
+                config_free(&c);
+        }
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n"
+                                   "[vm win10]\nhugepages = 16G\nhugepage_size = 1G\ncpu_governor = performance\n"
+                                   "[vm other]\nhugepages = 1G\nhugepage_size = 2M\nhugepage_size =\n"
+                                   "cpu_governor = schedutil\ncpu_governor =\n", &c), 0);
+        assert_string_equal(messages, "");
+        v = config_vm(&c, "win10");
+        assert_int_equal(v->hugepages_kb, 16UL << 20);
+        assert_int_equal(v->hugepage_kb, 1048576);
+        assert_string_equal(v->cpu_governor, "performance");
+        v = config_vm(&c, "other");
+        assert_int_equal(v->hugepages_kb, 1UL << 20);
+        assert_int_equal(v->hugepage_kb, 0);            /* emptied: the default again */
+        assert_null(v->cpu_governor);
+        config_free(&c);
+}
+
 #define X28 "# twenty-eight bytes, this. "
 #define X196 X28 X28 X28 X28 X28 X28 X28
 
@@ -372,6 +405,29 @@ static void test_errors(void **state) {
                 { "VIRSH_GPU_VIDEO=\"0000:0d:00.0\"\nVIRSH_USER\n", ":2: syntax error (expected KEY=value, [section] or a comment)\n" },
 
                 /* the native format */
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = reset\n",
+                  ":3: [gpu] reset_method: \"reset\" is not a reset method (expected auto, or one or more of "
+                  "device_specific, acpi, flr, af_flr, pm, bus, cxl_bus)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = bus flr bus\n",
+                  ":3: [gpu] reset_method: bus is listed twice\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\nreset_method = auto flr\n",
+                  ":3: [gpu] reset_method: \"auto\" is not a reset method" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0=8G\n",
+                  ":4: [vm w] bar_sizes: \"0=8G\" is not INDEX:SIZE (expected a BAR index 0-5, a colon and a size "
+                  "like 256M or 8G)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 6:8G\n",
+                  ":4: [vm w] bar_sizes: \"6:8G\" is not INDEX:SIZE" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8\n",
+                  ":4: [vm w] bar_sizes: \"0:8\": no unit (expected a size like 256M, 8G or 1T)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8K\n", ":4: [vm w] bar_sizes: \"0:8K\": no unit" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8Gx\n", ":4: [vm w] bar_sizes: \"0:8Gx\": no unit" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:6G\n",
+                  ":4: [vm w] bar_sizes: \"0:6G\" is not a power of two from 1M (the sizes a resizable BAR can have)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:0M\n", ":4: [vm w] bar_sizes: \"0:0M\" is not a power of two" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:16777216T\n",
+                  ":4: [vm w] bar_sizes: \"0:16777216T\" is not a power of two" },
+                { "[gpu]\naddress = 0000:0d:00.0\n[vm w]\nbar_sizes = 0:8G 2:256M 0:4G\n",
+                  ":4: [vm w] bar_sizes: BAR 0 is listed twice\n" },
                 { "[gpu]\naddress = 0000:0d:00.0 nonsense\n",
                   ":2: [gpu] address: \"nonsense\" is not a PCI address (expected DDDD:BB:SS.F)\n" },
                 { "[gpu]\naddress = 0000:0d:00.0\naddress = 0000:0d:00.1, 0000:0d:00.0\n",
@@ -437,10 +493,30 @@ static void test_errors(void **state) {
                   ":4: [vm win10] handle: \"sometimes\" is not auto, yes or no\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpus = all\n", ":4: [vm win10] cpus: \"all\" is not a CPU list" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ntimeout = 1d\n", ":4: [vm win10] timeout: \"1d\" is not a duration" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 64\n",
+                  ":4: [vm win10] hugepages: \"64\" is not a size (expected a number with its unit, like 8G or 512M)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 0M\n", ":4: [vm win10] hugepages: \"0M\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 8 G\n", ":4: [vm win10] hugepages: \"8 G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 8Gb\n", ":4: [vm win10] hugepages: \"8Gb\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = -8G\n", ":4: [vm win10] hugepages: \"-8G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 65T\n", ":4: [vm win10] hugepages: \"65T\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepages = 99999999999999999999999G\n",
+                  ":4: [vm win10] hugepages: \"99999999999999999999999G\" is not a size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepage_size = 4M\n",
+                  ":4: [vm win10] hugepage_size: \"4M\" is not a huge page size (expected 2M or 1G)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhugepage_size = huge\n",
+                  ":4: [vm win10] hugepage_size: \"huge\" is not a huge page size" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpu_governor = Performance\n",
+                  ":4: [vm win10] cpu_governor: \"Performance\" is not a governor name (expected a name like "
+                  "performance or schedutil)\n" },
+                { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\ncpu_governor = a-governor-too-long\n",
+                  ":4: [vm win10] cpu_governor: \"a-governor-too-long\" is not a governor name" },
+                { "[gpu]\naddress=0000:0d:00.0\n[host]\nhugepages = 1G\n", ":4: [host] hugepages: unknown key" },
                 { "[gpu]\naddress=0000:0d:00.0\n[vm win10]\nhandel = yes\n",
-                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, user_units)\n" },
+                  ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, user_units, hugepages, "
+                  "hugepage_size, cpu_governor, bar_sizes)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\nadress = 0000:0e:00.0\n",
-                  ":3: [gpu] adress: unknown key (expected one of: address)\n" },
+                  ":3: [gpu] adress: unknown key (expected one of: address, reset_method)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[desktop]\nunit = a.service\n",
                   ":4: [desktop] unit: unknown key (expected one of: user, bus, display_manager, units, before_stop, after_start)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n\n[gpus]\n",
@@ -701,9 +777,44 @@ static void test_example(void **state) {
         assert_string_equal(c.secondary_driver, "radeon");
         assert_string_equal(c.user_bus, "unix:path=/run/user/1000/bus");
         assert_string_equal(c.host_cpus, "0,1,6,7");
+        assert_string_equal(c.reset_method, "auto");
         v = config_vm(&c, "win10");
         assert_non_null(v);
         assert_int_equal(v->timeout_ms, 30000);
+        assert_int_equal(v->bar_sizes.n, 2);
+        assert_int_equal(v->bar_sizes.bar[0].index, 0);
+        assert_int_equal(v->bar_sizes.bar[0].order, 13);
+        assert_int_equal(v->bar_sizes.bar[1].index, 2);
+        assert_int_equal(v->bar_sizes.bar[1].order, 8);
+        config_free(&c);
+}
+
+/* [gpu] reset_method and [vm NAME] bar_sizes: good values. */
+static void test_pci_keys(void **state) {
+        struct config c;
+        const struct vm_config *v;
+
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n", &c), 0);
+        assert_null(c.reset_method);
+        config_free(&c);
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nreset_method = device_specific,  bus\n"
+                                   "[vm win10]\nbar_sizes = 0:8G, 2:256MiB 5:1M 4:1TB\n[vm other]\ncpus = 1\n", &c), 0);
+        assert_string_equal(messages, "");
+        assert_string_equal(c.reset_method, "device_specific bus");
+        v = config_vm(&c, "win10");
+        assert_int_equal(v->bar_sizes.n, 4);
+        assert_int_equal(v->bar_sizes.bar[0].order, 13);
+        assert_int_equal(v->bar_sizes.bar[1].order, 8);
+        assert_int_equal(v->bar_sizes.bar[2].index, 5);
+        assert_int_equal(v->bar_sizes.bar[2].order, 0);
+        assert_int_equal(v->bar_sizes.bar[3].order, 20);
+        assert_int_equal(config_vm(&c, "other")->bar_sizes.n, 0);
+        config_free(&c);
+        /* An empty value: left alone again. */
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nreset_method = flr\nreset_method =\n"
+                                   "[vm w]\nbar_sizes = 0:8G\nbar_sizes =\n", &c), 0);
+        assert_null(c.reset_method);
+        assert_int_equal(config_vm(&c, "w")->bar_sizes.n, 0);
         config_free(&c);
 }
 
@@ -725,11 +836,13 @@ int main(void) {
                 cmocka_unit_test(test_native_empty_values),
                 cmocka_unit_test(test_timeouts),
                 cmocka_unit_test(test_vms),
+                cmocka_unit_test(test_vm_tuning),
                 cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_bus_keys),
                 cmocka_unit_test(test_owner),
                 cmocka_unit_test(test_missing_and_not_a_file),
                 cmocka_unit_test(test_example),
+                cmocka_unit_test(test_pci_keys),
         };
 
         return cmocka_run_group_tests(tests, setup, teardown);

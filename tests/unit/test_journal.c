@@ -335,7 +335,9 @@ static const char *const tricky[] = {
 /* A plan with every step kind and every state, its fields holding what INI syntax cares about. */
 static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         const struct step_kind *kinds[] = { &step_unit, &step_user_unit, &step_vtcon, &step_framebuffer,
-                                            &step_holders, &step_pci_driver, &step_cpus, &step_script };
+                                            &step_holders, &step_pci_driver, &step_cpus, &step_script,
+                                            &step_hugepages, &step_governor, &step_reset_method,
+                                            &step_bar_sizes };
         size_t n = 0;
 
         *p = (struct plan) {};
@@ -371,6 +373,19 @@ static void make_plan(struct plan *p, const char *vm, bool tricky_fields) {
         s->state = STEP_STARTED;
         s->writer = 4242;
         s = plan_add(p, &step_cpus, "user.slice", "", "0,1,6-7");
+        s->state = STEP_DONE;
+        s = plan_add(p, &step_hugepages, "hugepages-2048kB", "40", "62");
+        s->state = STEP_DONE;
+        strscpy(s->data.huge.want, "32", sizeof(s->data.huge.want));
+        strscpy(s->data.huge.free, "10", sizeof(s->data.huge.free));
+        s = plan_add(p, &step_governor, "cpu3", "schedutil", "performance");
+        s->state = STEP_DONE;
+        s = plan_add(p, &step_pci_driver, "0000:0d:00.0", "", "vfio-pci");
+        s->state = STEP_DONE;
+        s = plan_add(p, &step_bar_sizes, "0000:0d:00.0", "0:256M 2:2M", "0:8G 2:256M");
+        s->state = STEP_DONE;
+        strscpy(s->data.bar.supported, "BAR 0 256M-8G, BAR 2 2M-256M", sizeof(s->data.bar.supported));
+        s = plan_add(p, &step_reset_method, "0000:0d:00.0", "", "device_specific bus");
         s->state = STEP_DONE;
 }
 

@@ -409,6 +409,116 @@ static void test_gpu_not_a_display_controller(void **state) {
         assert_null(p.steps);
 }
 
+/* [gpu] reset_method: set after the moves to vfio-pci, on the display function; auto only with
+ * vendor-reset loaded and knowing the device; a method the device lacks refused before anything. */
+static void test_reset_method(void **state) {
+        struct world w;
+        struct plan p = {};
+        char error[512] = "";
+
+        origin(&w);
+        w.gpu[0].has_reset_method = true;
+        strscpy(w.gpu[0].reset_method, "bus", NAME_LEN);
+        w.cfg.reset_method = (char *) "auto";
+        w.h.vendor_reset = true;
+        p = hand_over_ok(&w);
+        const struct want set[] = {
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_reset_method, "0000:0d:00.0", "bus", "device_specific", P },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+        };
+        struct plan part = { .steps = p.steps + 6, .n_steps = 4 };
+        assert_plan(&part, set, 4);
+        plan_free(&p);
+
+        /* auto without vendor-reset, or for a device it has no reset for: skipped, saying why */
+        w.h.vendor_reset = false;
+        p = hand_over_ok(&w);
+        assert_ptr_equal(p.steps[8].kind, &step_reset_method);
+        assert_int_equal(p.steps[8].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[8].note, "auto: vendor-reset is not loaded");
+        plan_free(&p);
+        w.h.vendor_reset = true;
+        w.gpu[0].device = 0x73bf;       /* Navi 21: not in vendor-reset's table */
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[8].note, "auto: vendor-reset has no reset for this device");
+        plan_free(&p);
+
+        /* a list: each method must be the device's */
+        w.cfg.reset_method = (char *) "flr bus";
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[gpu] reset_method = flr bus: 0000:0d:00.0 does not support flr (its methods: bus)");
+        assert_null(p.steps);
+        w.cfg.reset_method = (char *) "bus";
+        p = hand_over_ok(&w);
+        assert_int_equal(p.steps[8].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[8].note, "already set");
+        plan_free(&p);
+        /* no reset_method at all (the kernel found no method): any list is refused */
+        w.gpu[0].has_reset_method = false;
+        w.gpu[0].reset_method[0] = '\0';
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[gpu] reset_method = bus: 0000:0d:00.0 has no reset_method (the kernel found no "
+                                   "reset method for it)");
+}
+
+/* [vm NAME] bar_sizes: the display function's move split around the resize; sizes checked first. */
+static void test_bar_sizes(void **state) {
+        struct world w;
+        struct plan p = {};
+        char error[512] = "";
+
+        origin(&w);
+        w.gpu[0].bar_supported[0] = 0x3f00;
+        w.gpu[0].bar_supported[2] = 0x1fe;
+        w.gpu[0].bar_bytes[0] = 256 << 20;
+        w.gpu[0].bar_bytes[2] = 2 << 20;
+        w.vms[0] = (struct vm_config) { .name = (char *) "win10", .handle = -1,
+                                        .bar_sizes = { .bar = { { 0, 13 }, { 2, 8 } }, .n = 2 } };
+        w.cfg.vms = w.vms;
+        w.cfg.n_vms = 1;
+        p = hand_over_ok(&w);
+        const struct want split[] = {
+                { &step_holders, "0000:0d:00.0", "amdgpu", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "amdgpu", "", P },
+                { &step_bar_sizes, "0000:0d:00.0", "0:256M 2:2M", "0:8G 2:256M", STEP_PLANNED,
+                  "supported=BAR 0 256M-8G, BAR 2 2M-256M" },
+                { &step_pci_driver, "0000:0d:00.0", "", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+        };
+        struct plan part = { .steps = p.steps + 5, .n_steps = 5 };
+        assert_plan(&part, split, 5);
+        plan_free(&p);
+
+        /* another VM: no resize */
+        assert_int_equal(plan_hand_over(&w.cfg, "other", &w.h, &w.d, &p, error, sizeof(error)), 0);
+        assert_ptr_equal(p.steps[6].kind, &step_pci_driver);
+        assert_string_equal(p.steps[6].to, VFIO);
+        plan_free(&p);
+
+        /* the sizes now: one step, skipped, and the move as usual */
+        w.vms[0].bar_sizes = (struct bar_sizes) { .bar = { { 0, 8 } }, .n = 1 };
+        p = hand_over_ok(&w);
+        assert_ptr_equal(p.steps[6].kind, &step_bar_sizes);
+        assert_int_equal(p.steps[6].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[7].to, VFIO);
+        assert_string_equal(p.steps[7].from, "amdgpu");
+        plan_free(&p);
+
+        /* what the kernel would refuse */
+        w.vms[0].bar_sizes = (struct bar_sizes) { .bar = { { 0, 14 } }, .n = 1 };
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M-8G)");
+        w.gpu[0].bar_supported[0] = 0x2500;     /* 256M 1G 8G */
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 0 of 0000:0d:00.0 cannot be 16G (it supports 256M 1G 8G)");
+        w.vms[0].bar_sizes = (struct bar_sizes) { .bar = { { 4, 0 } }, .n = 1 };
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[vm win10] bar_sizes: BAR 4 of 0000:0d:00.0 is not resizable (no resource4_resize)");
+        assert_null(p.steps);
+}
+
 /* Without a display driver for the secondary GPU the host would be left without a display. */
 static void test_secondary_without_display_driver(void **state) {
         struct world w;
@@ -523,6 +633,79 @@ static void test_cpus(void **state) {
         assert_ptr_equal(p.steps[10].kind, &step_cpus);
         assert_string_equal(p.steps[10].to, ORIGIN_CPUS);
         plan_free(&p);
+}
+
+/* [vm] hugepages: the pool's step comes first, before the desktop stops; [vm] cpu_governor: a step
+ * per CPU right before the CPU restriction, offline CPUs and CPUs without cpufreq skipped; what
+ * the host cannot give refused with nothing planned. */
+static void test_tuning(void **state) {
+        struct cpu_freq cpus[4] = {
+                { .cpu = 0, .online = true, .cpufreq = true, .governor = "schedutil",
+                  .available = "powersave performance schedutil" },
+                { .cpu = 1, .online = true, .cpufreq = true, .governor = "performance",
+                  .available = "powersave performance schedutil" },
+                { .cpu = 2, .online = false, .cpufreq = true },
+                { .cpu = 3, .online = true, .cpufreq = false },
+        };
+        struct world w;
+        struct plan p;
+        char error[512];
+
+        origin(&w);
+        w.vms[0] = (struct vm_config) { .name = (char *) "win10", .handle = -1, .hugepages_kb = 65 * 1024,
+                                        .cpu_governor = (char *) "performance" };
+        w.cfg.vms = w.vms;
+        w.cfg.n_vms = 1;
+        w.h.huge = (struct huge_pool) { .page_kb = 2048, .asked_kb = 2048, .nr = 40, .free = 10 };
+        w.h.cpus = cpus;
+        w.h.n_cpus = 4;
+        p = hand_over_ok(&w);
+        /* 65 MiB is 33 pages of 2 MiB (rounded up); 10 free: 23 more. */
+        assert_ptr_equal(p.steps[0].kind, &step_hugepages);
+        assert_string_equal(p.steps[0].target, "hugepages-2048kB");
+        assert_string_equal(p.steps[0].from, "40");
+        assert_string_equal(p.steps[0].to, "63");
+        assert_string_equal(p.steps[0].data.huge.want, "33");
+        assert_string_equal(p.steps[0].data.huge.free, "10");
+        assert_int_equal(p.steps[0].state, STEP_PLANNED);
+        assert_ptr_equal(p.steps[1].kind, &step_unit);
+        const struct want governors[] = {
+                { &step_governor, "cpu0", "schedutil", "performance", P },
+                { &step_governor, "cpu1", "performance", "performance", S, "set already" },
+                { &step_governor, "cpu2", "", "performance", S, "offline" },
+                { &step_governor, "cpu3", "", "performance", S, "no cpufreq: the kernel does not scale its frequency" },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+        };
+        struct plan part = { .steps = p.steps + 11, .n_steps = 5 };
+        assert_plan(&part, governors, 5);
+        plan_free(&p);
+        /* Another VM asks for nothing: its plan is the origin's. */
+        assert_int_equal(plan_hand_over(&w.cfg, "other", &w.h, &w.d, &p, error, sizeof(error)), 0);
+        struct world plain;
+        origin(&plain);
+        struct plan origin_plan = hand_over_ok(&plain);
+        assert_ptr_equal(p.steps[0].kind, &step_unit);
+        assert_int_equal(p.n_steps, origin_plan.n_steps);
+        plan_free(&origin_plan);
+        plan_free(&p);
+
+        /* Free already: a skip. */
+        w.h.huge.free = 33;
+        p = hand_over_ok(&w);
+        assert_int_equal(p.steps[0].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[0].to, "40");
+        plan_free(&p);
+
+        /* Refusals. */
+        w.vms[0].cpu_governor = (char *) "ondemand";
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "[vm win10] cpu_governor = ondemand: CPU 0 offers only powersave performance "
+                            "schedutil (scaling_available_governors)");
+        w.vms[0].cpu_governor = NULL;
+        w.h.huge = (struct huge_pool) { .asked_kb = 1048576 };
+        assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EOPNOTSUPP);
+        assert_string_equal(error, "[vm win10] hugepages: the kernel has no 1048576 kB huge pages (no /sys/kernel/mm/"
+                            "hugepages/hugepages-1048576kB; 1G pages need a CPU with pdpe1gb)");
 }
 
 /* Which firmware framebuffer is the GPU's: its parent link, or on kernels without one the boot
@@ -786,6 +969,8 @@ int main(void) {
                 cmocka_unit_test(test_origin_hand_over),
                 cmocka_unit_test(test_inhibit_unit_name),
                 cmocka_unit_test(test_commands_units_inhibitor),
+                cmocka_unit_test(test_reset_method),
+                cmocka_unit_test(test_bar_sizes),
                 cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),
                 cmocka_unit_test(test_gpu_already_on_vfio),
@@ -799,6 +984,7 @@ int main(void) {
                 cmocka_unit_test(test_desktop_partly_inactive),
                 cmocka_unit_test(test_config_switches),
                 cmocka_unit_test(test_cpus),
+                cmocka_unit_test(test_tuning),
                 cmocka_unit_test(test_framebuffers),
                 cmocka_unit_test(test_secondary_already_on_display_driver),
                 cmocka_unit_test(test_derive_hand_back),

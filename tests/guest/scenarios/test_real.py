@@ -167,7 +167,10 @@ def refused_for_holder(t, node, unit, what):
         t.section("prepare begin with a stray holder of " + what, r.describe())
         t.data["holder_" + unit] = {"rc": r.rc, "secs": round(r.secs, 2), "sysfs_writes": writes}
         t.check(r.rc == 1, "the hand-over fails (exit %s)" % r.rc)
-        t.check(r.secs < 5 + 20, "in bounded time: the 5 s deadline and the desktop's restart "
+        # Bounded, not fast (speed is the benchmarks' business): every wait of the hand-over and
+        # of its rollback (systemd's jobs, the holders) has the 5 s deadline, so it ends well
+        # within 60 s however loaded the machine; a hang would run into the 90 s kill.
+        t.check(r.secs < 60, "in bounded time: the 5 s deadlines and the desktop's restart "
                 "(took %.1f s)" % r.secs)
         for part in (str(holder["pid"]), "python3", unit + ".service", "the host was restored"):
             t.check(part in r.err, "the message names %r: %s" % (part, r.err.strip()[-300:]))
@@ -346,8 +349,10 @@ def display_manager_will_not_stop(t):
         t.data["stuck_dm"] = {"rc": r.rc, "secs": round(r.secs, 2)}
         t.check(r.rc == 1 and "stuck-dm.service" in r.err and not writes,
                 "exit 1 naming the unit, no sysfs write (exit %s, writes %s)" % (r.rc, writes))
-        # Two deadlines: the stop's, and the rollback's start, which systemd queues behind the stop.
-        t.check(r.secs < 2 * 3 + 5, "within the deadlines (%.1f s)" % r.secs)
+        # Two deadlines: the stop's, and the rollback's start, which systemd queues behind the stop;
+        # bounded is the point (a hang runs into the 90 s kill), with room for a loaded machine
+        # (at load average 9 this took 12 s).
+        t.check(r.secs < 2 * 3 + 30, "within the deadlines (%.1f s)" % r.secs)
         steps = journal_steps()
         t.section("journal after the failed hand-over", "\n".join(map(str, steps)))
         t.check([s[0] for s in steps if s[5] not in ("planned", "skipped")] == [1],
@@ -389,6 +394,7 @@ def journal_steps():
     return sorted(out)
 
 
+SLOW_STOP = "/run/systemd/system/greetd.service.d/qemu-hook-test-slow-stop.conf"
 KILL_POINTS = [
     ("the display manager's stop", lambda s: s[1] == "unit" and s[4] == "inactive"),
     ("the GPU's move to vfio-pci", lambda s: s[1] == "pci-driver" and s[2] == g.GPU),
@@ -404,6 +410,13 @@ def killed_at_each_point(t):
     g.write_kvm_conf(g.ORIGIN_KVM_CONF)
     xml = g.domain_xml()
     env = dict(g.LIBVIRT_HOOK_ENV)
+    # greetd stops in a few milliseconds right after boot: the poll below (a journal parse every
+    # 2 ms, slow under TCG) once missed the whole stop. A second of ExecStopPost makes the point
+    # last long enough to be hit, whatever the machine's load.
+    os.makedirs(os.path.dirname(SLOW_STOP), exist_ok=True)
+    with open(SLOW_STOP, "w") as f:
+        f.write("[Service]\nExecStopPost=/bin/sleep 1\n")
+    g.run(["systemctl", "daemon-reload"], timeout=60)
     try:
         for what, is_point in KILL_POINTS:
             p = subprocess.Popen(["env", "--default-signal", g.HOOK, g.DOMAIN, "prepare", "begin", "-"],
@@ -432,4 +445,6 @@ def killed_at_each_point(t):
             t.check(not os.path.exists(JOURNAL), "the journal is gone")
             back_to_boot(t, "after the kill during %s and release end" % what)
     finally:
+        os.unlink(SLOW_STOP)
+        g.run(["systemctl", "daemon-reload"], timeout=60)
         cleanup()
