@@ -289,7 +289,7 @@ static void pci_keys(struct report *r, const struct config *cfg, const struct ho
 }
 
 static void check_gpu(struct report *r, const struct config *cfg, const struct host *h) {
-        bool display = false;
+        bool display = false, grouped = h->n_gpu > 0;
 
         for (size_t i = 0; i < h->n_gpu; i++) {
                 const struct pci_func *f = &h->gpu[i];
@@ -297,6 +297,7 @@ static void check_gpu(struct report *r, const struct config *cfg, const struct h
 
                 if (f->iommu_group >= 0)
                         snprintf(group_text, sizeof(group_text), "IOMMU group %d", f->iommu_group);
+                grouped = grouped && f->iommu_group >= 0;
                 say(r, f->iommu_group < 0 ? FAIL : OK, f->iommu_group < 0 ? "turn the IOMMU on (see kernel above)" : NULL,
                     "%s [%04x:%04x] class %06x: driver %s, driver_override %s, %s%s", f->name, f->vendor, f->device,
                     f->class, f->driver[0] ? f->driver : "(none)", f->driver_override[0] ? f->driver_override :
@@ -323,7 +324,7 @@ static void check_gpu(struct report *r, const struct config *cfg, const struct h
                         say(r, OK, NULL, "IOMMU group %d also holds %s (%s): no obstacle", f->iommu_group, f->name,
                             strcmp(f->driver, PLAN_VFIO) == 0 ? "on vfio-pci" : "a PCI bridge");
         }
-        if (h->n_group == 0 && h->n_gpu)
+        if (h->n_group == 0 && grouped)
                 say(r, OK, NULL, "the GPU's IOMMU group holds its functions alone (viable)");
 }
 

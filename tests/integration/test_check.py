@@ -116,6 +116,7 @@ def test_no_iommu_groups(host):
         f = _finding(out, "FAIL", "IOMMU off: no IOMMU groups in /sys/kernel/iommu_groups")
         check("intel_iommu=on" in f and "amd_iommu=on" in f, "the IOMMU finding and its fix", out)
         check(_finding(out, "FAIL", VEGA, "no IOMMU group"), "the Vega without a group", out)
+        check("holds its functions alone" not in out, "a group without groups called viable", out)
         check(_finding(out, "FAIL", "a hand-over now would be refused", "has no IOMMU group"), "the verdict", out)
         _nothing_changed(host, d)
 
