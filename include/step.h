@@ -60,6 +60,13 @@ struct step_kind {
         /* Runs without the GPU lock: a hook script may take long, or start another VM whose
          * hook waits for that lock. */
         bool unlocked;
+        /* Its writes go through the kernel's lock of its target device (bind, unbind, a BAR's
+         * resize): the undos of such steps on one device follow one another, so after one fails
+         * or is left blocked, the ones before it on that device wait in the journal. */
+        bool device_ordered;
+        /* Waits up to the scripts' deadline ([host] script_timeout), not [host] timeout: what the
+         * lock's holder announces counts that. */
+        bool script_deadline;
 };
 
 struct step {

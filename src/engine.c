@@ -35,7 +35,8 @@ static usec_t lock_bound(const struct run_ctx *c, const struct plan *p) {
                 unsigned times = s->state == STEP_PLANNED ? 2 : s->state == STEP_DONE || s->state == STEP_STARTED;
 
                 if (!s->kind->unlocked)
-                        bound += STEP_WAITS * c->timeout * times;
+                        bound += times * (s->kind->script_deadline ? MAX(STEP_WAITS * c->timeout,
+                                          c->script_timeout + 2 * c->timeout) : STEP_WAITS * c->timeout);
         }
         return bound;
 }
@@ -137,6 +138,20 @@ int engine_check_writers(const struct plan *p) {
         return 0;
 }
 
+/* Whether an undo after steps[i] (later in the plan, undone earlier) on the same device failed or
+ * was left blocked: then steps[i] must wait (step_kind.device_ordered). */
+static bool device_undo_failed(const struct plan *p, size_t i) {
+        const struct step *s = &p->steps[i];
+
+        for (size_t j = i + 1; s->kind->device_ordered && j < p->n_steps; j++) {
+                const struct step *t = &p->steps[j];
+                if (t->kind->device_ordered && strcmp(t->target, s->target) == 0 &&
+                    (t->state == STEP_DONE || t->state == STEP_STARTED))
+                        return true;
+        }
+        return false;
+}
+
 int engine_undo(struct run_ctx *c, struct plan *p) {
         int first;
 
@@ -160,6 +175,13 @@ int engine_undo(struct run_ctx *c, struct plan *p) {
                  * touching it would block this call too. Left for when the write has returned. */
                 if (s->writer && sysfs_writer_blocked(s->writer, (char[64]) {}, 64)) {
                         first = first ?: -EINPROGRESS;
+                        continue;
+                }
+                /* A later step on its device still in place: undoing this one first would undo
+                 * out of order (a BAR resized with a driver bound, a move back from a driver the
+                 * device is not on). */
+                if (device_undo_failed(p, i)) {
+                        first = first ?: -EBUSY;
                         continue;
                 }
                 start = now_usec();

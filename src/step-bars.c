@@ -40,15 +40,18 @@ static int parse(const char *list, unsigned index[PCI_BARS], unsigned order[PCI_
                 if (*end != ':')
                         return -EINVAL;
                 size = strtoull(end + 1, &end, 10);
-                if (!*end || !(u = strchr(units, *end)) || !size || (size & (size - 1)))
+                if (!*end || !(u = strchr(units, *end)) || !size || (size & (size - 1)) || index[n] >= PCI_BARS)
                         return -EINVAL;
-                order[n++] = (unsigned) ((u - units) * 10 + __builtin_ctzll(size));
+                order[n] = (unsigned) ((u - units) * 10 + __builtin_ctzll(size));
+                /* A journal edited by hand must not shift past 64 bits: the kernel's largest is 43. */
+                if (order[n++] > 43)
+                        return -EINVAL;
                 p = end + 1 + strspn(end + 1, " ");
         }
         return n;
 }
 
-static int bars_set(const struct step *s, const char *sizes) {
+static int bars_set(struct run_ctx *c, const struct step *s, const char *sizes) {
         unsigned index[PCI_BARS], order[PCI_BARS];
         int n = parse(sizes, index, order), r;
 
@@ -68,7 +71,9 @@ static int bars_set(const struct step *s, const char *sizes) {
                 snprintf(was, sizeof(was), "%llu MB", (unsigned long long) (bytes >> 20));
                 snprintf(path, sizeof(path), "bus/pci/devices/%s/resource%u_resize", s->target, index[i]);
                 snprintf(value, sizeof(value), "%u", order[i]);
-                r = sysfs_write(path, value);
+                /* The store takes the device's lock, which a write left blocked in the kernel may
+                 * hold: with a deadline, never forever. */
+                r = sysfs_write_deadline(path, value, now_usec() + c->timeout);
                 if (r == -EBUSY)
                         return log_error_errno(r, "resizing BAR %u of %s from %s to %s: %m (the kernel resizes the "
                                                "BARs of a function bound to no driver only)", index[i], s->target,
@@ -89,11 +94,11 @@ static int bars_set(const struct step *s, const char *sizes) {
 }
 
 static int bars_apply(struct run_ctx *c, struct step *s) {
-        return bars_set(s, s->to);
+        return bars_set(c, s, s->to);
 }
 
 static int bars_undo(struct run_ctx *c, struct step *s) {
-        return bars_set(s, s->from);
+        return bars_set(c, s, s->from);
 }
 
 static void bars_describe(const struct step *s, bool undo, char *buf, size_t size) {
@@ -111,5 +116,5 @@ static const struct step_field bars_fields[] = {
 
 const struct step_kind step_bar_sizes = {
         .name = "pci-bar-sizes", .apply = bars_apply, .undo = bars_undo, .describe = bars_describe,
-        .fields = bars_fields,
+        .fields = bars_fields, .device_ordered = true,
 };

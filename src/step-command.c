@@ -101,5 +101,5 @@ static void command_describe(const struct step *s, bool undo, char *buf, size_t 
 
 const struct step_kind step_command = {
         .name = "user-command", .apply = command_apply, .undo = command_undo, .describe = command_describe,
-        .time_whole = true, .time_account = TIME_SYSTEMD,
+        .time_whole = true, .time_account = TIME_SYSTEMD, .script_deadline = true,
 };

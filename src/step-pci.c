@@ -185,5 +185,5 @@ static const struct step_field pci_fields[] = {
 
 const struct step_kind step_pci_driver = {
         .name = "pci-driver", .apply = pci_apply, .undo = pci_undo, .describe = pci_describe,
-        .fields = pci_fields,
+        .fields = pci_fields, .device_ordered = true,
 };

@@ -183,6 +183,27 @@ def test_bar_resize_failing_rolls_back(host):
     assert not os.path.exists(JOURNAL)
 
 
+def test_a_refused_unbind_in_the_hand_back_keeps_the_bars_and_the_move_back_waiting(host):
+    """The hand-back's unbind of the Vega from vfio-pci refused once: the resize back and the move
+    back to amdgpu, earlier steps on the same device, wait in the journal (undone first, they would
+    resize a bound BAR or bind amdgpu to a device still on vfio-pci); the rest is handed back, and
+    --recover then finishes it exactly."""
+    config(vm="bar_sizes = 0:8G 2:256M\n")
+    before = host.snapshot()
+    assert prepare()[0] == 0
+    host.clear_log()
+    host.fail("bus/pci/drivers/vfio-pci/unbind", "EBUSY", count=1, value=VEGA)
+    rc, out, err = release()
+    assert rc == 1 and "3 steps could not be undone" in err, err
+    assert vega(host) == ("vfio-pci", "bus", 8192 * M, 256 * M), host.snapshot()["pci"][VEGA]
+    assert not [w for w in host.log() if "resize" in w.path or w.path.endswith("amdgpu/bind")], host.log()
+    assert host.snapshot()["pci"][VEGA_AUDIO] == before["pci"][VEGA_AUDIO]    # the rest handed back
+    rc, out, err = hook("--recover", "win10")
+    assert rc == 0, err
+    assert host.snapshot() == before
+    assert not os.path.exists(JOURNAL)
+
+
 def test_bar_resize_while_bound_is_refused_by_the_emulation(host):
     """The emulation's EBUSY, as pci-sysfs.c's: what makes the plan unbind first."""
     assert host.write(RESIZE0, "13") != 0
