@@ -52,6 +52,24 @@ static int read_pool(const struct step *s, const char *doing, const char *file, 
         return 0;
 }
 
+/* The persistent count, nr_hugepages less surplus_hugepages: two files, read while pages may be
+ * let go (a surplus page freed lowers both); nr_hugepages read again after, until it held. */
+static int read_persistent(const struct step *s, const char *doing, long *nr, long *surplus) {
+        long again;
+        int r;
+
+        for (int i = 0; i < 3; i++) {
+                r = read_pool(s, doing, "nr_hugepages", nr);
+                if (r >= 0)
+                        r = read_pool(s, doing, "surplus_hugepages", surplus);
+                if (r >= 0)
+                        r = read_pool(s, doing, "nr_hugepages", &again);
+                if (r < 0 || again == *nr)
+                        return r;
+        }
+        return 0;
+}
+
 static int write_count(struct run_ctx *c, const struct step *s, const char *count) {
         char path[STEP_FIELD_LEN + 64];
 
@@ -90,9 +108,7 @@ static int hugepages_apply(struct run_ctx *c, struct step *s) {
          * surplus ones too) did; what the VM can have is free_hugepages less the pages reserved
          * already (resv_hugepages, counted in free_hugepages). */
         snprintf(doing, sizeof(doing), "raising the %s huge pages to %s", size, s->to);
-        r = read_pool(s, doing, "nr_hugepages", &nr);
-        if (r >= 0)
-                r = read_pool(s, doing, "surplus_hugepages", &surplus);
+        r = read_persistent(s, doing, &nr, &surplus);
         if (r >= 0)
                 r = read_pool(s, doing, "free_hugepages", &free_now);
         if (r >= 0)
@@ -129,9 +145,7 @@ static int hugepages_undo(struct run_ctx *c, struct step *s) {
          * nr_hugepages still counts them, the persistent count (less surplus_hugepages) is what
          * was written. */
         snprintf(doing, sizeof(doing), "restoring the %s huge pages to %s", size, s->from);
-        r = read_pool(s, doing, "nr_hugepages", &nr);
-        if (r >= 0)
-                r = read_pool(s, doing, "surplus_hugepages", &surplus);
+        r = read_persistent(s, doing, &nr, &surplus);
         if (r < 0)
                 return r;
         if (nr - surplus != number(s->from))
