@@ -40,7 +40,8 @@ struct boot_fb {
 struct huge_pool {
         unsigned long page_kb;                  /* 0: the kernel has no pool of the size asked */
         unsigned long asked_kb;                 /* the size of the pool looked for */
-        long nr, free;                          /* nr_hugepages, free_hugepages */
+        long nr, free;                          /* nr_hugepages (surplus included), free_hugepages */
+        long surplus, resv;                     /* surplus_hugepages, resv_hugepages (counted in free) */
 };
 
 /* One CPU's frequency scaling (devices/system/cpu/cpuN/cpufreq). */

@@ -10,6 +10,9 @@
 
 /* Reads the first line of ROOT/path into buf (newline stripped). Negative errno on failure. */
 int sysfs_read(const char *path, char *buf, size_t size);
+/* A count the kernel prints as one unsigned decimal (nr_hugepages): -EIO when ROOT/path holds
+ * anything else, a negative number or one beyond a long. */
+int sysfs_read_count(const char *path, long *ret);
 /* Writes value to ROOT/path in one write(2) and returns the kernel's verdict (negative errno). */
 int sysfs_write(const char *path, const char *value);
 /* The last component of the target of the symlink ROOT/path ("amdgpu" for .../driver), or

@@ -802,7 +802,8 @@ static void check_hugepages(struct report *r, const struct vm_config *v, const s
                     "hugepages-%lukB)", v->name, v->hugepages_kb / 1024, asked, asked);
                 return;
         }
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - t->huge.free;
+        /* Reserved pages (resv_hugepages) are counted in free_hugepages but promised already. */
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - (t->huge.free - t->huge.resv);
         unsigned long more_kb = missing > 0 ? (unsigned long) missing * kb : 0, total = meminfo_kb("MemTotal"),
                       avail = meminfo_kb("MemAvailable");
         enum level l = total && more_kb > total ? FAIL : avail && more_kb > avail ? WARN : OK;
@@ -810,8 +811,9 @@ static void check_hugepages(struct report *r, const struct vm_config *v, const s
         say(r, l, l == FAIL ? "lower [vm] hugepages: this machine does not have that much memory" :
             l == WARN ? "free memory before the VM starts, or reserve the pages at boot (hugepages= on the "
             "kernel command line)" : NULL,
-            "[vm %s] hugepages = %lu MiB as %lu kB pages (%ld): now nr_hugepages %ld, free_hugepages %ld; %s "
-            "(MemAvailable %lu MiB)", v->name, v->hugepages_kb / 1024, kb, want, t->huge.nr, t->huge.free,
+            "[vm %s] hugepages = %lu MiB as %lu kB pages (%ld): now nr_hugepages %ld (surplus %ld), "
+            "free_hugepages %ld (reserved %ld); %s (MemAvailable %lu MiB)", v->name, v->hugepages_kb / 1024, kb,
+            want, t->huge.nr, t->huge.surplus, t->huge.free, t->huge.resv,
             missing > 0 ? "more to allocate at the hand-over" : "free already", avail / 1024);
         if (missing > 0)
                 say(r, INFO, NULL, "[vm %s] %ld more pages (%lu MiB) at the hand-over, after compacting memory",

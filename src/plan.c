@@ -181,7 +181,11 @@ void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
         }
 }
 
-/* Huge pages first: when memory is short, nothing else has changed yet. */
+/* Huge pages first: when memory is short, nothing else has changed yet. The hand-back writes
+ * back the persistent count (nr_hugepages counts the surplus pages too: written back, they would
+ * stay). The pages free for the VM are those free and not reserved; a write of nr_hugepages
+ * makes the surplus pages persistent before it allocates any: the count to write is all the
+ * pages of the pool and those missing. */
 static void plan_hugepages(const struct vm_config *v, const struct host *h, struct plan *p) {
         char name[64], from[32], to[32];
         unsigned long kb = h->huge.page_kb;
@@ -189,13 +193,14 @@ static void plan_hugepages(const struct vm_config *v, const struct host *h, stru
 
         if (!v || !v->hugepages_kb || !kb)
                 return;
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - h->huge.free;
+        long want = (long) ((v->hugepages_kb + kb - 1) / kb), usable = h->huge.free - h->huge.resv,
+             missing = want - usable, persistent = h->huge.nr - h->huge.surplus;
         snprintf(name, sizeof(name), "hugepages-%lukB", kb);
-        snprintf(from, sizeof(from), "%ld", h->huge.nr);
-        snprintf(to, sizeof(to), "%ld", h->huge.nr + (missing > 0 ? missing : 0));
+        snprintf(from, sizeof(from), "%ld", persistent);
+        snprintf(to, sizeof(to), "%ld", missing > 0 ? h->huge.nr + missing : persistent);
         s = plan_add(p, &step_hugepages, name, from, to);
         snprintf(s->data.huge.want, sizeof(s->data.huge.want), "%ld", want);
-        snprintf(s->data.huge.free, sizeof(s->data.huge.free), "%ld", h->huge.free);
+        snprintf(s->data.huge.free, sizeof(s->data.huge.free), "%ld", usable);
         if (missing <= 0)
                 plan_skip(s, "free already");
 }

@@ -1,9 +1,13 @@
 /* Huge pages for a VM that asks for them ([vm] hugepages): the pool of its size raised before
  * anything else changes, so that what the VM needs is free when it starts, and lowered back to
- * the count found at the hand-back. Kernel facts (mm/hugetlb.c, set_max_huge_pages): a write of
- * nr_hugepages allocates as many pages as it can and succeeds, the count read back is what it
- * got; lowering frees only free pages (pages in use become surplus, freed when let go). Memory
- * compacted first (vm/compact_memory) leaves more contiguous blocks to allocate from. */
+ * the persistent count found at the hand-back. Kernel facts (mm/hugetlb.c): nr_hugepages reads
+ * every page of the pool, surplus ones (overcommitted, freed when let go) included, and a write
+ * of it sets the persistent count (nr_hugepages less surplus_hugepages): raising it first makes
+ * surplus pages persistent, then allocates as many pages as it can and succeeds, what it got is
+ * read back; lowering it frees free pages down to those in use or reserved, and the rest in use
+ * becomes surplus (set_max_huge_pages). free_hugepages counts the reserved pages too
+ * (resv_hugepages), promised to a mapping already. Memory compacted first (vm/compact_memory)
+ * leaves more contiguous blocks to allocate from. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -36,16 +40,34 @@ static const char *size_text(unsigned long kb, char buf[static 32]) {
         return buf;
 }
 
-static int read_count(const struct step *s, const char *file, long *ret) {
-        char path[STEP_FIELD_LEN + 64], buf[32], *end;
+/* DOING ("raising the 2 MiB huge pages to 32") names what the read is for in its error. */
+static int read_pool(const struct step *s, const char *doing, const char *file, long *ret) {
+        char path[STEP_FIELD_LEN + 64];
         int r;
 
         snprintf(path, sizeof(path), "kernel/mm/hugepages/%s/%s", s->target, file);
-        r = sysfs_read(path, buf, sizeof(buf));
+        r = sysfs_read_count(path, ret);
         if (r < 0)
-                return r;
-        *ret = strtol(buf, &end, 10);
-        return end == buf || *end ? -EIO : 0;
+                return log_error_errno(r, "%s: reading " SYSFS_ROOT "/%s back failed: %m", doing, path);
+        return 0;
+}
+
+/* The persistent count, nr_hugepages less surplus_hugepages: two files, read while pages may be
+ * let go (a surplus page freed lowers both); nr_hugepages read again after, until it held. */
+static int read_persistent(const struct step *s, const char *doing, long *nr, long *surplus) {
+        long again;
+        int r;
+
+        for (int i = 0; i < 3; i++) {
+                r = read_pool(s, doing, "nr_hugepages", nr);
+                if (r >= 0)
+                        r = read_pool(s, doing, "surplus_hugepages", surplus);
+                if (r >= 0)
+                        r = read_pool(s, doing, "nr_hugepages", &again);
+                if (r < 0 || again == *nr)
+                        return r;
+        }
+        return 0;
 }
 
 static int write_count(struct run_ctx *c, const struct step *s, const char *count) {
@@ -57,8 +79,8 @@ static int write_count(struct run_ctx *c, const struct step *s, const char *coun
 
 static int hugepages_apply(struct run_ctx *c, struct step *s) {
         unsigned long kb = page_kb(s);
-        long nr, free_now, want = number(s->data.huge.want);
-        char size[32], asked[32], got[32];
+        long nr, surplus, free_now, resv, want = number(s->data.huge.want);
+        char size[32], asked[32], got[32], doing[STEP_FIELD_LEN + 96];
         int r;
 
         size_text(kb, size);
@@ -82,24 +104,33 @@ static int hugepages_apply(struct run_ctx *c, struct step *s) {
         if (r < 0 && !stopped)
                 return log_error_errno(r, "raising the %s huge pages to %s (" SYSFS_ROOT "/kernel/mm/hugepages/%s/"
                                        "nr_hugepages) failed: %m", size, s->to, s->target);
-        r = read_count(s, "nr_hugepages", &nr);
+        /* The pool reached what was written when its persistent pages (nr_hugepages counts the
+         * surplus ones too) did; what the VM can have is free_hugepages less the pages reserved
+         * already (resv_hugepages, counted in free_hugepages). */
+        snprintf(doing, sizeof(doing), "raising the %s huge pages to %s", size, s->to);
+        r = read_persistent(s, doing, &nr, &surplus);
         if (r >= 0)
-                r = read_count(s, "free_hugepages", &free_now);
+                r = read_pool(s, doing, "free_hugepages", &free_now);
+        if (r >= 0)
+                r = read_pool(s, doing, "resv_hugepages", &resv);
         if (r < 0)
-                return log_error_errno(r, "raising the %s huge pages to %s: reading them back failed: %m", size, s->to);
-        if (nr < number(s->to) || free_now < want)
-                return log_error_errno(ENOMEM, "making %s free as %s huge pages: only %s reached (free_hugepages %ld "
-                                       "of %ld, nr_hugepages %ld of the %s asked): %s; nr_hugepages goes back to %s",
-                                       asked, size, size_text(kb * (unsigned long) (free_now < want ? free_now : want), got),
-                                       free_now, want, nr, s->to, stopped ? "the kernel was still allocating at the "
-                                       "deadline ([host] timeout)" : "not enough memory free, or too fragmented",
-                                       s->from);
+                return r;
+        long persistent = nr - surplus, usable = free_now - resv;
+        if (persistent < number(s->to) || usable < want)
+                return log_error_errno(ENOMEM, "making %s free as %s huge pages: only %s reached (%ld of the %ld "
+                                       "pages free: free_hugepages %ld less resv_hugepages %ld; %ld persistent of "
+                                       "the %s asked: nr_hugepages %ld less surplus_hugepages %ld): %s; "
+                                       "nr_hugepages goes back to %s", asked, size,
+                                       size_text(kb * (unsigned long) (usable < 0 ? 0 : usable < want ? usable : want),
+                                                 got), usable, want, free_now, resv, persistent, s->to, nr, surplus,
+                                       stopped ? "the kernel was still allocating at the deadline ([host] timeout)" :
+                                       "not enough memory free, or too fragmented", s->from);
         return 0;
 }
 
 static int hugepages_undo(struct run_ctx *c, struct step *s) {
-        char size[32];
-        long nr;
+        char size[32], doing[STEP_FIELD_LEN + 96];
+        long nr, surplus;
         int r;
 
         size_text(page_kb(s), size);
@@ -111,14 +142,15 @@ static int hugepages_undo(struct run_ctx *c, struct step *s) {
                 return log_error_errno(r, "restoring the %s huge pages to %s (" SYSFS_ROOT "/kernel/mm/hugepages/%s/"
                                        "nr_hugepages) failed: %m", size, s->from, s->target);
         /* Pages still in use (a VM not gone yet) become surplus, freed by the kernel when let go:
-         * the persistent count reads what was written all the same. */
-        r = read_count(s, "nr_hugepages", &nr);
+         * nr_hugepages still counts them, the persistent count (less surplus_hugepages) is what
+         * was written. */
+        snprintf(doing, sizeof(doing), "restoring the %s huge pages to %s", size, s->from);
+        r = read_persistent(s, doing, &nr, &surplus);
         if (r < 0)
-                return log_error_errno(r, "restoring the %s huge pages to %s: reading them back failed: %m", size,
-                                       s->from);
-        if (nr != number(s->from))
-                return log_error_errno(EIO, "restoring the %s huge pages to %s: nr_hugepages reads %ld", size,
-                                       s->from, nr);
+                return r;
+        if (nr - surplus != number(s->from))
+                return log_error_errno(EIO, "%s: the pool keeps %ld persistent pages (nr_hugepages %ld, "
+                                       "surplus_hugepages %ld)", doing, nr - surplus, nr, surplus);
         return 0;
 }
 

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -34,6 +35,21 @@ int sysfs_read(const char *path, char *buf, size_t size) {
                 return -errno;
         buf[n] = '\0';
         buf[strcspn(buf, "\n")] = '\0';
+        return 0;
+}
+
+int sysfs_read_count(const char *path, long *ret) {
+        char buf[64], *end;
+        long v;
+        int r = sysfs_read(path, buf, sizeof(buf));
+
+        if (r < 0)
+                return r;
+        errno = 0;
+        v = strtol(buf, &end, 10);
+        if (end == buf || *end || errno || v < 0)
+                return -EIO;
+        *ret = v;
         return 0;
 }
 

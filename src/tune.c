@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,34 +26,32 @@ bool host_word_in(const char *list, const char *word) {
         return false;
 }
 
-static int read_long(const char *path, long *ret) {
-        char buf[64], *end;
-        int r = sysfs_read(path, buf, sizeof(buf));
-
-        if (r < 0)
-                return r;
-        errno = 0;
-        *ret = strtol(buf, &end, 10);
-        return end == buf || *end || errno || *ret < 0 ? -EIO : 0;
-}
-
-/* No such directory: the kernel (or the CPU: 1G pages need pdpe1gb) has no pages of that size. */
+/* No such directory: the kernel (or the CPU: 1G pages need pdpe1gb) has no pages of that size.
+ * The four counts of mm/hugetlb.c as its sysfs shows them: nr_hugepages is every page of the
+ * pool, surplus ones included; free_hugepages includes the reserved ones. */
 static int read_pool(unsigned long page_kb, struct huge_pool *ret) {
+        static const struct {
+                const char *file;
+                size_t offset;
+        } counts[] = {
+                { "nr_hugepages", offsetof(struct huge_pool, nr) },
+                { "free_hugepages", offsetof(struct huge_pool, free) },
+                { "surplus_hugepages", offsetof(struct huge_pool, surplus) },
+                { "resv_hugepages", offsetof(struct huge_pool, resv) },
+        };
         char path[128];
         int r;
 
         *ret = (struct huge_pool) { .asked_kb = page_kb };
-        snprintf(path, sizeof(path), "kernel/mm/hugepages/hugepages-%lukB/nr_hugepages", page_kb);
-        r = read_long(path, &ret->nr);
-        if (r == -ENOENT)
-                return 0;
-        if (r >= 0) {
-                snprintf(path, sizeof(path), "kernel/mm/hugepages/hugepages-%lukB/free_hugepages", page_kb);
-                r = read_long(path, &ret->free);
+        for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+                snprintf(path, sizeof(path), "kernel/mm/hugepages/hugepages-%lukB/%s", page_kb, counts[i].file);
+                r = sysfs_read_count(path, (long *) ((char *) ret + counts[i].offset));
+                if (r == -ENOENT && i == 0)
+                        return 0;
+                if (r < 0)
+                        return log_error_errno(r, "reading the %lu kB huge pages (" SYSFS_ROOT "/%s): %m", page_kb,
+                                               path);
         }
-        if (r < 0)
-                return log_error_errno(r, "reading the %lu kB huge pages (" SYSFS_ROOT "/kernel/mm/hugepages/"
-                                       "hugepages-%lukB): %m", page_kb, page_kb);
         ret->page_kb = page_kb;
         return 0;
 }

@@ -27,13 +27,19 @@
  *   - unbinding a function from vfio-pci blocks the writer while any process holds its group's
  *     node or its vfio cdev (vfio_unregister_group_dev waits for the user to release the device;
  *     the emulation takes a holder of the group node for a VM holding the device through it).
- *   - huge pages (kernel/mm/hugepages/hugepages-SIZEkB, mm/hugetlb.c set_max_huge_pages): a write
- *     of nr_hugepages (an unsigned number, else EINVAL) first turns surplus pages back into
- *     persistent ones, then allocates as many new pages as the memory left allows and succeeds
- *     whatever it got: the count read back is the truth; lowering it frees free pages only, the
- *     pages in use beyond the new count become surplus_hugepages. nr_hugepages reads the
- *     persistent count, free_hugepages the pages nobody uses (a test takes pages, as a VM would,
- *     by lowering free_hugepages in BACKING);
+ *   - huge pages (kernel/mm/hugepages/hugepages-SIZEkB, mm/hugetlb.c): nr_hugepages reads every
+ *     page of the pool, surplus ones included (nr_hugepages_show_common: h->nr_huge_pages);
+ *     surplus_hugepages those beyond the persistent count (overcommitted, or left in use when the
+ *     count was lowered), free_hugepages the pages nobody uses, the reserved ones included;
+ *     resv_hugepages those promised to a mapping not yet faulted in. A write of nr_hugepages (an
+ *     unsigned number, else EINVAL) sets the persistent count, nr_hugepages less surplus
+ *     (set_max_huge_pages): above it, surplus pages first become persistent, then as many new
+ *     (free) pages as the memory left allows are allocated, and the write succeeds whatever it
+ *     got: the counts read back are the truth; below it, free pages are freed down to
+ *     max(count, resv + the pages in use), then pages become surplus until the persistent count
+ *     is the one written (at most every page). A test takes pages, as a VM would, by lowering
+ *     free_hugepages in BACKING, and lets them go as the kernel frees them (a surplus page goes
+ *     back to the system, else it is free again): tests/lib/fakehost.py;
  *   - compaction: fakeproc/sys/vm/compact_memory stands for /proc/sys/vm/compact_memory (the
  *     harness bind-mounts it there in the test namespace: the machine's own is never written);
  *     a write of 1 (anything else: EINVAL) makes the fragmented memory usable for huge pages;
@@ -1247,7 +1253,7 @@ static void pool_set(const char *pool, const char *file, long value) {
         write_rel(rel, text);
 }
 
-/* kB held by every pool, persistent and surplus pages. */
+/* kB held by every pool (nr_hugepages counts the surplus pages too). */
 static long pools_kb(void) {
         char p[PATH_MAX];
         long kb, total = 0;
@@ -1255,12 +1261,13 @@ static long pools_kb(void) {
         DIR *d = opendir(p);
         for (struct dirent *de; d && (de = readdir(d));)
                 if (sscanf(de->d_name, "hugepages-%ldkB", &kb) == 1)
-                        total += kb * (pool_value(de->d_name, "nr_hugepages") + pool_value(de->d_name, "surplus_hugepages"));
+                        total += kb * pool_value(de->d_name, "nr_hugepages");
         if (d)
                 closedir(d);
         return total;
 }
 
+/* set_max_huge_pages, on the counts: nr (all pages), surplus, free (reserved ones included), resv. */
 static int store_hugepages(const char *pool, const char *value) {
         char *end;
         long kb;
@@ -1269,22 +1276,25 @@ static int store_hugepages(const char *pool, const char *value) {
         if (end == value || *end || errno || value[0] == '-' || sscanf(pool, "hugepages-%ldkB", &kb) != 1 || kb <= 0)
                 return -EINVAL;
         long nr = pool_value(pool, "nr_hugepages"), surplus = pool_value(pool, "surplus_hugepages"),
-             free = pool_value(pool, "free_hugepages"), target = (long) want;
-        if (target > nr) {
-                long conv = surplus < target - nr ? surplus : target - nr;
-                surplus -= conv;
-                nr += conv;
+             free = pool_value(pool, "free_hugepages"), resv = pool_value(pool, "resv_hugepages"),
+             count = want > (unsigned long) LONG_MAX ? LONG_MAX : (long) want;
+        /* Increase: surplus pages become persistent first, then fresh pages are allocated. */
+        while (surplus && count > nr - surplus)
+                surplus--;
+        if (count > nr - surplus) {
                 long left = memory_value("hugepages") - memory_value("fragmented") - pools_kb();
-                long can = left > 0 ? left / kb : 0, add = can < target - nr ? can : target - nr;
+                long can = left > 0 ? left / kb : 0, add = can < count - (nr - surplus) ? can : count - (nr - surplus);
                 nr += add;
                 free += add;
-        } else if (target < nr) {
-                long rm = free < nr - target ? free : nr - target;
-                nr -= rm;
-                free -= rm;
-                surplus += nr - target;
-                nr = target;
         }
+        /* Decrease: free pages go, keeping those in use and reserved; then surplus. */
+        long min_count = resv + nr - free > count ? resv + nr - free : count;
+        while (min_count < nr - surplus && free > 0) {
+                nr--;
+                free--;
+        }
+        while (count < nr - surplus && surplus < nr)
+                surplus++;
         pool_set(pool, "nr_hugepages", nr);
         pool_set(pool, "free_hugepages", free);
         pool_set(pool, "surplus_hugepages", surplus);

@@ -104,7 +104,9 @@ class Origin:
         hugepage_memory_kb  the memory huge pages can be had from (.fakesys/memory: 512 MiB);
                        fragmented_kb: of it, what only a compaction makes usable
         gigantic       whether the 1 GiB pool exists (a CPU with pdpe1gb)
-        hugepages      {page kB: (nr, free)} pools at boot (default all 0)
+        hugepages      {page kB: (nr, free[, surplus, resv])} pools at boot (default all 0), the
+                       counts as the kernel shows them: nr all pages, surplus included (pages a
+                       process overcommitted, in use), free the unused ones, resv included
         vendor_reset   False (default); True: the vendor_reset module is loaded (/sys/module/
                        vendor_reset), which makes device_specific a reset method the Vega supports
         The Vega has `resource` (its BARs): BAR 0 (256M, 256M-8G) and BAR 2 (2M,
@@ -214,11 +216,11 @@ class Origin:
         """Huge page pools, the compaction trigger (fakesys.c says where it is mounted), CPUs."""
         t, o = self.t, self.opts
         for kb in (2048, 1048576) if o["gigantic"] else (2048,):
-            nr, free = o["hugepages"].get(kb, (0, 0))
+            nr, free, surplus, resv = (tuple(o["hugepages"].get(kb, ())) + (0, 0, 0, 0))[:4]
             d = f"kernel/mm/hugepages/hugepages-{kb}kB"
             t.file(f"{d}/nr_hugepages", f"{nr}\n", 0o644)
-            t.file(f"{d}/nr_overcommit_hugepages", "0\n", 0o644)
-            for name, v in (("free_hugepages", free), ("surplus_hugepages", 0), ("resv_hugepages", 0)):
+            t.file(f"{d}/nr_overcommit_hugepages", f"{surplus}\n", 0o644)
+            for name, v in (("free_hugepages", free), ("surplus_hugepages", surplus), ("resv_hugepages", resv)):
                 t.file(f"{d}/{name}", f"{v}\n")
         t.file("fakeproc/sys/vm/compact_memory", "", 0o200)
         t.file(".fakesys/memory", f"hugepages {o['hugepage_memory_kb']}\nfragmented {o['fragmented_kb']}\n", 0o644)

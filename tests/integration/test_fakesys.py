@@ -774,3 +774,30 @@ def test_vfio_cdev_nodes_and_their_holders(host):
     w.wait(timeout=5)
     w.stdout.close()
     assert not os.path.lexists("/dev/vfio/devices/vfio0") and os.path.exists("/dev/vfio/devices/vfio3")
+
+
+HUGE_NR = "kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+
+
+@variant(hugepages={2048: (6, 4, 2, 0)})
+def test_hugepages_write_sets_the_persistent_count(host):
+    """mm/hugetlb.c set_max_huge_pages: nr_hugepages counts surplus pages; a write sets the
+    persistent count, turning surplus pages persistent before allocating new ones."""
+    assert host.pool() == {"nr": 6, "free": 4, "surplus": 2, "resv": 0}
+    assert host.write(HUGE_NR, "5") == 0            # persistent 4 -> 5: one surplus page converted
+    assert host.pool() == {"nr": 6, "free": 4, "surplus": 1, "resv": 0}, host.pool()
+    assert host.write(HUGE_NR, "10") == 0           # the last surplus one, then 4 new free pages
+    assert host.pool() == {"nr": 10, "free": 8, "surplus": 0, "resv": 0}, host.pool()
+    assert host.write(HUGE_NR, "0") == 0            # free pages go, the 2 in use become surplus
+    assert host.pool() == {"nr": 2, "free": 0, "surplus": 2, "resv": 0}, host.pool()
+    host.let_go_hugepages(2)                        # surplus pages let go leave the pool
+    assert host.pool() == {"nr": 0, "free": 0, "surplus": 0, "resv": 0}, host.pool()
+    assert host.write(HUGE_NR, "-1") == errno.EINVAL
+
+
+@variant(hugepages={2048: (10, 10, 0, 6)})
+def test_hugepages_lowering_keeps_the_reserved_pages(host):
+    """Free pages are freed down to the reserved ones (min_count = resv + in use); the persistent
+    count below that is made of surplus pages."""
+    assert host.write(HUGE_NR, "2") == 0
+    assert host.pool() == {"nr": 6, "free": 6, "surplus": 4, "resv": 6}, host.pool()

@@ -6,6 +6,8 @@ leaves the host as it was."""
 import os
 import re
 import subprocess
+import threading
+import time
 
 import fakehost
 from fakehost import VEGA
@@ -62,13 +64,13 @@ def writes(host):
 def test_hugepages_raised_first_and_given_back(host):
     config()
     before = host.snapshot()
-    assert before["hugepages"][2048] == {"nr": 0, "free": 0, "surplus": 0}, before["hugepages"]
+    assert before["hugepages"][2048] == {"nr": 0, "free": 0, "surplus": 0, "resv": 0}, before["hugepages"]
     plan = dry_run()
     assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 0 -> 32 (free now 0 kB)\n" in plan, plan
     assert host.writes() == 0, "--dry-run wrote"
     rc, err = prepare()
     assert rc == 0, err
-    assert host.pool() == {"nr": 32, "free": 32, "surplus": 0}, host.pool()
+    assert host.pool() == {"nr": 32, "free": 32, "surplus": 0, "resv": 0}, host.pool()
     w = writes(host)
     # Compaction, then the pool, before anything of the GPU or the consoles.
     assert w[:2] == [(COMPACT, "1", "0"), (NR, "32", "0")], w
@@ -91,9 +93,9 @@ def test_hugepages_counts_what_is_free_already(host):
     before = host.snapshot()
     rc, err = prepare()
     assert rc == 0, err
-    assert host.pool() == {"nr": 62, "free": 32, "surplus": 0}, host.pool()
+    assert host.pool() == {"nr": 62, "free": 32, "surplus": 0, "resv": 0}, host.pool()
     assert release()[0] == 0
-    assert host.pool() == {"nr": 40, "free": 10, "surplus": 0}, host.pool()
+    assert host.pool() == {"nr": 40, "free": 10, "surplus": 0, "resv": 0}, host.pool()
     assert host.snapshot() == before
 
 
@@ -116,8 +118,9 @@ def test_not_enough_memory_changes_nothing(host):
     before = host.snapshot()
     rc, err = prepare()
     assert rc == 1, err
-    assert "making 64 MiB free as 2 MiB huge pages: only 40 MiB reached (free_hugepages 20 of 32, nr_hugepages 20 " \
-        "of the 32 asked)" in err and "nr_hugepages goes back to 0" in err, err
+    assert "making 64 MiB free as 2 MiB huge pages: only 40 MiB reached (20 of the 32 pages free: free_hugepages 20 " \
+        "less resv_hugepages 0; 20 persistent of the 32 asked: nr_hugepages 20 less surplus_hugepages 0)" in err \
+        and "nr_hugepages goes back to 0" in err, err
     assert "failed at step 1/" in err and "the host was restored" in err, err
     assert [p for p, _, _ in writes(host)] == [COMPACT, NR, NR], writes(host)
     assert host.snapshot() == before, host.snapshot()
@@ -145,14 +148,133 @@ def test_a_failed_compaction_is_a_warning(host):
 
 
 def test_pages_in_use_at_the_release_become_surplus(host):
-    """The VM still holds 5 pages when the pool is lowered: the kernel keeps them as surplus, and
-    nr_hugepages reads the count written back."""
+    """The VM still holds 5 pages when the pool is lowered: the kernel keeps them as surplus,
+    nr_hugepages counts them (5) and the persistent count is the one written back (0): exit 0, and
+    a second release has nothing left to do. Let go, they leave the pool: as before."""
     config()
+    before = host.snapshot()
     assert prepare()[0] == 0
     host.take_hugepages(5)
     rc, err = release()
     assert rc == 0, err
-    assert host.pool() == {"nr": 0, "free": 0, "surplus": 5}, host.pool()
+    assert host.pool() == {"nr": 5, "free": 0, "surplus": 5, "resv": 0}, host.pool()
+    assert not os.path.exists(JOURNAL)
+    host.clear_log()
+    assert release()[0] == 0
+    assert NR not in [p for p, _, _ in writes(host)], writes(host)
+    host.let_go_hugepages(5)
+    assert host.snapshot() == before, host.snapshot()
+
+
+@fakehost.variant(hugepages={2048: (6, 4, 2)})
+def test_surplus_pages_before_stay_surplus(host):
+    """6 pages, 2 of them surplus (overcommitted, in use by a process), 4 persistent and free: the
+    journal records the persistent count (4), the write asks for every page and the 28 missing
+    (the kernel makes the surplus pages persistent first), and the hand-back writes 4 back. The
+    kernel lowers a pool by freeing free pages first (set_max_huge_pages): what it ends with is
+    6 - 2 free ones freed, none surplus; the 2 pages in use, let go, leave 4 free persistent
+    pages, as they would have before, not 6."""
+    config()
+    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 4 -> 34 (free now 8 MiB)\n" in dry_run()
+    rc, err = prepare()
+    assert rc == 0, err
+    assert host.pool() == {"nr": 34, "free": 32, "surplus": 0, "resv": 0}, host.pool()
+    with open(JOURNAL) as f:
+        assert re.search(r"kind = hugepages\ntarget = hugepages-2048kB\nfrom = 4\nto = 34\n", f.read())
+    rc, err = release()
+    assert rc == 0, err
+    assert host.pool() == {"nr": 4, "free": 2, "surplus": 0, "resv": 0}, host.pool()
+    host.let_go_hugepages(2)
+    assert host.pool() == {"nr": 4, "free": 4, "surplus": 0, "resv": 0}, host.pool()
+
+
+@fakehost.variant(hugepages={2048: (3, 0, 3)})
+def test_a_pool_of_surplus_pages_ends_as_before(host):
+    """No persistent pool, 3 surplus pages in use (nr_overcommit_hugepages): the hand-over makes
+    32 free pages, the hand-back writes 0 and the pool is exactly as before (the old count of all
+    pages, written back, would have kept 3 persistent pages)."""
+    config()
+    before = host.snapshot()
+    assert before["hugepages"][2048] == {"nr": 3, "free": 0, "surplus": 3, "resv": 0}, before["hugepages"]
+    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 0 -> 35 (free now 0 kB)\n" in dry_run()
+    rc, err = prepare()
+    assert rc == 0, err
+    assert host.pool() == {"nr": 35, "free": 32, "surplus": 0, "resv": 0}, host.pool()
+    host.clear_log()
+    rc, err = release()
+    assert rc == 0, err
+    assert writes(host)[-1] == (NR, "0", "0"), writes(host)
+    assert host.snapshot() == before, host.snapshot()
+
+
+@fakehost.variant(hugepages={2048: (40, 40, 0, 30)})
+def test_reserved_pages_are_not_free(host):
+    """40 free pages, 30 of them reserved (a mapping not yet faulted in): 10 are free for the VM,
+    22 more are allocated; the hand-back frees them and keeps the reserved ones."""
+    config()
+    before = host.snapshot()
+    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 40 -> 62 (free now 20 MiB)\n" in dry_run()
+    rc, err = prepare()
+    assert rc == 0, err
+    assert host.pool() == {"nr": 62, "free": 62, "surplus": 0, "resv": 30}, host.pool()
+    rc, err = release()
+    assert rc == 0, err
+    assert host.snapshot() == before, host.snapshot()
+
+
+@fakehost.variant(hugepages={2048: (40, 40, 0, 30)}, hugepage_memory_kb=100 * 1024)
+def test_reserved_pages_do_not_make_the_apply_pass(host):
+    """Room for 50 pages in all: the pool reaches 50, 40 free for the VM of the 62 asked: exit 1,
+    the pool back to 40."""
+    config()
+    before = host.snapshot()
+    rc, err = prepare()
+    assert rc == 1, err
+    assert "only 40 MiB reached (20 of the 32 pages free: free_hugepages 50 less resv_hugepages 30; 50 persistent " \
+        "of the 62 asked" in err, err
+    assert host.snapshot() == before, host.snapshot()
+
+
+def resv_file(host):
+    return f"{host.backing}/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages"
+
+
+def test_a_pool_that_cannot_be_read_is_refused(host):
+    """A count that is no count: the plan is refused naming the file, nothing written."""
+    config()
+    with open(resv_file(host), "w") as f:
+        f.write("-1\n")
+    rc, err = prepare()
+    assert rc == 1, err
+    assert "reading the 2048 kB huge pages (/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages): " \
+        "Input/output error" in err, err
+    assert host.writes() == 0, host.log()
+
+
+def test_a_read_back_that_fails_names_the_file(host):
+    """resv_hugepages turns unreadable while the hook compacts memory (held there by a hang):
+    the read back after the write names the file, and the pool goes back to its count."""
+    config()
+    before = host.snapshot()
+    host.hang(COMPACT)
+    result = []
+    t = threading.Thread(target=lambda: result.append(prepare()))
+    t.start()
+    deadline = time.monotonic() + 4
+    while not any(p.endswith(COMPACT) for p, _, _ in host.blocked()):
+        assert time.monotonic() < deadline, "the compaction write never came"
+        time.sleep(0.02)
+    with open(resv_file(host), "w") as f:
+        f.write("x\n")
+    host.unhang()
+    t.join(30)
+    rc, err = result[0]
+    assert rc == 1, err
+    assert "raising the 2 MiB huge pages to 32: reading /sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages " \
+        "back failed: Input/output error" in err and "the host was restored" in err, err
+    with open(resv_file(host), "w") as f:
+        f.write("0\n")
+    assert host.snapshot() == before, host.snapshot()
 
 
 def test_one_gigabyte_pages(host):
@@ -160,7 +282,7 @@ def test_one_gigabyte_pages(host):
     host.memory(hugepages=2 * 1024 * 1024)
     before = host.snapshot()
     assert prepare()[0] == 0
-    assert host.pool(1048576) == {"nr": 1, "free": 1, "surplus": 0} and host.pool()["nr"] == 0
+    assert host.pool(1048576) == {"nr": 1, "free": 1, "surplus": 0, "resv": 0} and host.pool()["nr"] == 0
     assert release()[0] == 0
     assert host.snapshot() == before
 
@@ -340,11 +462,21 @@ def test_check_shows_the_live_values(host):
     host.clear_log()
     rc, out = check_report()
     assert "\nhuge pages and CPU governor:\n" in out, out
-    assert finding(out, "ok", "[vm win10] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages 40, "
-                   "free_hugepages 10; more to allocate at the hand-over (MemAvailable"), out
+    assert finding(out, "ok", "[vm win10] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages 40 "
+                   "(surplus 0), free_hugepages 10 (reserved 0); more to allocate at the hand-over (MemAvailable"), out
     assert finding(out, "info", "[vm win10] 22 more pages (44 MiB) at the hand-over, after compacting memory"), out
     assert finding(out, "ok", "[vm win10] cpu_governor = performance: offered by the 4 CPUs with cpufreq "
                    "(now schedutil powersave)"), out
+    assert host.writes() == 0, host.log()
+
+
+@fakehost.variant(hugepages={2048: (42, 40, 2, 30)})
+def test_check_does_not_count_reserved_pages_as_free(host):
+    config("hugepages = 64M\n")
+    rc, out = check_report()
+    assert finding(out, "ok", "[vm win10] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages 42 "
+                   "(surplus 2), free_hugepages 40 (reserved 30); more to allocate at the hand-over"), out
+    assert finding(out, "info", "[vm win10] 22 more pages (44 MiB) at the hand-over, after compacting memory"), out
     assert host.writes() == 0, host.log()
 
 

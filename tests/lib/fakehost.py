@@ -542,18 +542,26 @@ class Host:
 
     # -- huge pages and CPUs
     def pool(self, kb=2048):
-        """The huge page pool of KB: {"nr": .., "free": .., "surplus": ..}, as the kernel shows it."""
+        """The huge page pool of KB: {"nr": .., "free": .., "surplus": .., "resv": ..}, as the kernel
+        shows it (nr counts the surplus pages, free the reserved ones)."""
         d = f"/sys/kernel/mm/hugepages/hugepages-{kb}kB"
-        return {k: int(self._read(f"{d}/{f}_hugepages")) for k, f in (("nr", "nr"), ("free", "free"),
-                                                                       ("surplus", "surplus"))}
+        return {k: int(self._read(f"{d}/{k}_hugepages")) for k in ("nr", "free", "surplus", "resv")}
+
+    def _pool_set(self, kb, **counts):
+        for k, v in counts.items():
+            with open(f"{self.backing}/kernel/mm/hugepages/hugepages-{kb}kB/{k}_hugepages", "w") as f:
+                f.write(f"{v}\n")
 
     def take_hugepages(self, n, kb=2048):
         """N free pages of the pool become used, as a VM takes them (written in BACKING)."""
-        path = f"{self.backing}/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
-        with open(path) as f:
-            free = int(f.read())
-        with open(path, "w") as f:
-            f.write(f"{free - n}\n")
+        self._pool_set(kb, free=self.pool(kb)["free"] - n)
+
+    def let_go_hugepages(self, n, kb=2048):
+        """N pages in use are let go, as the kernel frees them (free_huge_page): a surplus page
+        goes back to the system (nr and surplus drop), any other is free again."""
+        p = self.pool(kb)
+        back = min(n, p["surplus"])
+        self._pool_set(kb, nr=p["nr"] - back, surplus=p["surplus"] - back, free=p["free"] + n - back)
 
     def memory(self, **values):
         """Set .fakesys/memory values (hugepages=KB, fragmented=KB); returns them all."""

@@ -696,6 +696,30 @@ static void test_tuning(void **state) {
         assert_string_equal(p.steps[0].to, "40");
         plan_free(&p);
 
+        /* 40 pages, 5 of them surplus (nr_hugepages counts them): the hand-back puts back the
+         * persistent 35; the write makes the surplus pages persistent before allocating, so it
+         * asks for all 40 and the 23 missing. */
+        w.h.huge = (struct huge_pool) { .page_kb = 2048, .asked_kb = 2048, .nr = 40, .free = 10, .surplus = 5 };
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[0].from, "35");
+        assert_string_equal(p.steps[0].to, "63");
+        assert_int_equal(p.steps[0].state, STEP_PLANNED);
+        plan_free(&p);
+        /* 33 free, 30 of them reserved: 3 free for the VM, 30 more. */
+        w.h.huge = (struct huge_pool) { .page_kb = 2048, .asked_kb = 2048, .nr = 40, .free = 33, .resv = 30 };
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[0].to, "70");
+        assert_string_equal(p.steps[0].data.huge.free, "3");
+        plan_free(&p);
+        /* 40 free, 7 reserved: the 33 wanted are free, a skip; the count stays the persistent one. */
+        w.h.huge = (struct huge_pool) { .page_kb = 2048, .asked_kb = 2048, .nr = 40, .free = 40, .surplus = 2,
+                                        .resv = 7 };
+        p = hand_over_ok(&w);
+        assert_int_equal(p.steps[0].state, STEP_SKIPPED);
+        assert_string_equal(p.steps[0].from, "38");
+        assert_string_equal(p.steps[0].to, "38");
+        plan_free(&p);
+
         /* Refusals. */
         w.vms[0].cpu_governor = (char *) "ondemand";
         assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
