@@ -52,8 +52,9 @@ def hugepages_for_the_vm(t):
         c = g.run([FRONT, "--check", g.DOMAIN], timeout=120,
                   env=dict(g.LIBVIRT_HOOK_ENV, LIBVIRT_DEFAULT_URI="test:///nonexistent.xml"))
         t.section("--check", c.out + c.err)
-        t.check("[vm gaming] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages %d, free_hugepages %d"
-                % (before["nr"], before["free"]) in c.out, "--check shows the pool's live values")
+        t.check("[vm gaming] hugepages = 64 MiB as 2048 kB pages (32): now nr_hugepages %d (surplus 0), "
+                "free_hugepages %d (reserved 0)" % (before["nr"], before["free"]) in c.out,
+                "--check shows the pool's live values")
         if not has_cpufreq():
             t.check("[vm gaming] cpu_governor = performance: no cpufreq on any of the" in c.out,
                     "--check says no cpufreq")
@@ -95,8 +96,9 @@ def hugepages_more_than_the_guest_has(t):
         t.section("prepare begin", r.describe())
         t.data["short_rc"] = r.rc
         t.check(r.rc == 1, "exit 1 (exit %s)" % r.rc)
-        t.check("making 4 GiB free as 2 MiB huge pages: only " in r.err and " reached (free_hugepages " in r.err
-                and "of 2048" in r.err, "the message says how much was reached: %s" % r.err.strip()[-500:])
+        t.check("making 4 GiB free as 2 MiB huge pages: only " in r.err and " reached (" in r.err
+                and "of the 2048 pages free: free_hugepages " in r.err,
+                "the message says how much was reached: %s" % r.err.strip()[-500:])
         t.check("failed at step 1/" in r.err and "the host was restored" in r.err, "at step 1, restored")
         after = pool()
         t.data["pool_after_short"] = after
