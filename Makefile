@@ -36,6 +36,11 @@ LIB_SRC    := $(filter-out src/main.c src/front.c,$(wildcard src/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNITS      := $(UNIT_SRC:tests/unit/%.c=build/%)
 UNITS_SAN  := $(UNIT_SRC:tests/unit/%.c=build/san/%)
+# The library's objects, compiled once for all the unit tests (plain and ASan) and the fuzz
+# targets, instead of once per binary; the shipped binaries keep their one-command builds.
+LIB_OBJ    := $(LIB_SRC:src/%.c=build/obj/%.o)
+LIB_OBJ_SAN := $(LIB_SRC:src/%.c=build/obj/san/%.o)
+LIB_OBJ_FUZZ := $(LIB_SRC:src/%.c=build/obj/fuzz/%.o)
 
 all: qemu-hook qemu-hook-act
 
@@ -53,17 +58,26 @@ build/san/qemu-hook: $(FRONT_SRC) $(wildcard include/*.h) build/san/qemu-hook-ac
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $(FRONT_SRC) $(LDFLAGS) $(FRONT_LIBS)
 
-build/san/qemu-hook-act: src/main.c $(LIB_SRC) $(wildcard include/*.h) build/libexecdir
+build/san/qemu-hook-act: src/main.c $(LIB_OBJ_SAN) $(wildcard include/*.h) build/libexecdir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN) -o $@ src/main.c $(LIB_OBJ_SAN) $(LDFLAGS) $(LDLIBS)
 
-build/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h tests/unit/*.h)
+# build/libexecdir: the paths compiled in (QEMU_HOOK_ACT...) change with PREFIX and LIBEXECDIR.
+$(LIB_OBJ): build/obj/%.o: src/%.c $(wildcard include/*.h) build/libexecdir
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-build/san/test_%: tests/unit/test_%.c $(LIB_SRC) $(wildcard include/*.h tests/unit/*.h)
+$(LIB_OBJ_SAN): build/obj/san/%.o: src/%.c $(wildcard include/*.h) build/libexecdir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
+
+build/test_%: tests/unit/test_%.c $(LIB_OBJ) $(wildcard include/*.h tests/unit/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+build/san/test_%: tests/unit/test_%.c $(LIB_OBJ_SAN) $(wildcard include/*.h tests/unit/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(LIB_OBJ_SAN) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 build/fakesys: tests/host/fakesys.c
 	@mkdir -p $(@D)
@@ -79,9 +93,14 @@ FUZZ_TARGETS := config domain journal
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard include/*.h)
+# The library instrumented as -fsanitize=fuzzer does it (fuzzer-no-link: without libFuzzer's main).
+$(LIB_OBJ_FUZZ): build/obj/fuzz/%.o: src/%.c $(wildcard include/*.h) build/libexecdir
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+	$(FUZZ_CC) $(CFLAGS) $(subst fuzzer,fuzzer-no-link,$(FUZZ_SAN)) -c -o $@ $<
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_OBJ_FUZZ) $(wildcard include/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CFLAGS) $(FUZZ_SAN) -o $@ $< $(LIB_OBJ_FUZZ) $(LDFLAGS) $(LDLIBS)
 
 fuzz: $(FUZZ_BINS)
 	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
