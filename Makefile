@@ -210,14 +210,14 @@ deb:
 # build/rpm/RPMS/ARCH/qemu-hook-$(VERSION)-1.ARCH.rpm, from the tarball the spec's Source0 names.
 # --nodeps by default: on Debian (where the tests build it), rpm knows none of the BuildRequires
 # (Fedora's names; dpkg installed them). On Fedora: `make rpm RPM_NODEPS=`, after
-# `dnf builddep packaging/qemu-hook.spec`.
-RPM_TOP    := $(CURDIR)/build/rpm
+# `dnf builddep packaging/qemu-hook.spec`. RPM_TOP=DIR (absolute) builds there instead of build/rpm.
+RPM_TOP    ?= $(CURDIR)/build/rpm
 RPM_NODEPS ?= --nodeps
 rpm:
-	rm -rf build/rpm
-	mkdir -p build/rpm/SOURCES
+	rm -rf $(RPM_TOP)
+	mkdir -p $(RPM_TOP)/SOURCES
 	git archive --format=tar.gz --prefix=qemu-hook-$(VERSION)/ \
-		-o build/rpm/SOURCES/qemu-hook-$(VERSION).tar.gz $(DEB_REV)
+		-o $(RPM_TOP)/SOURCES/qemu-hook-$(VERSION).tar.gz $(DEB_REV)
 	rpmbuild -bb $(RPM_NODEPS) --define "_topdir $(RPM_TOP)" packaging/qemu-hook.spec
 
 clean:

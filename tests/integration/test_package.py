@@ -8,6 +8,8 @@ never touched, removal deletes only our link and is refused while a hand-over is
 No binary of the package is ever run. dpkg and the scripts run in a mount namespace of their own
 where every mount but /run (a tmpfs here, holding the throwaway root) is read-only: whatever
 went wrong, they could not write the machine's dpkg database, /usr or /etc."""
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -48,15 +50,26 @@ def arch():
                           check=True).stdout.strip()
 
 
+@contextlib.contextmanager
+def package_builds():
+    """One package build at a time in the checkout, whichever run asks (make integration runs
+    two at once): `make deb` replaces build/deb whole, and `git stash create` wants the index."""
+    os.makedirs(os.path.join(fakehost.REPO, "build"), exist_ok=True)
+    with open(os.path.join(fakehost.REPO, "build", ".package-builds.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def deb():
     """build/deb/qemu-hook_VERSION_ARCH.deb, made by `make deb` unless one newer than HEAD is there."""
     path = os.path.join(DEB_DIR, f"qemu-hook_{version()}_{arch()}.deb")
     head = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=fakehost.REPO, capture_output=True,
                           text=True, check=True).stdout.strip()
-    if not os.path.exists(path) or os.stat(path).st_mtime < int(head):
-        p = subprocess.run(["make", "--no-print-directory", "deb"], cwd=fakehost.REPO, capture_output=True,
-                           text=True)
-        assert p.returncode == 0, f"make deb: exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
+    with package_builds():
+        if not os.path.exists(path) or os.stat(path).st_mtime < int(head):
+            p = subprocess.run(["make", "--no-print-directory", "deb"], cwd=fakehost.REPO, capture_output=True,
+                               text=True)
+            assert p.returncode == 0, f"make deb: exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
     assert os.path.exists(path), f"make deb made no {path}"
     return path
 

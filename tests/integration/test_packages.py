@@ -27,13 +27,14 @@ import sys
 import fakehost
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_package import guard, read, sandboxed, version, write  # noqa: E402
+from test_package import guard, package_builds, read, sandboxed, version, write  # noqa: E402
 
 PACKAGING = os.path.join(fakehost.REPO, "packaging")
 SPEC = os.path.join(PACKAGING, "qemu-hook.spec")
 PKGBUILD = os.path.join(PACKAGING, "PKGBUILD")
 INSTALL = os.path.join(PACKAGING, "qemu-hook.install")
 ROOT = fakehost.SCRATCH + "/pkgsroot"
+RPM_TOP = fakehost.SCRATCH + "/rpm"
 HOOKS = ROOT + "/etc/libvirt/hooks"
 BINARY = "/usr/sbin/qemu-hook"
 DISPATCHER = "#!/bin/bash\n# the admin's own dispatcher\nexit 0\n"
@@ -45,14 +46,16 @@ _rpm = []
 
 
 def rpm_path():
-    """build/rpm/RPMS/ARCH/qemu-hook-VERSION-1.ARCH.rpm, made by `make rpm` once per run."""
+    """RPM_TOP/RPMS/ARCH/qemu-hook-VERSION-1.ARCH.rpm, made by `make rpm` once per run, in this
+    run's scratch directory: another run at the same time makes its own."""
     if not _rpm:
-        p = subprocess.run(["make", "--no-print-directory", "rpm"], cwd=fakehost.REPO, capture_output=True,
-                           text=True)
+        with package_builds():
+            p = subprocess.run(["make", "--no-print-directory", "rpm", f"RPM_TOP={RPM_TOP}"], cwd=fakehost.REPO,
+                               capture_output=True, text=True)
         assert p.returncode == 0, f"make rpm: exit {p.returncode}\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
         arch = subprocess.run(["rpm", "--eval", "%{_arch}"], capture_output=True, text=True,
                               check=True).stdout.strip()
-        path = os.path.join(fakehost.REPO, "build", "rpm", "RPMS", arch, f"qemu-hook-{version()}-1.{arch}.rpm")
+        path = os.path.join(RPM_TOP, "RPMS", arch, f"qemu-hook-{version()}-1.{arch}.rpm")
         assert os.path.exists(path), f"make rpm made no {path}\n{p.stdout[-2000:]}"
         _rpm.append(path)
     return _rpm[0]
