@@ -115,12 +115,20 @@ deps:
 unit: $(UNITS) $(UNITS_SAN)
 	@tests/run-units.sh $(UNITS) $(UNITS_SAN)
 
-# Every integration test with the plain binary, then again with the hook built with ASan+UBSan.
+# Every integration test with the plain binary, and again with the hook built with ASan+UBSan.
 # The harness puts each pass's qemu-hook-act where the front end looks for it (LIBEXECDIR), in
-# its private namespace.
+# its private namespace. The two passes run at once (each in namespaces of its own, PID too:
+# tests/integration/run.sh); each one's output is shown whole when it ends (--output-sync), and
+# the target fails if either does.
 integration: qemu-hook build/san/qemu-hook build/fakesys
-	@QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
-	@QEMU_HOOK=build/san/qemu-hook QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
+	@echo "integration: the plain and the ASan/UBSan passes at once; each one's output when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target integration-plain integration-san
+
+integration-plain integration-san: qemu-hook build/san/qemu-hook build/fakesys
+	@echo "== $@"
+	@$(PASS_HOOK) QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
+
+integration-san: PASS_HOOK := QEMU_HOOK=build/san/qemu-hook
 
 # Everything: unit, fuzzing (20 s per target), integration (emulated host, libvirtd) and the
 # real-kernel guest; check-quick skips the guest for fast iteration.
@@ -223,4 +231,4 @@ rpm:
 clean:
 	rm -rf qemu-hook qemu-hook-act build
 
-.PHONY: FORCE all deps unit fuzz fuzz-check integration check demo bench install install-files uninstall deb rpm clean
+.PHONY: FORCE all deps unit fuzz fuzz-check integration integration-plain integration-san check demo bench install install-files uninstall deb rpm clean

@@ -5,9 +5,10 @@
 
 Each group is one boot of build/guest/ under qemu TCG with the GPU-shaped devices; its
 scenarios run in order inside that boot (tests/guest/lib/harness.py). The share of a boot is
-build/guest-run/GROUP/: in/ (the harness, the scenarios, the package or binaries, plan.json),
-out/ (what the guest wrote), serial.log. Every boot has an outer deadline enforced here: qemu
-is killed on expiry and what hung is reported. Exit 1 when any scenario failed.
+build/guest-run/GROUP/ (GROUP-san/ with --san): in/ (the harness, the scenarios, the package or
+binaries, plan.json), out/ (what the guest wrote), serial.log. Every boot has an outer deadline
+enforced here: qemu is killed on expiry and what hung is reported. Exit 1 when any scenario
+failed.
 
 Nothing here runs qemu-hook or writes sysfs: the hook runs only inside the guest.
 """
@@ -123,7 +124,8 @@ def boot(group, info, image, san, bindir, verbose):
     """One boot of the guest for group: returns {"results": [...], "times": {...}, "error"}."""
     scenarios = info["scenarios"]
     firmware = info["firmware"]
-    share = os.path.join(TOP, "build", "guest-run", group)
+    # An ASan run of a group has its own share: it may run beside the plain one (make guest).
+    share = os.path.join(TOP, "build", "guest-run", group + ("-san" if san else ""))
     install = fill_share(share, group, scenarios, san, bindir)
     out = os.path.join(share, "out")
     serial = os.path.join(share, "serial.log")
