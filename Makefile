@@ -131,11 +131,24 @@ integration-plain integration-san: qemu-hook build/san/qemu-hook build/fakesys
 integration-san: PASS_HOOK := QEMU_HOOK=build/san/qemu-hook
 
 # Everything: unit, fuzzing (20 s per target), integration (emulated host, libvirtd) and the
-# real-kernel guest; check-quick skips the guest for fast iteration.
+# real-kernel guest; check-quick skips the guest for fast iteration. Their order fits 2 cores:
+# every binary first, built in parallel; the Debian package before the integration tests, which
+# use it as the guest does; the fuzz targets and the guest image (built only when its inputs
+# change) beside the two integration passes, which leave about a core idle; the guest's boots
+# alone at the end (a TCG guest beside other work boots 2-3 times slower).
+CHECK_BINS := qemu-hook qemu-hook-act build/san/qemu-hook build/san/qemu-hook-act build/fakesys \
+              $(UNITS) $(UNITS_SAN) $(FUZZ_BINS)
+
 check: deps
-	@$(MAKE) --no-print-directory unit fuzz-check integration guest
+	@$(MAKE) --no-print-directory -j$(shell nproc) $(CHECK_BINS)
+	@$(MAKE) --no-print-directory unit deb
+	@echo "check: integration (plain and ASan/UBSan), fuzzing and the guest image at once; each one's output when it ends"
+	@$(MAKE) --no-print-directory -j3 --output-sync=target integration-plain integration-san \
+		fuzz-check guest-image
+	@$(MAKE) --no-print-directory guest-boots
 
 check-quick: deps
+	@$(MAKE) --no-print-directory -j$(shell nproc) $(CHECK_BINS)
 	@$(MAKE) --no-print-directory unit fuzz-check integration
 
 demo: deps
@@ -169,12 +182,17 @@ guest-check: deps
 
 # make check's guest pass: the Debian package installed with dpkg in the guest, every group; then
 # the main group again with the ASan/UBSan binaries over the package's.
+# (guest-boots: the boots alone, for make check, which has made the rest.) The boots one after
+# the other: two TCG guests at once on 2 cores each take 2-3 times as long.
 guest: deb build/san/qemu-hook build/san/qemu-hook-act
 	@tests/guest/build-image.sh
+	@$(MAKE) --no-print-directory guest-boots
+
+guest-boots:
 	@tests/guest/run.py
 	@tests/guest/run.py --san main
 
-.PHONY: guest-image guest-check guest check-quick
+.PHONY: guest-image guest-check guest guest-boots check-quick
 
 # The files alone, without the hook (the Debian package's postinst makes the link).
 # qemu-hook-act goes in first and out last: a libvirt call in between must find it.
