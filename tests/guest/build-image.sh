@@ -40,11 +40,13 @@ done
 
 packages=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/packages" | tr -s ' \n' ',' | sed 's/,$//')
 
-# The inputs' hash: every file that decides what the image holds, by name and content.
+# The inputs' hash: every file that decides what the image holds, by name and content; the
+# tree's files by their names in the tree, so that another checkout's cached image (a worktree,
+# a copy of build/guest) is as good as one built here.
 inputs_hash() {
 	{
 		for f in "$here/build-image.sh" "$here/packages" "$here/setup-rootfs.sh" "${sources[@]}"; do
-			printf '%s\n' "$f"
+			printf '%s\n' "${f#"$top"/}"
 			sha256sum <"$f"
 		done
 		(cd "$here/image" && find . \( -type f -o -type l \) -printf '%p %m %l\n' | LC_ALL=C sort)
