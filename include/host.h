@@ -9,6 +9,8 @@
 #define NAME_LEN 64
 #define PCI_BARS 6
 
+struct kmodule;
+
 struct pci_func {
         struct pci_addr addr;
         char name[PCI_ADDR_LEN];                /* "0000:0d:00.0" */
@@ -71,6 +73,9 @@ struct host {
         struct cpu_freq *cpus;
         size_t n_cpus;
         bool vendor_reset;                      /* the vendor_reset module is loaded */
+        /* Read by host_modules (modules.h) only when the config asks to unload the GPU's driver. */
+        struct kmodule *modules;
+        size_t n_modules;
 };
 
 /* Whether vendor-reset (github.com/gnif/vendor-reset) has a reset for the device: the ids of its

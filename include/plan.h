@@ -54,6 +54,9 @@ bool plan_group_blocks(const struct pci_func *f);
 int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size);
 /* Appends the sizes of a resourceN_resize mask to buf: " 256M-8G", " 256M 1G 8G". */
 void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size);
+/* [gpu] unload_driver: a step for each module of h->modules, in its order (those using one first),
+ * skipped with the reason when it must stay loaded. */
+void plan_modules(const struct config *cfg, const struct host *h, struct plan *p);
 /* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */

@@ -279,6 +279,7 @@ void host_free(struct host *h) {
         free(h->vtcons);
         free(h->fbs);
         free(h->cpus);
+        free(h->modules);
         *h = (struct host) {};
 }
 

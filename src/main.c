@@ -19,6 +19,7 @@
 #include "host.h"
 #include "journal.h"
 #include "log.h"
+#include "modules.h"
 #include "plan.h"
 #include "scripts.h"
 #include "status.h"
@@ -194,6 +195,8 @@ static int snapshot(const struct config *cfg, struct host *h) {
         if (r < 0)
                 return r;
         host_resolve_secondary_driver(h, cfg->secondary_driver);
+        if (cfg->unload_driver && host_modules(h) < 0)
+                return -EIO;
         if (host_pci_driver_available("vfio-pci") < 0)
                 return log_error_errno(ENOENT, "vfio-pci is neither loaded nor loadable: is the vfio-pci "
                                        "module installed?");

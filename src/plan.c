@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "modules.h"
 #include "plan.h"
 
 #define VFIO PLAN_VFIO
@@ -219,6 +220,56 @@ static void plan_governors(const struct vm_config *v, const struct host *h, stru
                         plan_skip(s, "no cpufreq: the kernel does not scale its frequency");
                 else if (strcmp(cpu->governor, v->cpu_governor) == 0)
                         plan_skip(s, "set already");
+        }
+}
+
+/* Why module m stays loaded while the VM has the GPU ([gpu] unload_driver), in buf, or NULL: it can
+ * go. Built in, or without a file to load it back from, it must stay; so must one that drives a
+ * device besides the GPU (its exit would unbind it), one whose driver the secondary GPU is about to
+ * get, and one a staying module uses. */
+static const char *module_stays(const struct host *h, const struct kmodule *m, const struct plan *p, char *buf,
+                                size_t size) {
+        bool secondary = false;
+
+        if (m->builtin)
+                return "built into the kernel";
+        if (!m->loadable)
+                return "no file to load it back from (not in this kernel's modules.dep)";
+        if (m->others[0]) {
+                snprintf(buf, size, "it also drives %.100s", m->others);
+                return buf;
+        }
+        for (size_t i = 0; i < h->n_secondary; i++)
+                secondary = secondary || plan_is_display(&h->secondary[i]);
+        if (secondary && host_word_in(m->drivers, h->secondary_driver)) {
+                snprintf(buf, size, "its driver %s is the secondary GPU's display driver", h->secondary_driver);
+                return buf;
+        }
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+
+                if (s->kind == &step_module && s->state == STEP_SKIPPED && host_word_in(m->holders, s->target)) {
+                        snprintf(buf, size, "module %.64s, which stays, uses it", s->target);
+                        return buf;
+                }
+        }
+        return NULL;
+}
+
+void plan_modules(const struct config *cfg, const struct host *h, struct plan *p) {
+        for (size_t i = 0; cfg->unload_driver && i < h->n_modules; i++) {
+                const struct kmodule *m = &h->modules[i];
+                char why[STEP_FIELD_LEN];
+                const char *stays = module_stays(h, m, p, why, sizeof(why));
+                struct step *s = plan_add(p, &step_module, m->name, "loaded", "unloaded");
+
+                if (stays)
+                        plan_skip(s, stays);
+                else if (m->drivers[0])
+                        snprintf(s->note, sizeof(s->note), "driver %.40s of %.60s; refcount %d", m->drivers,
+                                 m->devices[0] ? m->devices : "no device", m->refcnt);
+                else
+                        snprintf(s->note, sizeof(s->note), "refcount %d", m->refcnt);
         }
 }
 
@@ -462,6 +513,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 if (why)
                         plan_skip(s, why);
         }
+        /* The modules of the GPU's drivers, now that no device of the GPU is on them. */
+        plan_modules(cfg, h, p);
         /* 7. The secondary GPU's display function to its display driver. */
         for (size_t i = 0; i < h->n_secondary; i++) {
                 const struct pci_func *f = &h->secondary[i];
