@@ -389,6 +389,11 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         /* Its steps are in this journal now: the other VM's release must not undo them again. */
         if (adopted[0] && unlink(adopted) < 0)
                 log_warning_errno(errno, "removing %s, whose steps this hand-over took over: %m", adopted);
+        /* What the config asks that the host cannot give without harm: said, not refused. */
+        for (size_t i = 0; i < p.n_steps; i++)
+                if (p.steps[i].kind == &step_module && p.steps[i].state == STEP_SKIPPED)
+                        log_warning("%s: [gpu] unload_driver: module %s stays loaded: %s", c->vm, p.steps[i].target,
+                                    p.steps[i].note);
         usec_t start = now_usec();
         timing_reset();
         r = engine_apply(c, &p);
