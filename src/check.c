@@ -493,11 +493,11 @@ static void check_bus_keys(struct report *r, struct run_ctx *c, const struct des
 }
 
 /* Returns whether the desktop's state could be read (for the planner). */
-static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_state *d) {
+static bool check_desktop(struct report *r, struct run_ctx *c, const struct host *h, struct desktop_state *d) {
         const struct config *cfg = c->cfg;
 
         group(r, "desktop");
-        if (bus_desktop_state(c, d) < 0) {
+        if (bus_desktop_state(c, h, d) < 0) {
                 /* As a user, what the system's manager or the user's bus refuse to say is a limit
                  * of this run, not of the machine. */
                 said(r, geteuid() == 0 ? FAIL : WARN, geteuid() == 0 ? "a unit named in [desktop] that does not "
@@ -517,6 +517,10 @@ static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_st
         if (cfg->user && d->user_units_skip)
                 say(r, geteuid() == 0 ? INFO : WARN, geteuid() == 0 ? NULL : "run --check as root to see them",
                     "%s's units: %s", cfg->user, d->user_units_skip);
+        for (size_t i = 0; i < d->n_driver_units; i++)
+                say(r, OK, NULL, "%s (of the GPU's driver): %s%s", d->driver_units[i],
+                    d->driver_unit_active[i] ? "active" : "inactive",
+                    d->driver_unit_active[i] ? ": stopped while the VM has the GPU, started after the hand-back" : "");
         check_bus_keys(r, c, d);
         return true;
 }
@@ -971,7 +975,7 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                         check_gpu(&r, &cfg, &h);
                         check_consoles(&r, &cfg, &h);
                         check_secondary(&r, &cfg, &h);
-                        have_desktop = check_desktop(&r, c, &d);
+                        have_desktop = check_desktop(&r, c, &h, &d);
                         check_holders(&r, &h);
                         check_tuning(&r, &cfg, a->vm);
                         /* The planner's verdict below then weighs them too. */

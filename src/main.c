@@ -360,7 +360,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                 strscpy(adopted, other_path, sizeof(adopted));
                 break;
         }
-        if (bus_desktop_state(c, &d) < 0)
+        if (bus_desktop_state(c, &h, &d) < 0)
                 goto out;
         r = plan_hand_over(c->cfg, c->vm, &h, &d, &p, error, sizeof(error));
         if (r < 0) {
@@ -433,7 +433,7 @@ static int hand_back(struct run_ctx *c, bool dry_run, FILE *out) {
                 return EXIT_DONE;
         }
         /* No journal at all (installed while the VM ran, /run wiped): derive it from the config. */
-        if (snapshot(c->cfg, &h) < 0 || bus_desktop_state(c, &d) < 0)
+        if (snapshot(c->cfg, &h) < 0 || bus_desktop_state(c, &h, &d) < 0)
                 goto out;
         plan_derive_hand_back(c->cfg, c->vm, &h, &d, &p);
         if (p.n_steps == 0) {

@@ -94,10 +94,8 @@ void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d,
         }
 }
 
-void plan_desktop_starts(struct plan *p) {
-        size_t n = p->n_steps;
-
-        for (size_t i = n; i-- > 0;) {
+void plan_desktop_starts(struct plan *p, size_t first, size_t n) {
+        for (size_t i = first + n; i-- > first;) {
                 const struct step *stop = &p->steps[i];
                 if ((stop->kind != &step_unit && stop->kind != &step_user_unit) ||
                     strcmp(stop->to, "inactive") != 0)
@@ -123,6 +121,21 @@ void plan_inhibit_unit(const char *vm, char *buf, size_t size) {
         for (const char *c = vm; *c; c++)
                 hash = (hash ^ (unsigned char) *c) * 1099511628211ULL;
         snprintf(buf, size, "qemu-hook-inhibit-%016llx.service", (unsigned long long) hash);
+}
+
+size_t plan_driver_units(const struct host *h, const char **units) {
+        /* nvidia-persistenced keeps the GPU's nodes open (the driver's state kept between users);
+         * nvidia-powerd (Dynamic Boost) talks to the GPU. Started again once the GPU is back on the
+         * driver, not with the desktop: without their GPU they fail. */
+        static const char *const nvidia[] = { "nvidia-persistenced.service", "nvidia-powerd.service" };
+        bool on_nvidia = false;
+        size_t n = 0;
+
+        for (size_t i = 0; i < h->n_gpu; i++)
+                on_nvidia = on_nvidia || strcmp(h->gpu[i].driver, "nvidia") == 0;
+        for (size_t i = 0; on_nvidia && i < ELEMENTSOF(nvidia) && n < PLAN_DRIVER_UNITS; i++)
+                units[n++] = nvidia[i];
+        return n;
 }
 
 /* Pairs of groups (step-command.c): group target's step i applies apply[i] and its undo runs
@@ -449,7 +462,16 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         /* 0. The user's own preparations (a session saved). */
         plan_before_desktop(cfg, vm, d, p);
         /* 1-2. The display manager and the user's audio units. */
+        size_t first_stop = p->n_steps;
         plan_desktop_stops(cfg, d, false, p);
+        size_t n_stops = p->n_steps - first_stop;
+        /* The services of the GPU's driver: stopped like the desktop, started again by the hand-back
+         * once the GPU is back on their driver. */
+        for (size_t i = 0; i < d->n_driver_units; i++) {
+                s = plan_add(p, &step_unit, d->driver_units[i], "active", "inactive");
+                if (!d->driver_unit_active[i])
+                        plan_skip(s, "not active");
+        }
         /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
         first_vtcon = p->n_steps;
         for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
@@ -535,7 +557,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                         plan_skip(s, "already set");
         }
         /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
-        plan_desktop_starts(p);
+        plan_desktop_starts(p, first_stop, n_stops);
         /* 11. The user's after_start commands, the units this VM wants (its audio receiver), and no
          * suspend while it runs. */
         plan_after_desktop(cfg, vm, d, false, p);

@@ -217,6 +217,48 @@ static void test_origin_hand_over(void **state) {
         assert_int_equal(p.n_steps, 0);
 }
 
+/* An NVIDIA GPU: its driver's services stop after the desktop and are not started with it (without
+ * their GPU they fail): the hand-back starts them, once the GPU is back. One not running is skipped. */
+static void test_nvidia_services(void **state) {
+        struct world w;
+        struct plan p;
+        const char *units[PLAN_DRIVER_UNITS];
+
+        origin(&w);
+        assert_int_equal(plan_driver_units(&w.h, units), 0);
+        strscpy(w.gpu[0].driver, "nvidia", NAME_LEN);
+        assert_int_equal(plan_driver_units(&w.h, units), 2);
+        assert_string_equal(units[0], "nvidia-persistenced.service");
+        assert_string_equal(units[1], "nvidia-powerd.service");
+        strscpy(w.d.driver_units[0], units[0], NAME_LEN);
+        strscpy(w.d.driver_units[1], units[1], NAME_LEN);
+        w.d.driver_unit_active[0] = true;
+        w.d.n_driver_units = 2;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
+                { &step_unit, "nvidia-persistenced.service", "active", "inactive", P },
+                { &step_unit, "nvidia-powerd.service", "active", "inactive", S, "not active" },
+                { &step_vtcon, "vtcon1", "1", "0", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", STEP_PLANNED, "on=0000:0d:00.0" },
+                { &step_holders, "0000:0d:00.0", "nvidia", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "nvidia", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+                { &step_vtcon, "vtcon1", "0", "1", P },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", P },
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", P },
+        };
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
+}
+
 /* A GPU whose audio is not claimed by vfio-pci: both functions are waited for and moved. */
 static void test_audio_on_its_driver(void **state) {
         struct world w;
@@ -1083,6 +1125,7 @@ int main(void) {
                 cmocka_unit_test(test_commands_units_inhibitor),
                 cmocka_unit_test(test_reset_method),
                 cmocka_unit_test(test_unload_driver),
+                cmocka_unit_test(test_nvidia_services),
                 cmocka_unit_test(test_bar_sizes),
                 cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),
