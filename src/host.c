@@ -604,6 +604,27 @@ static int load_module(const char *name, char *loaded, size_t size) {
         return r;
 }
 
+int host_load_default_driver(const char *func) {
+        struct pci_func f;
+        char module[NAME_LEN], path[PATH_MAX], loaded[NAME_LEN];
+        int r;
+
+        r = host_read_func(func, &f);
+        if (r >= 0)
+                r = host_default_driver(&f, module, sizeof(module));
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), "module/%s", module);
+        if (sysfs_exists(path))
+                return 0;
+        r = load_module(module, loaded, sizeof(loaded));
+        if (r < 0)
+                return log_warning_errno(r, "%s: loading module %s, its driver by the kernel's aliases, failed: %m",
+                                         func, module);
+        log_info("%s: loaded module %s, its driver by the kernel's aliases", func, module);
+        return 0;
+}
+
 int host_pci_driver(const char *name, bool load, char *buf, size_t size) {
         char path[PATH_MAX], module[NAME_LEN];
         int r;
