@@ -67,6 +67,9 @@ void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size);
 /* [gpu] unload_driver: a step for each module of h->modules, in its order (those using one first),
  * skipped with the reason when it must stay loaded. */
 void plan_modules(const struct config *cfg, const struct host *h, struct plan *p);
+/* The huge pages of the pool v's hugepages needs (*want) beyond those free and not reserved now:
+ * what the hand-over allocates (<= 0: none). The pool must exist (page_kb set). */
+long plan_hugepages_missing(const struct vm_config *v, const struct huge_pool *pool, long *want);
 /* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */

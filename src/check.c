@@ -828,7 +828,7 @@ static void check_hugepages(struct report *r, const struct vm_config *v, const s
                 return;
         }
         /* Reserved pages (resv_hugepages) are counted in free_hugepages but promised already. */
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - (t->huge.free - t->huge.resv);
+        long want, missing = plan_hugepages_missing(v, &t->huge, &want);
         unsigned long more_kb = missing > 0 ? (unsigned long) missing * kb : 0, total = meminfo_kb("MemTotal"),
                       avail = meminfo_kb("MemAvailable");
         enum level l = total && more_kb > total ? FAIL : avail && more_kb > avail ? WARN : OK;
@@ -876,7 +876,7 @@ static void check_governor(struct report *r, const struct vm_config *v, const st
 }
 
 /* What the [vm] sections ask of the host, against what it has now. */
-static void check_tuning(struct report *r, const struct config *cfg, const char *vm) {
+static void check_vm_tuning(struct report *r, const struct config *cfg, const char *vm) {
         bool any = false;
 
         for (size_t i = 0; i < cfg->n_vms; i++) {
@@ -977,7 +977,7 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                         check_secondary(&r, &cfg, &h);
                         have_desktop = check_desktop(&r, c, &h, &d);
                         check_holders(&r, &h);
-                        check_tuning(&r, &cfg, a->vm);
+                        check_vm_tuning(&r, &cfg, a->vm);
                         /* The planner's verdict below then weighs them too. */
                         if (a->vm && host_tuning(&cfg, a->vm, &h) < 0)
                                 captured.n = 0;

@@ -200,15 +200,21 @@ void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
  * stay). The pages free for the VM are those free and not reserved; a write of nr_hugepages
  * makes the surplus pages persistent before it allocates any: the count to write is all the
  * pages of the pool and those missing. */
+long plan_hugepages_missing(const struct vm_config *v, const struct huge_pool *pool, long *want) {
+        *want = (long) ((v->hugepages_kb + pool->page_kb - 1) / pool->page_kb);
+        return *want - (pool->free - pool->resv);
+}
+
 static void plan_hugepages(const struct vm_config *v, const struct host *h, struct plan *p) {
         char name[64], from[32], to[32];
         unsigned long kb = h->huge.page_kb;
         struct step *s;
+        long want;
 
         if (!v || !v->hugepages_kb || !kb)
                 return;
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), usable = h->huge.free - h->huge.resv,
-             missing = want - usable, persistent = h->huge.nr - h->huge.surplus;
+        long missing = plan_hugepages_missing(v, &h->huge, &want), usable = want - missing,
+             persistent = h->huge.nr - h->huge.surplus;
         snprintf(name, sizeof(name), "hugepages-%lukB", kb);
         snprintf(from, sizeof(from), "%ld", persistent);
         snprintf(to, sizeof(to), "%ld", missing > 0 ? h->huge.nr + missing : persistent);
