@@ -94,6 +94,12 @@ static int recv_fd(int sock) {
 /* The child: trapped from here on, then CMD. */
 static void run_child(int sock, char **argv) {
         int fd = install_filter();
+        if (fd < 0 && errno == EBUSY) {
+                /* one listener per filter chain: the trap we are under is not known to be ours */
+                fprintf(stderr, "kmodtrap: already under a seccomp listener (another kmodtrap?): not running %s\n",
+                        argv[0]);
+                _exit(127);
+        }
         if (fd < 0) {
                 perror("kmodtrap: seccomp");
                 _exit(127);
