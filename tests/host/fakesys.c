@@ -1464,6 +1464,8 @@ static int store_unload(const char *mod) {
                 closedir(d);
         snprintf(rel, sizeof(rel), "module/%s", mod);
         rm_rf(rel);
+        if (!strcmp(mod, "nvidia"))     /* its proc directory goes with it */
+                rm_rf("fakeproc/driver/nvidia");
         return 0;
 }
 

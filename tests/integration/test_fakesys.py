@@ -1009,6 +1009,15 @@ def test_nvidia_unbind_waits_for_the_holder_of_its_nodes(host):
     w.stdout.close()
     assert host.driver(VEGA) is None and host.drm_cards(VEGA) == []
     assert not os.path.exists(f"/proc/driver/nvidia/gpus/{VEGA}")
+    assert host.write("bus/pci/drivers/nvidia/bind", VEGA) == 0
+    host.wait(lambda: host.drm_cards(VEGA) != [])
+    with host.hold(f"/dev/dri/{host.drm_cards(VEGA)[0]}"):          # a DRM node: the same wait
+        w = spawn_write("bus/pci/drivers/nvidia/unbind", VEGA)
+        host.wait(lambda: host.blocked() != [])
+        assert w.poll() is None
+    assert w.stdout.readline().strip() == "0"
+    w.wait(timeout=5)
+    w.stdout.close()
     with host.hold("/dev/nvidiactl"):
         assert refcnt("nvidia") == 1       # the GPU gone, the control node still holds the module
 
@@ -1029,7 +1038,7 @@ def test_nvidia_unload_in_dependency_order(host):
         assert not os.path.exists(f"/sys/module/{mod}"), mod
     assert host.driver(VEGA) is None and host.drm_cards(VEGA) == [] and host.fbcon() is None
     assert nvidia_nodes() == [] and not os.path.exists("/sys/bus/pci/drivers/nvidia")
-    assert not os.path.exists(f"/proc/driver/nvidia/gpus/{VEGA}")
+    assert not os.path.exists("/proc/driver/nvidia")
     unloads = [w.value for w in host.log() if w.path == ".fakesys/module" and w.result == "0"]
     assert unloads == ["unload nvidia_drm", "unload nvidia_modeset", "unload nvidia_uvm", "unload nvidia"], host.log()
 

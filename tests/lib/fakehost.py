@@ -340,7 +340,8 @@ Write = collections.namedtuple("Write", "path value result")
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
     origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
-    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset."""
+    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset, gpu ("nvidia": an RTX 3080
+    on the proprietary driver)."""
     count = 0
 
     def __init__(self, **variant):
