@@ -70,6 +70,11 @@ build/fakesys: tests/host/fakesys.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(LDFLAGS) \
 		$(shell pkg-config --libs fuse3) -lpthread
 
+# Every test of the emulated host runs under it: no module syscall reaches this machine's kernel.
+build/kmodtrap: tests/host/kmodtrap.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
 # libFuzzer targets (clang) for the readers of bytes from outside: kvm.conf in both formats, the
 # domain XML, the journal; tests/fuzz/run.sh runs each for FUZZ_SECONDS and prints its executions
 # and coverage. The tree's corpus (tests/fuzz/corpus/) is only read: new inputs go to build/fuzz/.
@@ -99,7 +104,7 @@ unit: $(UNITS) $(UNITS_SAN)
 # Every integration test with the plain binary, then again with the hook built with ASan+UBSan.
 # The harness puts each pass's qemu-hook-act where the front end looks for it (LIBEXECDIR), in
 # its private namespace.
-integration: qemu-hook build/san/qemu-hook build/fakesys
+integration: qemu-hook build/san/qemu-hook build/fakesys build/kmodtrap
 	@QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 	@QEMU_HOOK=build/san/qemu-hook QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 
@@ -112,11 +117,11 @@ check-quick: deps
 	@$(MAKE) --no-print-directory unit fuzz-check integration
 
 demo: deps
-	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys build/kmodtrap
 	@tests/demo.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys build/kmodtrap
 	@tests/bench.sh
 	@$(MAKE) --no-print-directory guest-bench
 
