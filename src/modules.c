@@ -97,11 +97,18 @@ static int find_module(const struct host *h, const char *name) {
         return -1;
 }
 
-/* Appends name to h->modules after the modules holding it (depth first: those first). depth bounds
- * a loop of holders, which the kernel never makes. */
+static int cmp_name(const void *a, const void *b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Appends name to h->modules after the modules holding it (depth first: those first), each
+ * module's holders by name: the kernel lists them in no particular order, and any order with the
+ * holders first is one it accepts. depth bounds a loop of holders, which the kernel never makes. */
 static int visit(struct kmod_ctx *ctx, struct host *h, const char *name, unsigned depth) {
         _cleanup_(kmod_module_unrefp) struct kmod_module *mod = NULL;
         _cleanup_(kmod_list_unrefp) struct kmod_list *holders = NULL;
+        const char *names[16];
+        size_t n = 0;
         struct kmodule m = {};
         struct kmod_list *l;
         int r;
@@ -116,12 +123,18 @@ static int visit(struct kmod_ctx *ctx, struct host *h, const char *name, unsigne
         m.builtin = r == KMOD_MODULE_BUILTIN;
         m.loadable = kmod_module_get_path(mod) != NULL;
         m.refcnt = m.builtin ? 0 : kmod_module_get_refcnt(mod);
+        /* The names live as long as the list holds its modules. */
         holders = kmod_module_get_holders(mod);
         kmod_list_foreach(l, holders) {
                 _cleanup_(kmod_module_unrefp) struct kmod_module *hm = kmod_module_get_module(l);
 
-                list_add(m.holders, kmod_module_get_name(hm));
-                r = visit(ctx, h, kmod_module_get_name(hm), depth + 1);
+                if (n < ELEMENTSOF(names))
+                        names[n++] = kmod_module_get_name(hm);
+        }
+        qsort(names, n, sizeof(*names), cmp_name);
+        for (size_t i = 0; i < n; i++) {
+                list_add(m.holders, names[i]);
+                r = visit(ctx, h, names[i], depth + 1);
                 if (r < 0)
                         return r;
         }
