@@ -84,6 +84,11 @@ build/fakesys: tests/host/fakesys.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(shell pkg-config --cflags fuse3) -o $@ $< $(LDFLAGS) \
 		$(shell pkg-config --libs fuse3) -lpthread
 
+# Every test of the emulated host runs under it: no module syscall reaches this machine's kernel.
+build/kmodtrap: tests/host/kmodtrap.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
 # libFuzzer targets (clang) for the readers of bytes from outside: kvm.conf in both formats, the
 # domain XML, the journal; tests/fuzz/run.sh runs each for FUZZ_SECONDS and prints its executions
 # and coverage. The tree's corpus (tests/fuzz/corpus/) is only read: new inputs go to build/fuzz/.
@@ -120,11 +125,11 @@ unit: $(UNITS) $(UNITS_SAN)
 # its private namespace. The two passes run at once (each in namespaces of its own, PID too:
 # tests/integration/run.sh); each one's output is shown whole when it ends (--output-sync), and
 # the target fails if either does.
-integration: qemu-hook build/san/qemu-hook build/fakesys
+integration: qemu-hook build/san/qemu-hook build/fakesys build/kmodtrap
 	@echo "integration: the plain and the ASan/UBSan passes at once; each one's output when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target integration-plain integration-san
 
-integration-plain integration-san: qemu-hook build/san/qemu-hook build/fakesys
+integration-plain integration-san: qemu-hook build/san/qemu-hook build/fakesys build/kmodtrap
 	@echo "== $@"
 	@$(PASS_HOOK) QEMU_HOOK_LIBEXECDIR=$(LIBEXECDIR) tests/integration/run.sh
 
@@ -136,7 +141,7 @@ integration-san: PASS_HOOK := QEMU_HOOK=build/san/qemu-hook
 # use it as the guest does; the fuzz targets and the guest image (built only when its inputs
 # change) beside the two integration passes, which leave about a core idle; the guest's boots
 # alone at the end (a TCG guest beside other work boots 2-3 times slower).
-CHECK_BINS := qemu-hook qemu-hook-act build/san/qemu-hook build/san/qemu-hook-act build/fakesys \
+CHECK_BINS := qemu-hook qemu-hook-act build/san/qemu-hook build/san/qemu-hook-act build/fakesys build/kmodtrap \
               $(UNITS) $(UNITS_SAN) $(FUZZ_BINS)
 
 check: deps
@@ -152,11 +157,11 @@ check-quick: deps
 	@$(MAKE) --no-print-directory unit fuzz-check integration
 
 demo: deps
-	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys build/kmodtrap
 	@tests/demo.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory qemu-hook build/fakesys
+	@$(MAKE) --no-print-directory qemu-hook build/fakesys build/kmodtrap
 	@tests/bench.sh
 	@$(MAKE) --no-print-directory guest-bench
 

@@ -49,11 +49,12 @@ int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error);
 int bus_get_allowed_cpus(sd_bus *bus, const char *unit, char *list, size_t size, sd_bus_error *error);
 int bus_set_allowed_cpus(sd_bus *bus, const char *unit, const char *list, sd_bus_error *error);
 
-/* The live state the planner needs: display manager, user units, CPUs. Errors the user must fix
+/* The live state the planner needs: display manager, user units, CPUs, and with h the services of
+ * the GPU's drivers (h NULL: none). Errors the user must fix
  * (a configured unit that does not exist, a CPU the host lacks) are logged and returned; a missing
  * bus or a user not logged in only makes the steps skip, with the reason. The reasons point to
  * static storage that lives until the next call. */
-int bus_desktop_state(struct run_ctx *c, struct desktop_state *ret);
+int bus_desktop_state(struct run_ctx *c, const struct host *h, struct desktop_state *ret);
 
 /* CPU lists ("0-3,8") to and from bit masks as systemd's AllowedCPUs (ay) holds them: bit n of
  * byte n/8. "" is the empty mask, which systemd reads as "all CPUs". cpu_list_to_mask: -EINVAL on

@@ -41,6 +41,7 @@ struct config {
         char *secondary_driver; /* display driver of the secondary GPU; NULL: resolve from the host */
         char *reset_method;     /* the GPU's while handed over: "auto" or methods separated by one space;
                                  * NULL: left alone */
+        bool unload_driver;     /* unload the modules of the GPU's host drivers while handed over */
         char *park_driver;      /* where the secondary GPU idles while the host has the big one */
         char *user;             /* the desktop user; NULL: none */
         char *user_bus;         /* that user's bus address; NULL: unix:path=/run/user/UID/bus */

@@ -9,6 +9,8 @@
 #define NAME_LEN 64
 #define PCI_BARS 6
 
+struct kmodule;
+
 struct pci_func {
         struct pci_addr addr;
         char name[PCI_ADDR_LEN];                /* "0000:0d:00.0" */
@@ -71,6 +73,9 @@ struct host {
         struct cpu_freq *cpus;
         size_t n_cpus;
         bool vendor_reset;                      /* the vendor_reset module is loaded */
+        /* Read by host_modules (modules.h) only when the config asks to unload the GPU's driver. */
+        struct kmodule *modules;
+        size_t n_modules;
 };
 
 /* Whether vendor-reset (github.com/gnif/vendor-reset) has a reset for the device: the ids of its
@@ -129,6 +134,10 @@ int host_node_holders(const struct func_node *nodes, size_t n_nodes, char *buf, 
  * host_pci_driver). */
 int host_default_driver(const struct pci_func *f, char *buf, size_t size);
 
+/* Loads the module host_default_driver gives for the function if it is not loaded (as udev does at
+ * boot for a device without a driver): before a move to "whatever the kernel binds" of a hand-back
+ * without a journal, after [gpu] unload_driver unloaded it. Failures are logged as warnings. */
+int host_load_default_driver(const char *func);
 /* The PCI driver that name stands for: itself when registered, else the one the module of that
  * name registers (module bochs registers bochs-drm, vfio_pci vfio-pci: module names are not
  * driver names). With load, a module not loaded yet is loaded first (libkmod); without, that

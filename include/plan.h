@@ -5,6 +5,12 @@
 #include "host.h"
 #include "step.h"
 
+#define PLAN_DRIVER_UNITS 4
+/* The system services that come with the host drivers of the GPU's functions and hold the GPU while
+ * they run (NVIDIA's nvidia-persistenced and nvidia-powerd): into units, at most PLAN_DRIVER_UNITS;
+ * returns how many. */
+size_t plan_driver_units(const struct host *h, const char **units);
+
 /* What the D-Bus side of the host looks like; filled by the caller (bus.c), so the planner stays
  * pure. */
 struct desktop_state {
@@ -17,6 +23,10 @@ struct desktop_state {
         char host_cpus[STEP_FIELD_LEN];         /* every CPU of the host, "0-11" */
         const char *inhibit_skip;               /* why the sleep inhibitor is skipped, or NULL */
         bool vm_unit_active[CONFIG_MAX_UNITS];  /* [vm NAME] user_units, as they are */
+        /* The services of the GPU's drivers (plan_driver_units) that exist, and whether each runs. */
+        char driver_units[PLAN_DRIVER_UNITS][NAME_LEN];
+        bool driver_unit_active[PLAN_DRIVER_UNITS];
+        size_t n_driver_units;
 };
 
 struct plan {
@@ -54,6 +64,12 @@ bool plan_group_blocks(const struct pci_func *f);
 int plan_check_pci_keys(const struct config *cfg, const char *vm, const struct host *h, char *error, size_t size);
 /* Appends the sizes of a resourceN_resize mask to buf: " 256M-8G", " 256M 1G 8G". */
 void plan_bar_sizes_supported(uint64_t mask, char *buf, size_t size);
+/* [gpu] unload_driver: a step for each module of h->modules, in its order (those using one first),
+ * skipped with the reason when it must stay loaded. */
+void plan_modules(const struct config *cfg, const struct host *h, struct plan *p);
+/* The huge pages of the pool v's hugepages needs (*want) beyond those free and not reserved now:
+ * what the hand-over allocates (<= 0: none). The pool must exist (page_kb set). */
+long plan_hugepages_missing(const struct vm_config *v, const struct huge_pool *pool, long *want);
 /* The [vm] section's CPU list, else [host]'s; NULL: no restriction. */
 const char *plan_host_cpus(const struct config *cfg, const char *vm);
 /* Steps 1-2: the display manager's and the user units' stops; with all, active or not. */
@@ -67,8 +83,8 @@ void plan_before_desktop(const struct config *cfg, const char *vm, const struct 
 /* The last ones: the after_start commands, the VM's user units and the sleep inhibitor. */
 void plan_after_desktop(const struct config *cfg, const char *vm, const struct desktop_state *d,
                         bool all, struct plan *p);
-/* Step 10: a start for each stop of plan_desktop_stops, in reverse. */
-void plan_desktop_starts(struct plan *p);
+/* Step 10: a start for each stop among the n steps from first on (plan_desktop_stops'), in reverse. */
+void plan_desktop_starts(struct plan *p, size_t first, size_t n);
 /* Step 8: a bind for each of the n vtcon unbinds from index first on. */
 void plan_vtcons_back(struct plan *p, size_t first, size_t n);
 /* Puts the steps of left that are still in place (an earlier hand-over's, whose undo the kernel

@@ -99,7 +99,7 @@ struct step {
 
 extern const struct step_kind step_unit, step_user_unit, step_vtcon, step_framebuffer,
         step_holders, step_pci_driver, step_cpus, step_script, step_hugepages, step_governor, step_reset_method,
-        step_bar_sizes, step_inhibit, step_command;
+        step_bar_sizes, step_inhibit, step_command, step_module;
 /* A BAR size of 1 MB << order as "256M", "8G" (step-bars.c; the form of its from and to). */
 void bar_size_format(unsigned order, char *buf, size_t size);
 const struct step_kind *step_kind_by_name(const char *name);

@@ -811,7 +811,32 @@ static int vm_units_state(struct run_ctx *c, struct desktop_state *d) {
         return 0;
 }
 
-int bus_desktop_state(struct run_ctx *c, struct desktop_state *ret) {
+/* The services of the GPU's drivers that exist (a missing one is simply not there to stop). No
+ * system bus or no systemd on it: none, as the display manager's step then skips too. */
+static int driver_units_state(struct run_ctx *c, const struct host *h, struct desktop_state *d) {
+        const char *units[PLAN_DRIVER_UNITS];
+        size_t n = h ? plan_driver_units(h, units) : 0;
+        sd_bus *bus;
+        int r;
+
+        if (n == 0 || bus_system(c, &bus) < 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_bus_error_ sd_bus_error error = SD_BUS_ERROR_NULL;
+                size_t k = d->n_driver_units;
+
+                r = bus_unit_state(bus, units[i], d->driver_units[k], sizeof(d->driver_units[k]),
+                                   &d->driver_unit_active[k], &error);
+                if (r == -ENOENT || (r < 0 && no_manager(&error)))
+                        continue;
+                if (r < 0)
+                        return log_error_errno(r, "reading the state of %s: %s", units[i], bus_error_text(&error, r));
+                d->n_driver_units++;
+        }
+        return 0;
+}
+
+int bus_desktop_state(struct run_ctx *c, const struct host *h, struct desktop_state *ret) {
         static char dm_skip[STEP_FIELD_LEN], user_skip[STEP_FIELD_LEN], inhibit_skip[STEP_FIELD_LEN];
         struct desktop_state d = {};
         int r;
@@ -823,6 +848,8 @@ int bus_desktop_state(struct run_ctx *c, struct desktop_state *ret) {
                 r = user_units_state(c, &d, user_skip, sizeof(user_skip));
         if (r >= 0)
                 r = vm_units_state(c, &d);
+        if (r >= 0)
+                r = driver_units_state(c, h, &d);
         if (r >= 0)
                 r = cpus_state(c, &d);
         if (r < 0)

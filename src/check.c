@@ -20,6 +20,7 @@
 #include "host.h"
 #include "journal.h"
 #include "log.h"
+#include "modules.h"
 #include "plan.h"
 #include "sysfs.h"
 #include "virt.h"
@@ -163,6 +164,7 @@ static void settings(struct report *r, const struct config *c) {
         addresses(c->gpu, c->n_gpu, list, sizeof(list));
         say(r, INFO, NULL, "[gpu] address = %s (every function of each slot)", list);
         say(r, INFO, NULL, "[gpu] reset_method = %s", c->reset_method ? c->reset_method : "(default: left alone)");
+        say(r, INFO, NULL, "[gpu] unload_driver = %s%s", yes_no(c->unload_driver), c->unload_driver ? "" : " (default)");
         addresses(c->secondary, c->n_secondary, list, sizeof(list));
         say(r, INFO, NULL, "[secondary] address = %s", list[0] ? list : "(none)");
         say(r, INFO, NULL, "[secondary] driver = %s", c->secondary_driver ? c->secondary_driver :
@@ -288,6 +290,25 @@ static void pci_keys(struct report *r, const struct config *cfg, const struct ho
         }
 }
 
+/* [gpu] unload_driver: which modules the hand-over would unload, and why the others stay. */
+static void check_modules(struct report *r, const struct config *cfg, const struct host *h) {
+        struct plan p = {};
+
+        plan_modules(cfg, h, &p);
+        for (size_t i = 0; i < p.n_steps; i++) {
+                const struct step *s = &p.steps[i];
+
+                if (s->state == STEP_SKIPPED)
+                        say(r, WARN, NULL, "[gpu] unload_driver: module %s stays loaded: %s", s->target, s->note);
+                else
+                        say(r, OK, NULL, "[gpu] unload_driver: module %s is unloaded after the move (now: %s)",
+                            s->target, s->note);
+        }
+        if (cfg->unload_driver && !p.n_steps)
+                say(r, INFO, NULL, "[gpu] unload_driver: no module to unload (the GPU is on vfio-pci or no driver)");
+        plan_free(&p);
+}
+
 static void check_gpu(struct report *r, const struct config *cfg, const struct host *h) {
         bool display = false, grouped = h->n_gpu > 0;
 
@@ -309,6 +330,7 @@ static void check_gpu(struct report *r, const struct config *cfg, const struct h
                 }
         }
         pci_keys(r, cfg, h);
+        check_modules(r, cfg, h);
         if (h->n_gpu && !display)
                 say(r, FAIL, "set [gpu] address (VIRSH_GPU_VIDEO) to the GPU's address (lspci -D)",
                     "%s is not a GPU: no function of its slot is a display controller", h->gpu[0].name);
@@ -362,7 +384,6 @@ static void check_secondary(struct report *r, const struct config *cfg, struct h
                     "none configured: while a VM has the GPU, the host has no display");
                 return;
         }
-        host_resolve_secondary_driver(h, cfg->secondary_driver);
         for (size_t i = 0; i < h->n_secondary; i++) {
                 const struct pci_func *f = &h->secondary[i];
                 say(r, OK, NULL, "%s [%04x:%04x] class %06x: driver %s, driver_override %s", f->name, f->vendor,
@@ -472,11 +493,11 @@ static void check_bus_keys(struct report *r, struct run_ctx *c, const struct des
 }
 
 /* Returns whether the desktop's state could be read (for the planner). */
-static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_state *d) {
+static bool check_desktop(struct report *r, struct run_ctx *c, const struct host *h, struct desktop_state *d) {
         const struct config *cfg = c->cfg;
 
         group(r, "desktop");
-        if (bus_desktop_state(c, d) < 0) {
+        if (bus_desktop_state(c, h, d) < 0) {
                 /* As a user, what the system's manager or the user's bus refuse to say is a limit
                  * of this run, not of the machine. */
                 said(r, geteuid() == 0 ? FAIL : WARN, geteuid() == 0 ? "a unit named in [desktop] that does not "
@@ -496,6 +517,10 @@ static bool check_desktop(struct report *r, struct run_ctx *c, struct desktop_st
         if (cfg->user && d->user_units_skip)
                 say(r, geteuid() == 0 ? INFO : WARN, geteuid() == 0 ? NULL : "run --check as root to see them",
                     "%s's units: %s", cfg->user, d->user_units_skip);
+        for (size_t i = 0; i < d->n_driver_units; i++)
+                say(r, OK, NULL, "%s (of the GPU's driver): %s%s", d->driver_units[i],
+                    d->driver_unit_active[i] ? "active" : "inactive",
+                    d->driver_unit_active[i] ? ": stopped while the VM has the GPU, started after the hand-back" : "");
         check_bus_keys(r, c, d);
         return true;
 }
@@ -803,7 +828,7 @@ static void check_hugepages(struct report *r, const struct vm_config *v, const s
                 return;
         }
         /* Reserved pages (resv_hugepages) are counted in free_hugepages but promised already. */
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), missing = want - (t->huge.free - t->huge.resv);
+        long want, missing = plan_hugepages_missing(v, &t->huge, &want);
         unsigned long more_kb = missing > 0 ? (unsigned long) missing * kb : 0, total = meminfo_kb("MemTotal"),
                       avail = meminfo_kb("MemAvailable");
         enum level l = total && more_kb > total ? FAIL : avail && more_kb > avail ? WARN : OK;
@@ -851,7 +876,7 @@ static void check_governor(struct report *r, const struct vm_config *v, const st
 }
 
 /* What the [vm] sections ask of the host, against what it has now. */
-static void check_tuning(struct report *r, const struct config *cfg, const char *vm) {
+static void check_vm_tuning(struct report *r, const struct config *cfg, const char *vm) {
         bool any = false;
 
         for (size_t i = 0; i < cfg->n_vms; i++) {
@@ -941,14 +966,18 @@ int check_run(struct run_ctx *c, const struct check_args *a, FILE *f) {
                 c->timeout = cfg.timeout_ms * USEC_PER_MSEC;
                 group(&r, "gpu");
                 have_host = host_snapshot(cfg.gpu, cfg.n_gpu, cfg.secondary, cfg.n_secondary, &h) == 0;
+                if (have_host) {
+                        host_resolve_secondary_driver(&h, cfg.secondary_driver);
+                        have_host = !cfg.unload_driver || host_modules(&h) == 0;
+                }
                 said(&r, FAIL, "fix [gpu] address or [secondary] address: lspci -D lists the machine's functions");
                 if (have_host) {
                         check_gpu(&r, &cfg, &h);
                         check_consoles(&r, &cfg, &h);
                         check_secondary(&r, &cfg, &h);
-                        have_desktop = check_desktop(&r, c, &d);
+                        have_desktop = check_desktop(&r, c, &h, &d);
                         check_holders(&r, &h);
-                        check_tuning(&r, &cfg, a->vm);
+                        check_vm_tuning(&r, &cfg, a->vm);
                         /* The planner's verdict below then weighs them too. */
                         if (a->vm && host_tuning(&cfg, a->vm, &h) < 0)
                                 captured.n = 0;

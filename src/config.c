@@ -451,11 +451,22 @@ static int parse_timeout(struct parser *p, const char *key, const char *v, void 
         return 1;
 }
 
-static int parse_bool_key(struct parser *p, const char *key, const char *v, void *field) {
-        *(bool *) field = true;         /* the default of vtconsoles, framebuffer, inhibit_sleep */
+/* An empty value stands for the key's default. */
+static int parse_bool_default(struct parser *p, const char *key, const char *v, bool *field, bool def) {
+        *field = def;
         if (*v && parse_bool(v, field) < 0)
                 return fail(p, 0, "%s: \"%s\" is not a boolean (expected yes or no)", key, v);
         return 1;
+}
+
+/* vtconsoles, framebuffer, inhibit_sleep */
+static int parse_bool_key(struct parser *p, const char *key, const char *v, void *field) {
+        return parse_bool_default(p, key, v, field, true);
+}
+
+/* unload_driver */
+static int parse_bool_no(struct parser *p, const char *key, const char *v, void *field) {
+        return parse_bool_default(p, key, v, field, false);
 }
 
 static int parse_handle(struct parser *p, const char *key, const char *v, void *field) {
@@ -597,6 +608,7 @@ static const struct native_key {
 } native_keys[] = {
         { SECTION_GPU, "address", parse_addresses, offsetof(struct config, gpu) },
         { SECTION_GPU, "reset_method", parse_reset_method, offsetof(struct config, reset_method) },
+        { SECTION_GPU, "unload_driver", parse_bool_no, offsetof(struct config, unload_driver) },
         { SECTION_SECONDARY, "address", parse_addresses, offsetof(struct config, secondary) },
         { SECTION_SECONDARY, "driver", parse_driver, offsetof(struct config, secondary_driver) },
         { SECTION_SECONDARY, "park_driver", parse_driver, offsetof(struct config, park_driver) },

@@ -279,6 +279,7 @@ void host_free(struct host *h) {
         free(h->vtcons);
         free(h->fbs);
         free(h->cpus);
+        free(h->modules);
         *h = (struct host) {};
 }
 
@@ -313,10 +314,7 @@ struct node_list {
         size_t n, max;
 };
 
-static void add_node(struct node_list *l, struct udev_device *dev) {
-        dev_t devnum = udev_device_get_devnum(dev);
-        const char *path = udev_device_get_devnode(dev);
-
+static void add_devnum(struct node_list *l, dev_t devnum, const char *path) {
         if (major(devnum) == 0 || l->n >= l->max)
                 return;
         for (size_t i = 0; i < l->n; i++)
@@ -328,9 +326,53 @@ static void add_node(struct node_list *l, struct udev_device *dev) {
         l->n++;
 }
 
+static void add_node(struct node_list *l, struct udev_device *dev) {
+        add_devnum(l, udev_device_get_devnum(dev), udev_device_get_devnode(dev));
+}
+
 static int add_child_node(struct udev_device *child, void *data) {
         add_node(data, child);
         return 0;
+}
+
+/* A node the kernel makes no class device for (NVIDIA's, made by nvidia-modprobe or udev rules
+ * with mknod): by its path. Absent is fine. */
+static void add_dev_node(struct node_list *l, const char *path) {
+        struct stat st;
+
+        if (stat(path, &st) == 0 && S_ISCHR(st.st_mode))
+                add_devnum(l, st.st_rdev, path);
+}
+
+/* The GPU's own node, /dev/nvidiaN: N is the "Device Minor" of the driver's procfs file for it.
+ * Without that file, every /dev/nvidiaN: one held for another NVIDIA GPU then holds this one up,
+ * which is slow but safe, where missing a holder would leave the unbind waiting in the kernel. */
+static void add_nvidia_nodes(struct node_list *l, const char *func) {
+        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_(closedirp) DIR *d = NULL;
+        char path[PATH_MAX], line[256];
+        unsigned minor;
+        struct dirent *de;
+
+        /* Every NVIDIA GPU's: the control node, modesetting, CUDA's unified memory. */
+        static const char *const shared[] = { "/dev/nvidiactl", "/dev/nvidia-modeset", "/dev/nvidia-uvm",
+                                              "/dev/nvidia-uvm-tools" };
+        for (size_t i = 0; i < ELEMENTSOF(shared); i++)
+                add_dev_node(l, shared[i]);
+        snprintf(path, sizeof(path), "/proc/driver/nvidia/gpus/%s/information", func);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "Device Minor: %u", &minor) == 1) {
+                        snprintf(path, sizeof(path), "/dev/nvidia%u", minor);
+                        add_dev_node(l, path);
+                        return;
+                }
+        d = opendir("/dev");
+        while (d && (de = readdir(d)))
+                if (strncmp(de->d_name, "nvidia", 6) == 0 && sscanf(de->d_name + 6, "%u", &minor) == 1) {
+                        snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+                        add_dev_node(l, path);
+                }
 }
 
 /* The node of a class device that is no child of the function (/dev/vfio/GROUP, /dev/kfd): absent
@@ -374,6 +416,9 @@ int host_func_nodes(const char *func, struct func_node *nodes, size_t max) {
          * compute process holding it keeps amdgpu busy, whichever GPU it computes on. */
         if (strcmp(driver, "amdgpu") == 0)
                 add_class_node(&l, "kfd", "kfd");
+        /* NVIDIA's driver waits in its remove for the GPU's users to let go, as a sound card does. */
+        if (strcmp(driver, "nvidia") == 0)
+                add_nvidia_nodes(&l, func);
         return (int) l.n;
 }
 
@@ -557,6 +602,27 @@ static int load_module(const char *name, char *loaded, size_t size) {
                         return 0;
         }
         return r;
+}
+
+int host_load_default_driver(const char *func) {
+        struct pci_func f;
+        char module[NAME_LEN], path[PATH_MAX], loaded[NAME_LEN];
+        int r;
+
+        r = host_read_func(func, &f);
+        if (r >= 0)
+                r = host_default_driver(&f, module, sizeof(module));
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), "module/%s", module);
+        if (sysfs_exists(path))
+                return 0;
+        r = load_module(module, loaded, sizeof(loaded));
+        if (r < 0)
+                return log_warning_errno(r, "%s: loading module %s, its driver by the kernel's aliases, failed: %m",
+                                         func, module);
+        log_info("%s: loaded module %s, its driver by the kernel's aliases", func, module);
+        return 0;
 }
 
 int host_pci_driver(const char *name, bool load, char *buf, size_t size) {

@@ -19,6 +19,7 @@
 #include "host.h"
 #include "journal.h"
 #include "log.h"
+#include "modules.h"
 #include "plan.h"
 #include "scripts.h"
 #include "status.h"
@@ -194,6 +195,8 @@ static int snapshot(const struct config *cfg, struct host *h) {
         if (r < 0)
                 return r;
         host_resolve_secondary_driver(h, cfg->secondary_driver);
+        if (cfg->unload_driver && host_modules(h) < 0)
+                return -EIO;
         if (host_pci_driver_available("vfio-pci") < 0)
                 return log_error_errno(ENOENT, "vfio-pci is neither loaded nor loadable: is the vfio-pci "
                                        "module installed?");
@@ -357,7 +360,7 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
                 strscpy(adopted, other_path, sizeof(adopted));
                 break;
         }
-        if (bus_desktop_state(c, &d) < 0)
+        if (bus_desktop_state(c, &h, &d) < 0)
                 goto out;
         r = plan_hand_over(c->cfg, c->vm, &h, &d, &p, error, sizeof(error));
         if (r < 0) {
@@ -386,6 +389,11 @@ static int hand_over(struct run_ctx *c, const struct scripts *scripts, bool dry_
         /* Its steps are in this journal now: the other VM's release must not undo them again. */
         if (adopted[0] && unlink(adopted) < 0)
                 log_warning_errno(errno, "removing %s, whose steps this hand-over took over: %m", adopted);
+        /* What the config asks that the host cannot give without harm: said, not refused. */
+        for (size_t i = 0; i < p.n_steps; i++)
+                if (p.steps[i].kind == &step_module && p.steps[i].state == STEP_SKIPPED)
+                        log_warning("%s: [gpu] unload_driver: module %s stays loaded: %s", c->vm, p.steps[i].target,
+                                    p.steps[i].note);
         usec_t start = now_usec();
         timing_reset();
         r = engine_apply(c, &p);
@@ -425,7 +433,7 @@ static int hand_back(struct run_ctx *c, bool dry_run, FILE *out) {
                 return EXIT_DONE;
         }
         /* No journal at all (installed while the VM ran, /run wiped): derive it from the config. */
-        if (snapshot(c->cfg, &h) < 0 || bus_desktop_state(c, &d) < 0)
+        if (snapshot(c->cfg, &h) < 0 || bus_desktop_state(c, &h, &d) < 0)
                 goto out;
         plan_derive_hand_back(c->cfg, c->vm, &h, &d, &p);
         if (p.n_steps == 0) {

@@ -24,7 +24,9 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
         }
         plan_before_desktop(cfg, vm, d, &p);
         /* Every unit, active or not: they were stopped, and the undo starts them. */
+        size_t first_stop = p.n_steps;
         plan_desktop_stops(cfg, d, true, &p);
+        size_t n_stops = p.n_steps - first_stop;
         /* fbcon's console, bound or not now: the undo rebinds it when it is there. */
         size_t first_vtcon = p.n_steps;
         for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
@@ -69,7 +71,7 @@ int plan_derive_hand_back(const struct config *cfg, const char *vm, const struct
          * default (every CPU, and CPUs brought online later too, which a full list would not). */
         for (size_t i = 0; cpus && i < ELEMENTSOF(plan_cpu_units); i++)
                 plan_add(&p, &step_cpus, plan_cpu_units[i], "", cpus);
-        plan_desktop_starts(&p);
+        plan_desktop_starts(&p, first_stop, n_stops);
         plan_after_desktop(cfg, vm, d, true, &p);
         for (size_t i = 0; i < p.n_steps; i++)
                 if (p.steps[i].state == STEP_PLANNED)

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "modules.h"
 #include "plan.h"
 
 #define VFIO PLAN_VFIO
@@ -93,10 +94,8 @@ void plan_desktop_stops(const struct config *cfg, const struct desktop_state *d,
         }
 }
 
-void plan_desktop_starts(struct plan *p) {
-        size_t n = p->n_steps;
-
-        for (size_t i = n; i-- > 0;) {
+void plan_desktop_starts(struct plan *p, size_t first, size_t n) {
+        for (size_t i = first + n; i-- > first;) {
                 const struct step *stop = &p->steps[i];
                 if ((stop->kind != &step_unit && stop->kind != &step_user_unit) ||
                     strcmp(stop->to, "inactive") != 0)
@@ -122,6 +121,21 @@ void plan_inhibit_unit(const char *vm, char *buf, size_t size) {
         for (const char *c = vm; *c; c++)
                 hash = (hash ^ (unsigned char) *c) * 1099511628211ULL;
         snprintf(buf, size, "qemu-hook-inhibit-%016llx.service", (unsigned long long) hash);
+}
+
+size_t plan_driver_units(const struct host *h, const char **units) {
+        /* nvidia-persistenced keeps the GPU's nodes open (the driver's state kept between users);
+         * nvidia-powerd (Dynamic Boost) talks to the GPU. Started again once the GPU is back on the
+         * driver, not with the desktop: without their GPU they fail. */
+        static const char *const nvidia[] = { "nvidia-persistenced.service", "nvidia-powerd.service" };
+        bool on_nvidia = false;
+        size_t n = 0;
+
+        for (size_t i = 0; i < h->n_gpu; i++)
+                on_nvidia = on_nvidia || strcmp(h->gpu[i].driver, "nvidia") == 0;
+        for (size_t i = 0; on_nvidia && i < ELEMENTSOF(nvidia) && n < PLAN_DRIVER_UNITS; i++)
+                units[n++] = nvidia[i];
+        return n;
 }
 
 /* Pairs of groups (step-command.c): group target's step i applies apply[i] and its undo runs
@@ -186,15 +200,21 @@ void plan_vtcons_back(struct plan *p, size_t first, size_t n) {
  * stay). The pages free for the VM are those free and not reserved; a write of nr_hugepages
  * makes the surplus pages persistent before it allocates any: the count to write is all the
  * pages of the pool and those missing. */
+long plan_hugepages_missing(const struct vm_config *v, const struct huge_pool *pool, long *want) {
+        *want = (long) ((v->hugepages_kb + pool->page_kb - 1) / pool->page_kb);
+        return *want - (pool->free - pool->resv);
+}
+
 static void plan_hugepages(const struct vm_config *v, const struct host *h, struct plan *p) {
         char name[64], from[32], to[32];
         unsigned long kb = h->huge.page_kb;
         struct step *s;
+        long want;
 
         if (!v || !v->hugepages_kb || !kb)
                 return;
-        long want = (long) ((v->hugepages_kb + kb - 1) / kb), usable = h->huge.free - h->huge.resv,
-             missing = want - usable, persistent = h->huge.nr - h->huge.surplus;
+        long missing = plan_hugepages_missing(v, &h->huge, &want), usable = want - missing,
+             persistent = h->huge.nr - h->huge.surplus;
         snprintf(name, sizeof(name), "hugepages-%lukB", kb);
         snprintf(from, sizeof(from), "%ld", persistent);
         snprintf(to, sizeof(to), "%ld", missing > 0 ? h->huge.nr + missing : persistent);
@@ -219,6 +239,56 @@ static void plan_governors(const struct vm_config *v, const struct host *h, stru
                         plan_skip(s, "no cpufreq: the kernel does not scale its frequency");
                 else if (strcmp(cpu->governor, v->cpu_governor) == 0)
                         plan_skip(s, "set already");
+        }
+}
+
+/* Why module m stays loaded while the VM has the GPU ([gpu] unload_driver), in buf, or NULL: it can
+ * go. Built in, or without a file to load it back from, it must stay; so must one that drives a
+ * device besides the GPU (its exit would unbind it), one whose driver the secondary GPU is about to
+ * get, and one a staying module uses. */
+static const char *module_stays(const struct host *h, const struct kmodule *m, const struct plan *p, char *buf,
+                                size_t size) {
+        bool secondary = false;
+
+        if (m->builtin)
+                return "built into the kernel";
+        if (!m->loadable)
+                return "no file to load it back from (not in this kernel's modules.dep)";
+        if (m->others[0]) {
+                snprintf(buf, size, "it also drives %.100s", m->others);
+                return buf;
+        }
+        for (size_t i = 0; i < h->n_secondary; i++)
+                secondary = secondary || plan_is_display(&h->secondary[i]);
+        if (secondary && host_word_in(m->drivers, h->secondary_driver)) {
+                snprintf(buf, size, "its driver %s is the secondary GPU's display driver", h->secondary_driver);
+                return buf;
+        }
+        for (size_t i = 0; i < p->n_steps; i++) {
+                const struct step *s = &p->steps[i];
+
+                if (s->kind == &step_module && s->state == STEP_SKIPPED && host_word_in(m->holders, s->target)) {
+                        snprintf(buf, size, "module %.64s, which stays, uses it", s->target);
+                        return buf;
+                }
+        }
+        return NULL;
+}
+
+void plan_modules(const struct config *cfg, const struct host *h, struct plan *p) {
+        for (size_t i = 0; cfg->unload_driver && i < h->n_modules; i++) {
+                const struct kmodule *m = &h->modules[i];
+                char why[STEP_FIELD_LEN];
+                const char *stays = module_stays(h, m, p, why, sizeof(why));
+                struct step *s = plan_add(p, &step_module, m->name, "loaded", "unloaded");
+
+                if (stays)
+                        plan_skip(s, stays);
+                else if (m->drivers[0])
+                        snprintf(s->note, sizeof(s->note), "driver %.40s of %.60s; refcount %d", m->drivers,
+                                 m->devices[0] ? m->devices : "no device", m->refcnt);
+                else
+                        snprintf(s->note, sizeof(s->note), "refcount %d", m->refcnt);
         }
 }
 
@@ -398,7 +468,16 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
         /* 0. The user's own preparations (a session saved). */
         plan_before_desktop(cfg, vm, d, p);
         /* 1-2. The display manager and the user's audio units. */
+        size_t first_stop = p->n_steps;
         plan_desktop_stops(cfg, d, false, p);
+        size_t n_stops = p->n_steps - first_stop;
+        /* The services of the GPU's driver: stopped like the desktop, started again by the hand-back
+         * once the GPU is back on their driver. */
+        for (size_t i = 0; i < d->n_driver_units; i++) {
+                s = plan_add(p, &step_unit, d->driver_units[i], "active", "inactive");
+                if (!d->driver_unit_active[i])
+                        plan_skip(s, "not active");
+        }
         /* 3. fbcon keeps the GPU's framebuffer mapped until its vtconsole is unbound. */
         first_vtcon = p->n_steps;
         for (size_t i = 0; cfg->vtconsoles && i < h->n_vtcons; i++) {
@@ -462,6 +541,8 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                 if (why)
                         plan_skip(s, why);
         }
+        /* The modules of the GPU's drivers, now that no device of the GPU is on them. */
+        plan_modules(cfg, h, p);
         /* 7. The secondary GPU's display function to its display driver. */
         for (size_t i = 0; i < h->n_secondary; i++) {
                 const struct pci_func *f = &h->secondary[i];
@@ -482,7 +563,7 @@ static void plan_steps(const struct config *cfg, const char *vm, const struct ho
                         plan_skip(s, "already set");
         }
         /* 10. The desktop again, now on the secondary GPU: the units of 2, the manager of 1. */
-        plan_desktop_starts(p);
+        plan_desktop_starts(p, first_stop, n_stops);
         /* 11. The user's after_start commands, the units this VM wants (its audio receiver), and no
          * suspend while it runs. */
         plan_after_desktop(cfg, vm, d, false, p);

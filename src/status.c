@@ -153,7 +153,7 @@ static void print_units(struct out *o, struct run_ctx *c) {
         struct desktop_state d = {};
         char state[64];
 
-        if (!c->cfg || bus_desktop_state(c, &d) < 0) {
+        if (!c->cfg || bus_desktop_state(c, NULL, &d) < 0) {
                 field(o, "  ", "desktop", c->cfg ? "(cannot be read, see above)" : "(no config)", true);
                 return;
         }

@@ -162,8 +162,9 @@ static void hugepages_describe(const struct step *s, bool undo, char *buf, size_
         if (undo)
                 snprintf(buf, size, "give back the %s huge pages: nr_hugepages to %s", page, s->from);
         else
-                snprintf(buf, size, "make %s free as %s huge pages: nr_hugepages %s -> %s (free now %s)",
-                         size_text(kb * (unsigned long) number(s->data.huge.want), want), page, s->from, s->to,
+                snprintf(buf, size, "make %s free as %s huge pages: %snr_hugepages %s -> %s (free now %s)",
+                         size_text(kb * (unsigned long) number(s->data.huge.want), want), page,
+                         s->state == STEP_SKIPPED ? "" : "compact memory, ", s->from, s->to,
                          size_text(kb * (unsigned long) number(s->data.huge.free), free_now));
 }
 

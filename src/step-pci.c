@@ -110,6 +110,8 @@ static int resolve(const char *func, char *driver, size_t size) {
         char resolved[NAME_LEN];
         int r;
 
+        if (strcmp(driver, ANY_DRIVER) == 0)
+                (void) host_load_default_driver(func);
         if (!driver[0] || strcmp(driver, ANY_DRIVER) == 0)
                 return 0;
         r = host_pci_driver(driver, true, resolved, sizeof(resolved));

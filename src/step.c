@@ -8,7 +8,7 @@ static const struct step_kind *const step_kinds[] = {
         &step_holders, &step_pci_driver, &step_cpus, &step_script,
         &step_inhibit, &step_command,
         &step_hugepages, &step_governor,
-        &step_reset_method, &step_bar_sizes,
+        &step_reset_method, &step_bar_sizes, &step_module,
 };
 
 static const char *const state_names[_STEP_STATE_MAX] = {

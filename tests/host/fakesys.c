@@ -47,13 +47,40 @@
  *     scaling_available_governors (else EINVAL); an offline CPU (cpuN/online 0) has an inactive
  *     policy: its cpufreq files answer EBUSY to reads and writes. A CPU without cpufreq/ has no
  *     frequency scaling at all.
+ *   - unbinding a GPU from nvidia blocks the writer while any process holds its /dev/nvidiaN (N its
+ *     "Device Minor") or its DRM nodes (nv_pci_remove waits for the GPU's usage count);
+ *     /proc/driver/nvidia/gpus/ADDR/information (fakeproc/driver/..., bind-mounted over
+ *     /proc/driver by the harness) exists while ADDR is bound to nvidia.
  * Device numbers as a kernel hands them out: vfio groups, vfio cdevs and kfd have dynamic majors
  * (alloc_chrdev_region, register_chrdev(0, ...)); here vfio groups are 242:N, N the lowest free
- * minor (not the group number), vfio cdevs 241:N, /dev/kfd 235:0, the container /dev/vfio/vfio is
- * misc 10:196; DRM 226, ALSA 116, as real. kfd and the container exist while their modules are
- * loaded: always, here (origin.py makes them).
- * Drivers are registered by modules of other names (vfio_pci: vfio-pci); /sys/module is part of
- * the tree origin.py builds, since drivers do not come and go here.
+ * minor (not the group number), vfio cdevs 241:N, /dev/kfd 235:0, nvidia-uvm 510:N, the container
+ * /dev/vfio/vfio is misc 10:196; DRM 226, ALSA 116, nvidia 195, as real. kfd and the container
+ * exist while their modules are loaded.
+ *
+ * Kernel modules come and go (kernel/module/main.c), by writes of build/kmodtrap to
+ * /.fakesys/module (a file only the mount shows, like the marker) standing for the syscalls it
+ * trapped; the write's errno is the syscall's. Drivers are registered by modules of other names
+ * (vfio_pci: vfio-pci; /module/MOD/drivers/BUS:DRV says which).
+ *   - "unload MOD" (delete_module, O_NONBLOCK): ENOENT if not loaded (no /module/MOD/initstate:
+ *     absent or built in); EWOULDBLOCK while /module/MOD/holders/ is not empty or refcnt > 0.
+ *     Otherwise its exit runs: each driver it registered is unregistered, every device bound to
+ *     it unbound as by an `unbind` write (cards, vfio groups, fbcon follow), its directory gone
+ *     from /bus/BUS/drivers and from .fakesys/drivers; the DRM cards it gave another driver's
+ *     devices go (nvidia_drm), its own char devices go, it leaves its dependencies' holders/,
+ *     /module/MOD goes.
+ *   - "load MOD" (finit_module): EEXIST if loaded; ENOENT for a name no module on disk has
+ *     (.fakesys/modules) or a dependency not loaded (the kernel's "Unknown symbol"). Otherwise
+ *     /module/MOD (initstate live, refcnt 0, holders/, drivers/) comes, joins its dependencies'
+ *     holders/, its char devices come, its drivers register (bind unbind new_id remove_id uevent,
+ *     the module link, appended to .fakesys/drivers) and driver_attach probes each unbound device
+ *     whose ids match and whose driver_override is unset or names the driver, as drivers_probe
+ *     does; a driver_override naming another driver keeps a device away (the GPU on vfio-pci stays
+ *     there when the hook loads amdgpu back). A module giving DRM cards to a driver's devices
+ *     (nvidia_drm) makes them for those bound.
+ *   - refcnt reads as the file's own value (a test sets it in BACKING to keep a module busy) plus
+ *     one per open file, in any process, of a node whose open() takes a reference on the module:
+ *     its own char devices (kfd: amdgpu; /dev/nvidia*), and of the devices bound to its drivers
+ *     their sound and vfio nodes and DRM nodes (those of nvidia's devices are nvidia_drm's).
  *
  * The backing tree is the whole state: a device is bound when its `driver` symlink exists.
  * Only asynchronous probes and delayed card creation live in memory (the event list), and
@@ -76,18 +103,26 @@
  *            together); "fragmented KB": the part of it usable only after a compaction (the write
  *            of compact_memory sets it to 0). Lower hugepages to shrink what can be allocated
  *   delay    "probe MS", "drm MS", "unbind MS"
+ *   modules  set by origin.py, the modules on disk, lines "MOD KIND ARGS": "MOD depends DEP..."
+ *            (one per module, maybe no DEP), "MOD driver BUS DRIVER ID..." (the drivers its init
+ *            registers, ids as in drivers), "MOD node DEVNAME MAJOR MINOR [DIR]" (its own char
+ *            devices: with DIR, devices/virtual/CLASS/NAME, a class device; without, a bare
+ *            register_chrdev node made in DEV), "MOD drm DRIVER" (it gives the devices bound to
+ *            DRIVER their DRM card: without it loaded, binding them makes none)
+ *   nvidia/ADDR  set by origin.py: the text of /proc/driver/nvidia/gpus/ADDR/information
  *   kill     "K before|after": the K-th attribute write from now (failed ones count) SIGKILLs
  *            its writer's process group, before the write is made (it never happens) or after it
  *            (the writer dies as it returns); then the line is gone. Never fakesys's own group:
  *            the test starts the hook in a session of its own
  * /.fakesys/marker exists only in the mounted emulation, never in BACKING: the harness refuses
- * to run anything unless it sees it at /sys/.fakesys/marker.
+ * to run anything unless it sees it at /sys/.fakesys/marker. /.fakesys/module (write-only) is
+ * not in BACKING either: "unload MOD" and "load MOD", kmodtrap's; each is logged.
  *
  * Device nodes: given DEV (the test namespace's private /dev, never the machine's), fakesys is
  * devtmpfs and udev too: char nodes DEV/dri/cardN, DEV/snd/controlCN, DEV/vfio/GROUP... with the
  * class device's numbers, and udev's DEV/dri/by-path/pci-ADDR-card (-render), DEV/snd/by-path/pci-ADDR
  * links, made and removed with the cards (at start: those of the tree, after clearing DEV/dri,
- * DEV/snd, DEV/vfio and DEV/kfd).
+ * DEV/snd, DEV/vfio and DEV/kfd), and the bare nodes of modules while they are loaded.
  *
  * A write that blocks holds no lock of fakesys (the rest of the emulation goes on); a SIGKILLed
  * writer is answered EINTR at once (FUSE interrupt) and its write completes later, once released,
@@ -124,6 +159,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 #define MARKER "/.fakesys/marker"
+#define MODULE_CTL "/.fakesys/module"
 #define MARKER_TEXT "fakesys emulated sysfs\n"
 
 static char backing[PATH_MAX];
@@ -320,25 +356,20 @@ static void drop_node(const char *dir, const char *devname) {
         }
 }
 
-/* Does any process hold a node of one of DEVS (by device number, deleted nodes too, wherever
- * the node is: another /dev, a container's)? fds whose target is under /sys are not stat()ed: a
- * stat of a file on this very mount would wait for a FUSE answer, possibly from ourselves. Safe
- * under the lock. */
-static int held(const dev_t *devs, size_t n) {
-        DIR *proc = opendir("/proc");
-        int found = 0;
-        if (!proc || n == 0) {
-                if (proc)
-                        closedir(proc);
-                return 0;
-        }
-        for (struct dirent *de; !found && (de = readdir(proc));) {
+/* How many open files, in any process, are nodes of DEVS (by device number, deleted nodes too,
+ * wherever the node is: another /dev, a container's); with FIRST, stop at the first. fds whose
+ * target is under /sys are not stat()ed: a stat of a file on this very mount would wait for a
+ * FUSE answer, possibly from ourselves. Safe under the lock. */
+static int holders(const dev_t *devs, size_t n, int first) {
+        DIR *proc = n ? opendir("/proc") : NULL;
+        int count = 0;
+        for (struct dirent *de; proc && !(first && count) && (de = readdir(proc));) {
                 char p[PATH_MAX];
                 if (de->d_name[0] < '0' || de->d_name[0] > '9')
                         continue;
                 snprintf(p, sizeof(p), "/proc/%s/fd", de->d_name);
                 DIR *fds = opendir(p);
-                for (struct dirent *fe; fds && !found && (fe = readdir(fds));) {
+                for (struct dirent *fe; fds && !(first && count) && (fe = readdir(fds));) {
                         char l[PATH_MAX], t[64];
                         struct stat st;
                         snprintf(l, sizeof(l), "/proc/%s/fd/%s", de->d_name, fe->d_name);
@@ -347,14 +378,22 @@ static int held(const dev_t *devs, size_t n) {
                             stat(l, &st) < 0 || !S_ISCHR(st.st_mode))
                                 continue;
                         for (size_t i = 0; i < n; i++)
-                                if (st.st_rdev == devs[i])
-                                        found = 1;
+                                if (st.st_rdev == devs[i]) {
+                                        count++;
+                                        break;
+                                }
                 }
                 if (fds)
                         closedir(fds);
         }
-        closedir(proc);
-        return found;
+        if (proc)
+                closedir(proc);
+        return count;
+}
+
+/* Does any process hold a node of one of DEVS? */
+static int held(const dev_t *devs, size_t n) {
+        return holders(devs, n, 1) > 0;
 }
 
 /* Device directory (relative to the root) of bus/BUS/devices/NAME; -1 if there is none. */
@@ -489,6 +528,50 @@ static void log_write(const char *rel, const char *value, int err) {
         fclose(f);
 }
 
+/* ---------- the modules on disk (.fakesys/modules) ---------- */
+
+/* One line of .fakesys/modules: "MODULE KIND ARGS..." */
+struct modline {
+        char mod[64], kind[16], args[512];
+};
+static struct modline modtab[128];
+
+/* Parse .fakesys/modules into modtab; how many lines. Callers hold the lock. */
+static size_t module_table(void) {
+        static char buf[32768];
+        size_t n = 0;
+        int off;
+        if (read_rel(".fakesys/modules", buf, sizeof(buf)) < 0)
+                return 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l && n < 128; l = strtok_r(NULL, "\n", &save)) {
+                struct modline *m = &modtab[n];
+                if (sscanf(l, "%63s %15s %n", m->mod, m->kind, &off) < 2)
+                        continue;
+                snprintf(m->args, sizeof(m->args), "%s", l + off);
+                n++;
+        }
+        return n;
+}
+
+/* A module is loaded when /module/NAME has an initstate (a builtin one has none). */
+static int module_loaded(const char *mod) {
+        char rel[PATH_MAX], buf[32];
+        snprintf(rel, sizeof(rel), "module/%s/initstate", mod);
+        return read_rel(rel, buf, sizeof(buf)) > 0;
+}
+
+/* The module that gives devices bound to DRV their DRM card when it is not DRV's own (nvidia_drm
+ * for nvidia): its name in OUT, 1; else 0. */
+static int drm_module(const char *drv, char *out, size_t size) {
+        size_t n = module_table();
+        for (size_t i = 0; i < n; i++)
+                if (!strcmp(modtab[i].kind, "drm") && !strcmp(modtab[i].args, drv)) {
+                        snprintf(out, size, "%s", modtab[i].mod);
+                        return 1;
+                }
+        return 0;
+}
+
 /* ---------- drivers ---------- */
 
 /* Is DRV registered on BUS, and does it match device DEV (named NAME)? */
@@ -559,9 +642,13 @@ static int pci_display_class(const char *dev) {
 }
 
 /* Every driver that binds a display-class function is a DRM driver with fbdev emulation, but
- * the two that only park it. */
+ * the two that only park it; a driver whose DRM side is another module only with that module. */
 static int is_display(const char *drv) {
-        return strcmp(drv, "vfio-pci") != 0 && strcmp(drv, "pci-stub") != 0;
+        char mod[64];
+        if (!strcmp(drv, "vfio-pci") || !strcmp(drv, "pci-stub"))
+                return 0;
+        /* nvidia's DRM side is nvidia_drm: a card only while it is loaded */
+        return drm_module(drv, mod, sizeof(mod)) ? module_loaded(mod) : 1;
 }
 
 /* The lowest card number whose minors are free: no card N (nor renderD 128+N) exists, and no
@@ -820,6 +907,38 @@ static size_t vfio_devs(const char *dev, dev_t *devs, size_t max) {
         return n;
 }
 
+/* ---------- nvidia ---------- */
+
+#define NVIDIA_MAJOR 195
+
+/* /proc/driver/nvidia/gpus/ADDR/information (fakeproc/ here) exists while ADDR is bound to
+ * nvidia; its text is origin.py's, in .fakesys/nvidia/ADDR. */
+static void nvidia_proc(const char *name, int bound) {
+        char rel[PATH_MAX], text[4096], p[PATH_MAX];
+        snprintf(rel, sizeof(rel), "fakeproc/driver/nvidia/gpus/%s", name);
+        if (!bound) {
+                rm_rf(rel);
+                return;
+        }
+        snprintf(p, sizeof(p), ".fakesys/nvidia/%s", name);
+        if (read_rel(p, text, sizeof(text)) < 0)
+                return;
+        full(p, rel);
+        mkdirs(p);
+        snprintf(p, sizeof(p), "%s/information", rel);
+        write_rel(p, text);
+}
+
+/* The GPU's own node /dev/nvidiaN, N its "Device Minor" (nv_pci_probe numbers the GPUs); 0 when
+ * it has none. */
+static dev_t nvidia_gpu_dev(const char *name) {
+        char rel[PATH_MAX], text[4096];
+        snprintf(rel, sizeof(rel), ".fakesys/nvidia/%s", name);
+        if (read_rel(rel, text, sizeof(text)) < 0 || !strstr(text, "Device Minor:"))
+                return 0;
+        return makedev(NVIDIA_MAJOR, (unsigned) atoi(strstr(text, "Device Minor:") + 13));
+}
+
 /* ---------- framebuffers and fbcon ---------- */
 
 static int is_boot_fb(const char *name) {
@@ -1016,6 +1135,8 @@ static void do_event(const struct event *e) {
         }
         if (!strcmp(e->drv, "snd_hda_intel"))
                 add_sound(e->dev);
+        if (!strcmp(e->drv, "nvidia"))
+                nvidia_proc(e->name, 1);
         if (!strcmp(e->bus, "platform") && is_boot_fb(e->name))
                 fbcon_update();
 }
@@ -1074,6 +1195,8 @@ static int store_unbind(const char *bus, const char *drv, const char *name) {
         unlink_rel(rel);
         if (!strcmp(bus, "pci") && !strcmp(drv, "vfio-pci"))
                 vfio_remove(dev);
+        if (!strcmp(drv, "nvidia"))
+                nvidia_proc(name, 0);
         uevent_driver(dev, "");
         fbcon_update();
         return 0;
@@ -1105,6 +1228,314 @@ static int store_probe(const char *bus, const char *name) {
                         break;
                 }
         return 0;       /* no matching driver: the kernel leaves it unbound and succeeds */
+}
+
+/* ---------- modules: delete_module and finit_module (kernel/module/main.c) ---------- */
+
+struct bound {
+        char name[64], dev[PATH_MAX];
+};
+
+/* The devices bound to BUS's driver DRV (the links in its directory); how many. */
+static size_t driver_devices(const char *bus, const char *drv, struct bound *out, size_t max) {
+        char p[PATH_MAX];
+        size_t n = 0;
+        snprintf(p, sizeof(p), "%s/bus/%s/drivers/%s", backing, bus, drv);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && n < max && (de = readdir(d));)
+                if (de->d_type == DT_LNK && strcmp(de->d_name, "module") &&
+                    device_dir(bus, de->d_name, out[n].dev) == 0) {
+                        snprintf(out[n].name, sizeof(out[n].name), "%s", de->d_name);
+                        n++;
+                }
+        if (d)
+                closedir(d);
+        return n;
+}
+
+/* The drivers MOD registered, "BUS:DRV" as /module/MOD/drivers names them; how many. */
+static size_t module_drivers(const char *mod, char out[][128], size_t max) {
+        char p[PATH_MAX];
+        size_t n = 0;
+        snprintf(p, sizeof(p), "%s/module/%s/drivers", backing, mod);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && n < max && (de = readdir(d));)
+                if (strchr(de->d_name, ':'))
+                        snprintf(out[n++], 128, "%s", de->d_name);
+        if (d)
+                closedir(d);
+        return n;
+}
+
+static size_t add_devs(dev_t *devs, size_t n, size_t max, size_t k) {
+        k = k < max - n ? k : max - n;
+        memcpy(devs + n, walk_devs, k * sizeof(*devs));
+        return n + k;
+}
+
+/* The nodes whose open() takes a reference on MOD (the file_operations' owner): its own char
+ * devices, and of the devices bound to its drivers their sound, vfio and DRM nodes (the DRM ones
+ * of nvidia's devices are nvidia_drm's); how many. */
+static size_t module_nodes(const char *mod, dev_t *devs, size_t max) {
+        char drivers[16][128], bus[32], drv[64], other[64];
+        struct bound b[16];
+        unsigned major, minor;
+        size_t n = 0, lines = module_table();
+        struct modline mine[32];
+        size_t m = 0;
+        for (size_t i = 0; i < lines && m < 32; i++)
+                if (!strcmp(modtab[i].mod, mod))
+                        mine[m++] = modtab[i];
+        for (size_t i = 0; i < m; i++) {
+                if (!strcmp(mine[i].kind, "node") && sscanf(mine[i].args, "%*s %u %u", &major, &minor) == 2 && n < max)
+                        devs[n++] = makedev(major, minor);
+                if (!strcmp(mine[i].kind, "drm"))
+                        for (size_t k = 0, c = driver_devices("pci", mine[i].args, b, 16); k < c; k++)
+                                n = add_devs(devs, n, max, card_devs(b[k].dev, "drm"));
+        }
+        for (size_t i = 0, c = module_drivers(mod, drivers, 16); i < c; i++) {
+                if (sscanf(drivers[i], "%31[^:]:%63s", bus, drv) != 2)
+                        continue;
+                for (size_t k = 0, nb = driver_devices(bus, drv, b, 16); k < nb; k++) {
+                        n = add_devs(devs, n, max, card_devs(b[k].dev, "sound"));
+                        if (!drm_module(drv, other, sizeof(other)))
+                                n = add_devs(devs, n, max, card_devs(b[k].dev, "drm"));
+                        if (!strcmp(drv, "vfio-pci"))
+                                n += vfio_devs(b[k].dev, devs + n, max - n);
+                }
+        }
+        return n;
+}
+
+/* /module/MOD/refcnt: the file's own count (a test sets it to keep the module busy) and one per
+ * open file of the module's nodes, in any process. */
+static long module_refcnt(const char *mod) {
+        char rel[PATH_MAX], buf[32];
+        dev_t devs[64];
+        snprintf(rel, sizeof(rel), "module/%s/refcnt", mod);
+        long own = read_rel(rel, buf, sizeof(buf)) > 0 ? atol(buf) : 0;
+        return own + holders(devs, module_nodes(mod, devs, 64), 0);
+}
+
+static int dir_empty(const char *rel) {
+        char p[PATH_MAX];
+        int empty = 1;
+        full(p, rel);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && empty && (de = readdir(d));)
+                empty = de->d_name[0] == '.';
+        if (d)
+                closedir(d);
+        return empty;
+}
+
+/* A char device of the module's own: "DEVNAME MAJOR MINOR [DIR]", with DIR a class device
+ * (devices/virtual/CLASS/NAME: kfd, the vfio container), else a bare register_chrdev node. */
+static void module_node(const char *args, int add) {
+        char devname[128], dir[PATH_MAX] = "", cls[64] = "", p[PATH_MAX];
+        int major, minor;
+        if (sscanf(args, "%127s %d %d %4095s", devname, &major, &minor, dir) < 3)
+                return;
+        if (!dir[0]) {
+                if (add)
+                        add_node("", devname, major, minor);
+                else
+                        drop_node("", devname);
+                return;
+        }
+        sscanf(dir, "devices/virtual/%63[^/]", cls);
+        if (add) {
+                full(p, dir);
+                *strrchr(p, '/') = '\0';
+                mkdirs(p);
+                add_class_dev(dir, NULL, cls, devname, major, minor);
+                return;
+        }
+        drop_node(dir, devname);
+        rm_rf(dir);
+        snprintf(p, sizeof(p), "class/%s/%s", cls, strrchr(dir, '/') + 1);
+        unlink_rel(p);
+}
+
+/* .fakesys/drivers without BUS's DRV, or with it appended (its LINE). */
+static void drivers_file(const char *bus, const char *drv, const char *line) {
+        char buf[8192], out[8192] = "", b[32], d[64];
+        size_t len = 0;
+        if (read_rel(".fakesys/drivers", buf, sizeof(buf)) < 0)
+                buf[0] = '\0';
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (sscanf(l, "%31s %63s", b, d) == 2 && (strcmp(b, bus) || strcmp(d, drv)))
+                        len += (size_t) snprintf(out + len, sizeof(out) - len, "%s\n", l);
+        if (line)
+                snprintf(out + len, sizeof(out) - len, "%s\n", line);
+        write_rel(".fakesys/drivers", out);
+}
+
+/* driver_unregister: every device bound to it is unbound as by an unbind write, its pending
+ * probes never complete, its directory goes. */
+static void driver_unregister(const char *bus, const char *drv) {
+        struct bound b[16];
+        char rel[PATH_MAX];
+        for (size_t i = 0, n = driver_devices(bus, drv, b, 16); i < n; i++)
+                store_unbind(bus, drv, b[i].name);
+        for (size_t i = 0; i < 64; i++)
+                if (events[i].used && events[i].kind == EV_BIND && !strcmp(events[i].bus, bus) &&
+                    !strcmp(events[i].drv, drv))
+                        events[i].used = 0;
+        snprintf(rel, sizeof(rel), "bus/%s/drivers/%s", bus, drv);
+        rm_rf(rel);
+        drivers_file(bus, drv, NULL);
+}
+
+/* driver_register and driver_attach: the driver's directory, then each unbound device it matches
+ * (its ids, or a driver_override naming it; one naming another driver keeps it away) is probed
+ * as by drivers_probe. ARGS: "BUS DRIVER ID...". */
+static void driver_register(const char *mod, const char *args) {
+        static const char *const attrs[] = { "bind", "unbind", "uevent", "new_id", "remove_id" };
+        char bus[32], drv[64], rel[PATH_MAX], p[PATH_MAX], cur[64], target[PATH_MAX];
+        if (sscanf(args, "%31s %63s", bus, drv) != 2)
+                return;
+        for (size_t i = 0; i < (strcmp(bus, "pci") ? 3 : 5); i++) {
+                snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/%s", bus, drv, attrs[i]);
+                full(p, rel);
+                *strrchr(p, '/') = '\0';
+                mkdirs(p);
+                write_rel(rel, "");
+                full(p, rel);
+                chmod(p, 0200);
+        }
+        snprintf(rel, sizeof(rel), "bus/%s/drivers/%s/module", bus, drv);
+        snprintf(target, sizeof(target), "module/%s", mod);
+        make_link(rel, target);
+        snprintf(rel, sizeof(rel), "module/%s/drivers/%s:%s", mod, bus, drv);
+        snprintf(target, sizeof(target), "bus/%s/drivers/%s", bus, drv);
+        make_link(rel, target);
+        drivers_file(bus, drv, args);
+        snprintf(p, sizeof(p), "%s/bus/%s/devices", backing, bus);
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                char dev[PATH_MAX];
+                if (de->d_name[0] == '.' || device_dir(bus, de->d_name, dev) < 0 ||
+                    bound_to(dev, cur, sizeof(cur)) || pending(dev, EV_BIND) || !driver_matches(bus, dev, de->d_name, drv))
+                        continue;
+                schedule(EV_BIND, delay_ms("probe"), bus, drv, de->d_name, dev);
+        }
+        if (d)
+                closedir(d);
+}
+
+/* delete_module(NAME, O_NONBLOCK): its exit unregisters its drivers and removes its char
+ * devices; the DRM cards it gave another driver's devices go. */
+static int store_unload(const char *mod) {
+        char rel[PATH_MAX], drivers[16][128], bus[32], drv[64], p[PATH_MAX];
+        struct modline mine[32];
+        struct bound b[16];
+        size_t m = 0, lines = module_table();
+        snprintf(rel, sizeof(rel), "module/%s/holders", mod);
+        if (strchr(mod, '/') || !mod[0] || !module_loaded(mod))
+                return -ENOENT;
+        if (!dir_empty(rel) || module_refcnt(mod) > 0)
+                return -EWOULDBLOCK;
+        for (size_t i = 0; i < lines && m < 32; i++)
+                if (!strcmp(modtab[i].mod, mod))
+                        mine[m++] = modtab[i];
+        for (size_t i = 0, n = module_drivers(mod, drivers, 16); i < n; i++)
+                if (sscanf(drivers[i], "%31[^:]:%63s", bus, drv) == 2)
+                        driver_unregister(bus, drv);
+        for (size_t i = 0; i < m; i++) {
+                if (!strcmp(mine[i].kind, "node"))
+                        module_node(mine[i].args, 0);
+                if (!strcmp(mine[i].kind, "drm"))
+                        for (size_t k = 0, n = driver_devices("pci", mine[i].args, b, 16); k < n; k++) {
+                                cancel(b[k].dev);
+                                remove_cards(b[k].dev, "drm");
+                        }
+        }
+        fbcon_update();
+        /* it leaves its dependencies' holders/ */
+        full(p, "module");
+        DIR *d = opendir(p);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                snprintf(rel, sizeof(rel), "module/%s/holders/%s", de->d_name, mod);
+                if (de->d_name[0] != '.')
+                        unlink_rel(rel);
+        }
+        if (d)
+                closedir(d);
+        snprintf(rel, sizeof(rel), "module/%s", mod);
+        rm_rf(rel);
+        if (!strcmp(mod, "nvidia"))     /* its proc directory goes with it */
+                rm_rf("fakeproc/driver/nvidia");
+        return 0;
+}
+
+/* finit_module of NAME's file: ENOENT for a name no module on disk has, or a dependency not
+ * loaded (the kernel's "Unknown symbol"); EEXIST when loaded. Its init makes /module/NAME, joins
+ * its dependencies' holders/, makes its char devices, registers its drivers (which probe) and
+ * gives the devices of the driver it serves DRM for their cards. */
+static int store_load(const char *mod) {
+        char rel[PATH_MAX], target[PATH_MAX], dep[64];
+        struct modline mine[32];
+        struct bound b[16];
+        size_t m = 0, lines = module_table();
+        int off;
+        if (strchr(mod, '/') || !mod[0])
+                return -ENOENT;
+        if (module_loaded(mod))
+                return -EEXIST;
+        for (size_t i = 0; i < lines && m < 32; i++)
+                if (!strcmp(modtab[i].mod, mod))
+                        mine[m++] = modtab[i];
+        if (!m)
+                return -ENOENT;
+        for (size_t i = 0; i < m; i++)
+                if (!strcmp(mine[i].kind, "depends"))
+                        for (const char *a = mine[i].args; sscanf(a, "%63s%n", dep, &off) == 1; a += off)
+                                if (!module_loaded(dep))
+                                        return -ENOENT;
+        snprintf(rel, sizeof(rel), "module/%s/initstate", mod);
+        full(target, rel);
+        *strrchr(target, '/') = '\0';
+        mkdirs(target);
+        write_rel(rel, "live\n");
+        snprintf(rel, sizeof(rel), "module/%s/refcnt", mod);
+        write_rel(rel, "0\n");
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(rel, sizeof(rel), "%s/module/%s/%s", backing, mod, i ? "drivers" : "holders");
+                mkdir(rel, 0755);
+        }
+        for (size_t i = 0; i < m; i++) {
+                if (!strcmp(mine[i].kind, "depends"))
+                        for (const char *a = mine[i].args; sscanf(a, "%63s%n", dep, &off) == 1; a += off) {
+                                snprintf(rel, sizeof(rel), "module/%s/holders/%s", dep, mod);
+                                snprintf(target, sizeof(target), "module/%s", mod);
+                                make_link(rel, target);
+                        }
+                if (!strcmp(mine[i].kind, "node"))
+                        module_node(mine[i].args, 1);
+        }
+        for (size_t i = 0; i < m; i++) {
+                if (!strcmp(mine[i].kind, "driver"))
+                        driver_register(mod, mine[i].args);
+                if (!strcmp(mine[i].kind, "drm"))
+                        for (size_t k = 0, n = driver_devices("pci", mine[i].args, b, 16); k < n; k++)
+                                if (pci_display_class(b[k].dev) && !pending(b[k].dev, EV_DRM))
+                                        schedule(EV_DRM, delay_ms("drm"), "pci", mine[i].args, b[k].name, b[k].dev);
+        }
+        return 0;
+}
+
+/* A write of "unload NAME" or "load NAME" to .fakesys/module (kmodtrap's, for a trapped
+ * syscall): the syscall's errno. */
+static int store_module(const char *value) {
+        char verb[16], mod[128];
+        if (sscanf(value, "%15s %127s", verb, mod) != 2)
+                return -EINVAL;
+        if (!strcmp(verb, "unload"))
+                return store_unload(mod);
+        if (!strcmp(verb, "load"))
+                return store_load(mod);
+        return -EINVAL;
 }
 
 static int store_override(const char *rel, const char *value) {
@@ -1432,7 +1863,8 @@ static int hang_matches(const char *rel, const char *value) {
 
 /* An unbind of a function while a process holds one of its sound card's nodes (snd_card_free()
  * waits for the last close), or, from vfio-pci, its group's node or vfio cdev (vfio-pci's remove
- * waits for the user to release the device). */
+ * waits for the user to release the device), or, from nvidia, its /dev/nvidiaN or DRM nodes
+ * (nv_pci_remove waits for the GPU's usage count to drop). */
 static int unbind_held(const char *rel, const char *value) {
         char bus[32], drv[64], attr[32], dev[PATH_MAX], cur[64];
         dev_t devs[64];
@@ -1443,6 +1875,13 @@ static int unbind_held(const char *rel, const char *value) {
         memcpy(devs, walk_devs, n * sizeof(*devs));
         if (!strcmp(bus, "pci") && !strcmp(drv, "vfio-pci"))
                 n += vfio_devs(dev, devs + n, sizeof(devs) / sizeof(devs[0]) - n);
+        if (!strcmp(drv, "nvidia")) {
+                size_t k = card_devs(dev, "drm");
+                memcpy(devs + n, walk_devs, k * sizeof(*devs));
+                n += k;
+                if (nvidia_gpu_dev(value))
+                        devs[n++] = nvidia_gpu_dev(value);
+        }
         return n && held(devs, n);
 }
 
@@ -1551,6 +1990,7 @@ static int blocking_write(const char *rel, const char *value) {
 /* ---------- FUSE operations ---------- */
 
 static int is_marker(const char *path) { return !strcmp(path, MARKER); }
+static int is_module_ctl(const char *path) { return !strcmp(path, MODULE_CTL); }
 static int is_control(const char *path) { return !strncmp(path, "/.fakesys/", 10); }
 
 static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
@@ -1576,6 +2016,12 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
                 st->st_mode = S_IFREG | 0444;
                 st->st_nlink = 1;
                 st->st_size = sizeof(MARKER_TEXT) - 1;
+                return 0;
+        }
+        if (is_module_ctl(path)) {
+                memset(st, 0, sizeof(*st));
+                st->st_mode = S_IFREG | 0200;
+                st->st_nlink = 1;
                 return 0;
         }
         full(p, path);
@@ -1609,8 +2055,10 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
         if (d)
                 closedir(d);
         pthread_mutex_unlock(&lock);
-        if (!r && !strcmp(path, "/.fakesys"))
+        if (!r && !strcmp(path, "/.fakesys")) {
                 fill(buf, "marker", NULL, 0, 0);
+                fill(buf, "module", NULL, 0, 0);
+        }
         return r;
 }
 
@@ -1619,6 +2067,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi) {
         struct stat st;
         if (is_marker(path))
                 return (fi->flags & O_ACCMODE) == O_RDONLY ? 0 : -EACCES;
+        if (is_module_ctl(path))
+                return (fi->flags & O_ACCMODE) == O_WRONLY ? 0 : -EACCES;
         full(p, path);
         if (lstat(p, &st) < 0)
                 return -errno;
@@ -1659,6 +2109,17 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
                                 return -EINTR;
                         }
                 }
+        char mod[64], tail[16];
+        if (sscanf(path, "/module/%63[^/]/%15s", mod, tail) == 2 && !strcmp(tail, "refcnt") && module_loaded(mod)) {
+                char text[32];
+                int len = snprintf(text, sizeof(text), "%ld\n", module_refcnt(mod));
+                pthread_mutex_unlock(&lock);
+                if (off >= len)
+                        return 0;
+                size = size < (size_t) (len - off) ? size : (size_t) (len - off);
+                memcpy(buf, text + off, size);
+                return (int) size;
+        }
         int fd = open(p, O_RDONLY);
         ssize_t n = fd < 0 ? -1 : pread(fd, buf, size, off);
         int r = n < 0 ? -errno : (int) n;
@@ -1668,6 +2129,21 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
         return r;
 }
 
+/* The module syscall kmodtrap trapped, "unload NAME" or "load NAME": its errno is the write's. */
+static int module_write(const char *buf, size_t size) {
+        char value[256];
+        if (size >= sizeof(value))
+                return -EINVAL;
+        memcpy(value, buf, size);
+        value[size] = '\0';
+        strip_nl(value);
+        pthread_mutex_lock(&lock);
+        int r = store_module(value);
+        log_write(".fakesys/module", value, -r);
+        pthread_mutex_unlock(&lock);
+        return r < 0 ? r : (int) size;
+}
+
 static int fs_write(const char *path, const char *buf, size_t size, off_t off,
                     struct fuse_file_info *fi) {
         char p[PATH_MAX], value[4096];
@@ -1675,6 +2151,8 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         int r;
 
         full(p, path);
+        if (is_module_ctl(path))
+                return module_write(buf, size);
         if (is_control(path)) {         /* control files are plain files */
                 pthread_mutex_lock(&lock);
                 /* an appending writer's offset may come from a stale size: append here */
@@ -1720,7 +2198,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
 
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
         char p[PATH_MAX];
-        if (!is_control(path))
+        if (!is_control(path) || is_module_ctl(path))
                 return 0;       /* `echo x > attr` truncates first: sysfs ignores that */
         full(p, path);
         return truncate(p, size) < 0 ? -errno : 0;
@@ -1756,7 +2234,7 @@ static const struct fuse_operations ops = {
 };
 
 /* DEV as devtmpfs and udev would have it for the tree: DEV/dri, DEV/snd, DEV/vfio and DEV/kfd
- * anew. */
+ * anew, and the bare nodes of the loaded modules (/dev/nvidia0...). */
 static void populate_dev(void) {
         static const char *const classes[] = { "drm", "sound", "vfio", "vfio-dev", "misc", "kfd" };
         static const char *const cleared[] = { "dri", "snd", "vfio", "kfd" };
@@ -1787,6 +2265,17 @@ static void populate_dev(void) {
                 }
                 if (d)
                         closedir(d);
+        }
+        /* the bare nodes of modules (register_chrdev, no class device): those of loaded ones */
+        for (size_t i = 0, n = module_table(); i < n; i++) {
+                char name[128], dir[PATH_MAX] = "";
+                int major, minor;
+                if (strcmp(modtab[i].kind, "node") ||
+                    sscanf(modtab[i].args, "%127s %d %d %4095s", name, &major, &minor, dir) != 3)
+                        continue;
+                drop_node("", name);
+                if (module_loaded(modtab[i].mod))
+                        add_node("", name, major, minor);
         }
 }
 

@@ -2,7 +2,7 @@
 handed to the VM, an R5 240 taking over the host display) laid out as sysfs and libudev expect.
 
     build(root, **variant) -> root
-    python3 tests/host/origin.py DIR [--vega-on-vfio] [--no-secondary] [--audio-on-hda] [--foreign]
+    python3 tests/host/origin.py DIR [--vega-on-vfio] [--no-secondary] [--audio-on-hda] [--foreign] [--nvidia]
 
 The tree is plain files and relative symlinks; fakesys mounts it over /sys and changes it on
 writes. It never contains .fakesys/marker: only the mounted emulation shows that file.
@@ -16,7 +16,10 @@ bochs-drm): /sys/module/MODULE/drivers/BUS:DRIVER says which.
 Char devices of the kernel's own (fakesys.c says which numbers and why): each IOMMU group with a
 function on vfio-pci has devices/virtual/vfio/GROUP (/dev/vfio/GROUP), each function on vfio-pci
 vfio-dev/vfioN (with a node only under vfio_cdev); vfio-pci loaded gives the container
-/dev/vfio/vfio (misc), amdgpu loaded /dev/kfd.
+/dev/vfio/vfio (misc), amdgpu loaded /dev/kfd, nvidia its bare nodes (MODULE_INIT).
+
+Modules come and go (fakesys.c, "unload"/"load" from build/kmodtrap): .fakesys/modules says what
+each module on disk registers, needs and makes; /sys/module/NAME/holders/ the loaded dependents.
 """
 import os
 import sys
@@ -25,8 +28,9 @@ VEGA, VEGA_AUDIO = "0000:0d:00.0", "0000:0d:00.1"
 R5, R5_AUDIO = "0000:08:00.0", "0000:08:00.1"
 FOREIGN = "0000:0e:00.0"
 PARKING = ("vfio-pci", "pci-stub")     # drivers that bind a display function without a DRM card
-# Dynamic majors on a real kernel; fakesys.c uses the same.
-VFIO_GROUP_MAJOR, VFIO_CDEV_MAJOR, KFD_MAJOR = 242, 241, 235
+# Dynamic majors on a real kernel; fakesys.c uses the same. nvidia's is fixed (195), nvidia-uvm's
+# dynamic.
+VFIO_GROUP_MAJOR, VFIO_CDEV_MAJOR, KFD_MAJOR, NVIDIA_MAJOR, NVIDIA_UVM_MAJOR = 242, 241, 235, 195, 510
 
 # The modules on disk (libkmod's modules.alias is made from this by tests/lib/fakehost.py):
 # name -> (path under /lib/modules/VERSION, aliases). Loaded or not: only the drivers of a tree
@@ -39,8 +43,42 @@ KERNEL_MODULES = {
     "snd_hda_intel": ("kernel/sound/pci/hda/snd-hda-intel.ko",
                       ["pci:v00001002d0000AAF8sv*sd*bc*sc*i*", "pci:v00001002d0000AAB0sv*sd*bc*sc*i*"]),
     "xhci_pci": ("kernel/drivers/usb/host/xhci-pci.ko", ["pci:v*d*sv*sd*bc0Csc03i30*"]),
+    # the proprietary driver as DKMS installs it; nvidia matches every NVIDIA display function
+    "nvidia": ("updates/dkms/nvidia.ko", ["pci:v000010DEd*sv*sd*bc03sc00i00*", "pci:v000010DEd*sv*sd*bc03sc02i00*"]),
+    "nvidia_modeset": ("updates/dkms/nvidia-modeset.ko", []),
+    "nvidia_uvm": ("updates/dkms/nvidia-uvm.ko", []),
+    "nvidia_drm": ("updates/dkms/nvidia-drm.ko", []),
 }
 BUILTIN_MODULES = ("pcieport", "efifb")
+
+# What loading each module does (fakesys.c's load and unload, through .fakesys/modules):
+#   depends  the modules it needs loaded first (modules.dep; their holders/ list it)
+#   drivers  (bus, driver, ids) it registers when a tree does not say otherwise (self.drivers)
+#   nodes    its own char devices (devname, major, minor, class device dir or None for a bare
+#            register_chrdev node, as nvidia's: no sysfs device, the node made by nvidia-modprobe)
+#   drm      the driver whose devices it gives a DRM card (nvidia_drm, modeset=1 and fbdev=1)
+# Only the dependencies the tests need: amdgpu's drm, ttm... are not modelled.
+MODULE_INIT = {
+    "amdgpu": {"drivers": [("pci", "amdgpu", ["1002:687f"])],
+               "nodes": [("kfd", KFD_MAJOR, 0, "devices/virtual/kfd/kfd")]},
+    "radeon": {"drivers": [("pci", "radeon", ["1002:6613"])]},
+    "bochs": {"drivers": [("pci", "bochs-drm", ["1234:1111"])]},
+    "vfio_pci": {"drivers": [("pci", "vfio-pci", [])],
+                 "nodes": [("vfio/vfio", 10, 196, "devices/virtual/misc/vfio")]},
+    "snd_hda_intel": {"drivers": [("pci", "snd_hda_intel", ["1002:aaf8", "1002:aab0", "10de:1aef"])]},
+    "xhci_pci": {"drivers": [("pci", "xhci_hcd", ["1022:145c"])]},
+    "nvidia": {"drivers": [("pci", "nvidia", ["10de:2206"])],
+               "nodes": [("nvidia0", NVIDIA_MAJOR, 0, None), ("nvidiactl", NVIDIA_MAJOR, 255, None)]},
+    "nvidia_modeset": {"depends": ["nvidia"], "nodes": [("nvidia-modeset", NVIDIA_MAJOR, 254, None)]},
+    "nvidia_uvm": {"depends": ["nvidia"], "nodes": [("nvidia-uvm", NVIDIA_UVM_MAJOR, 0, None),
+                                                   ("nvidia-uvm-tools", NVIDIA_UVM_MAJOR, 1, None)]},
+    "nvidia_drm": {"depends": ["nvidia_modeset"], "drm": "nvidia"},
+}
+NVIDIA_MODULES = ("nvidia", "nvidia_modeset", "nvidia_uvm", "nvidia_drm")
+
+# The big GPU: (ids, subsystem, its audio's ids and subsystem).
+GPUS = {"vega": ("1002:687f", "1002:0b36", "1002:aaf8", "1002:aaf8"),
+        "nvidia": ("10de:2206", "10de:1467", "10de:1aef", "10de:1467")}
 
 
 class Tree:
@@ -78,7 +116,7 @@ class Origin:
     def __init__(self, root, vega_driver="amdgpu", secondary=True, secondary_driver="vfio-pci",
                  secondary_gpu="r5", audio_driver="vfio-pci", foreign=False, framebuffer=False,
                  fb_parent="gpu", firmware="ovmf", vfio_cdev=False, cpus=4, cpufreq="acpi", offline_cpus=(),
-                 hugepage_memory_kb=512 * 1024, fragmented_kb=0, gigantic=True, hugepages=None, vendor_reset=False):
+                 hugepage_memory_kb=512 * 1024, fragmented_kb=0, gigantic=True, hugepages=None, vendor_reset=False, gpu="vega"):
         """Variants:
         secondary_gpu  "r5": the R5 240 (1002:6613, radeon); "bochs": a QEMU bochs-display
                        (1234:1111) at the same address, whose display driver is bochs-drm,
@@ -109,19 +147,33 @@ class Origin:
                        process overcommitted, in use), free the unused ones, resv included
         vendor_reset   False (default); True: the vendor_reset module is loaded (/sys/module/
                        vendor_reset), which makes device_specific a reset method the Vega supports
+        gpu            "vega" (default): the big GPU at 0d:00.0 is the Vega 64 (1002:687f, amdgpu);
+                       "nvidia": an RTX 3080 (10de:2206, audio 10de:1aef) on the proprietary
+                       driver: vega_driver "amdgpu" (the default) means nvidia, the module nvidia,
+                       with nvidia_modeset, nvidia_uvm and nvidia_drm (modeset=1, fbdev=1: a DRM
+                       card and fbcon on it) loaded; its nodes /dev/nvidia0, nvidiactl,
+                       nvidia-modeset, nvidia-uvm(-tools); /proc/driver/nvidia/gpus/ADDR/
+                       information (fakeproc/driver, bind-mounted by fakehost) while bound
         The Vega has `resource` (its BARs): BAR 0 (256M, 256M-8G) and BAR 2 (2M,
         2M-256M) are resizable (resource0_resize, resource2_resize), its reset_method is "bus".
         """
         bochs = secondary_gpu == "bochs"
+        if gpu not in GPUS:
+            raise ValueError(f"gpu {gpu!r}")
+        self.gpu = gpu
+        self.gpu_ids, self.gpu_subsys, self.audio_ids, self.audio_subsys = GPUS[gpu]
+        if gpu == "nvidia" and vega_driver == "amdgpu":
+            vega_driver = "nvidia"
+        gpu_driver = "nvidia" if gpu == "nvidia" else "amdgpu"
         self.secondary_ids = ("1234:1111", "1af4:1100", "0x038000") if bochs else ("1002:6613", "1028:2120", "0x030000")
         self.t = Tree(root)
         self.devs = {}          # name -> device dir (relative)
         self.drivers = [        # registration order, as the kernel would have them after boot
             # options vfio-pci ids=
-            ("pci", "vfio-pci", "vfio_pci", ["1002:aaf8", self.secondary_ids[0], "1002:aab0"]),
-            ("pci", "amdgpu", "amdgpu", ["1002:687f"]),
+            ("pci", "vfio-pci", "vfio_pci", [self.audio_ids, self.secondary_ids[0], "1002:aab0"]),
+            ("pci", gpu_driver, gpu_driver, [self.gpu_ids]),
             ("pci", "bochs-drm", "bochs", ["1234:1111"]) if bochs else ("pci", "radeon", "radeon", ["1002:6613"]),
-            ("pci", "snd_hda_intel", "snd_hda_intel", ["1002:aaf8", "1002:aab0"]),
+            ("pci", "snd_hda_intel", "snd_hda_intel", [self.audio_ids, "1002:aab0"]),
             ("pci", "pcieport", "pcieport", ["1022:1453", "1022:1471"]),
         ]
         if foreign:
@@ -143,12 +195,12 @@ class Origin:
         for rel in ("class/drm", "class/sound", "class/vtconsole", "class/vfio", "class/vfio-dev", "class/misc",
                     "kernel/iommu_groups", "bus/pci/devices", "bus/platform/devices", "devices/virtual/vtconsole"):
             t.dir(rel)
-        # Made by the modules' init: the vfio container (misc 10:196), amdgpu's kfd.
-        loaded = {drv for _, drv, _, _ in self.drivers}
-        if "vfio-pci" in loaded:
-            self.class_dev("devices/virtual/misc/vfio", None, "misc", "vfio/vfio", 10, 196)
-        if "amdgpu" in loaded:
-            self.class_dev("devices/virtual/kfd/kfd", None, "kfd", "kfd", KFD_MAJOR, 0)
+        # Made by the modules' init: the vfio container (misc 10:196), amdgpu's kfd; the bare nodes
+        # (nvidia's) are fakesys's to make in DEV.
+        for mod in self.loaded_modules():
+            for devname, major, minor, d in MODULE_INIT.get(mod, {}).get("nodes", []):
+                if d:
+                    self.class_dev(d, None, d.split("/")[2], devname, major, minor)
         for bus in ("pci", "platform"):
             t.file(f"bus/{bus}/drivers_probe", "", 0o200)
             t.file(f"bus/{bus}/drivers_autoprobe", "1\n", 0o644)
@@ -158,17 +210,25 @@ class Origin:
             for attr in ("bind", "unbind", "uevent") + (("new_id", "remove_id") if bus == "pci" else ()):
                 t.file(f"bus/{bus}/drivers/{drv}/{attr}", "", 0o200)
             # the module that registered it (builtin ones too: no initstate there)
-            if mod not in BUILTIN_MODULES:
-                t.file(f"module/{mod}/initstate", "live\n")
-                t.file(f"module/{mod}/refcnt", "0\n")
             t.link(f"module/{mod}/drivers/{bus}:{drv}", f"bus/{bus}/drivers/{drv}")
             t.link(f"bus/{bus}/drivers/{drv}/module", f"module/{mod}")
+        for mod in self.loaded_modules():
+            t.file(f"module/{mod}/initstate", "live\n")
+            t.file(f"module/{mod}/refcnt", "0\n")
+            t.dir(f"module/{mod}/holders")
+            t.dir(f"module/{mod}/drivers")
+            for dep in MODULE_INIT.get(mod, {}).get("depends", []):
+                t.link(f"module/{dep}/holders/{mod}", f"module/{mod}")
+        t.file(".fakesys/modules", self.module_lines(), 0o644)
+        t.dir("fakeproc/driver")
+        if self.gpu == "nvidia":
+            t.file(f".fakesys/nvidia/{VEGA}", self.nvidia_information(VEGA, 0), 0o644)
         t.file("devices/pci0000:00/uevent", "", 0o644)
 
         root = "devices/pci0000:00"
         self.pci("0000:00:03.1", root, "1022:1471", "0x060400", "pcieport", 17)
-        self.pci(VEGA, root + "/0000:00:03.1", "1002:687f", "0x030000", o["vega_driver"], 17,
-                 subsys="1002:0b36", boot_vga=1)
+        self.pci(VEGA, root + "/0000:00:03.1", self.gpu_ids, "0x030000", o["vega_driver"], 17,
+                 subsys=self.gpu_subsys, boot_vga=1)
         # A Vega 64 (lspci -vv): BAR 0 256M and BAR 2 2M, 64-bit prefetchable, resizable to 8G and
         # 256M; I/O BAR 4, BAR 5 512K. The kernel shows reset_method only with a method: "bus".
         self.resources(VEGA, [(0xe0000000, 256 << 20, 0x14220c), None, (0xf0000000, 2 << 20, 0x14220c), None,
@@ -176,8 +236,8 @@ class Origin:
         t.file(f"{self.devs[VEGA]}/resource0_resize", "%016x\n" % 0x3f00, 0o644)
         t.file(f"{self.devs[VEGA]}/resource2_resize", "%016x\n" % 0x1fe, 0o644)
         t.file(f"{self.devs[VEGA]}/reset_method", "bus\n", 0o644)
-        self.pci(VEGA_AUDIO, root + "/0000:00:03.1", "1002:aaf8", "0x040300", o["audio_driver"], 17,
-                 subsys="1002:aaf8")
+        self.pci(VEGA_AUDIO, root + "/0000:00:03.1", self.audio_ids, "0x040300", o["audio_driver"], 17,
+                 subsys=self.audio_subsys)
         if o["foreign"]:
             self.pci(FOREIGN, root + "/0000:00:03.1", "1022:145c", "0x0c0330", "xhci_hcd", 17)
         if o["secondary"]:
@@ -208,6 +268,39 @@ class Origin:
             t.file("module/vendor_reset/refcnt", "0\n")
         t.file(".fakesys/reset_methods", f"{VEGA} {'device_specific ' if o['vendor_reset'] else ''}bus\n", 0o644)
         return t.root
+
+    def loaded_modules(self):
+        """The modules loaded at boot: those of the registered drivers, nvidia's others with it,
+        vendor_reset when asked."""
+        mods = [mod for _, _, mod, _ in self.drivers if mod not in BUILTIN_MODULES]
+        if "nvidia" in mods:
+            mods += ["nvidia_modeset", "nvidia_uvm", "nvidia_drm"]
+        if self.opts["vendor_reset"]:
+            mods.append("vendor_reset")
+        return list(dict.fromkeys(mods))
+
+    def module_lines(self):
+        """.fakesys/modules (fakesys.c): per module on disk, "NAME depends DEP...", then "NAME driver
+        BUS DRIVER ID..." (this tree's ids for its registered drivers), "NAME node DEVNAME MAJOR
+        MINOR [DIR]", "NAME drm DRIVER"."""
+        lines = []
+        for mod in KERNEL_MODULES:
+            info = MODULE_INIT.get(mod, {})
+            lines.append(" ".join([mod, "depends"] + info.get("depends", [])))
+            mine = [(b, d, ids) for b, d, m, ids in self.drivers if m == mod] or info.get("drivers", [])
+            lines += [" ".join([mod, "driver", bus, drv] + ids) for bus, drv, ids in mine]
+            lines += [f"{mod} node {n} {ma} {mi}" + (f" {d}" if d else "") for n, ma, mi, d in info.get("nodes", [])]
+            if info.get("drm"):
+                lines.append(f"{mod} drm {info['drm']}")
+        return "".join(line + "\n" for line in lines)
+
+    @staticmethod
+    def nvidia_information(name, minor):
+        """/proc/driver/nvidia/gpus/NAME/information as driver 570 prints it."""
+        return (f"Model: \t\t NVIDIA GeForce RTX 3080\nIRQ:   \t\t 137\n"
+                f"GPU UUID: \t GPU-5a1e3b0c-7f2d-4c8e-9b1a-2d6f0e4c3a71\nVideo BIOS: \t 94.02.42.00.a9\n"
+                f"Bus Type: \t PCIe\nDMA Size: \t 47 bits\nDMA Mask: \t 0x7fffffffffff\n"
+                f"Bus Location: \t {name}\nDevice Minor: \t {minor}\nGPU Excluded:\t No\n")
 
     GOVERNORS = {"acpi": ("conservative ondemand userspace powersave performance schedutil", "schedutil"),
                  "pstate": ("performance powersave", "powersave")}
@@ -273,6 +366,8 @@ class Origin:
                 self.sound(d)
             if driver == "vfio-pci":
                 self.vfio(d, group)
+            if driver == "nvidia":
+                t.file(f"fakeproc/driver/nvidia/gpus/{name}/information", self.nvidia_information(name, 0))
 
     def resources(self, name, bars):
         """The function's `resource`: a "start end flags" line per BAR (None: unused), then the ROM
@@ -360,6 +455,7 @@ if __name__ == "__main__":
     if not args or args[0].startswith("-"):
         sys.exit(__doc__)
     build(args[0], vega_driver="vfio-pci" if "--vega-on-vfio" in args else "amdgpu",
+          gpu="nvidia" if "--nvidia" in args else "vega",
           secondary="--no-secondary" not in args,
           audio_driver="snd_hda_intel" if "--audio-on-hda" in args else "vfio-pci",
           foreign="--foreign" in args)

@@ -801,3 +801,266 @@ def test_hugepages_lowering_keeps_the_reserved_pages(host):
     count below that is made of surplus pages."""
     assert host.write(HUGE_NR, "2") == 0
     assert host.pool() == {"nr": 6, "free": 6, "surplus": 4, "resv": 6}, host.pool()
+
+
+# ---------------------------------------------------------------- kernel modules (build/kmodtrap)
+
+# The module syscalls themselves, as libkmod makes them; kmodtrap traps them and fakesys answers.
+MODCALL = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if sys.argv[1] == "delete":         # kmod_module_remove_module: delete_module(name, O_NONBLOCK)
+    r = libc.syscall(176, sys.argv[2].encode(), os.O_NONBLOCK)
+else:                               # kmod_module_insert_module: finit_module(fd, "", 0)
+    r = libc.syscall(313, os.open(sys.argv[2], os.O_RDONLY), b"", 0)
+print(0 if r == 0 else ctypes.get_errno())
+"""
+KO = f"/usr/lib/modules/{os.uname().release}"
+
+
+def modcall(verb, arg):
+    """delete_module(ARG) or finit_module(open(ARG)) in a child process: its errno (0: done)."""
+    fakehost.check_safe()
+    out = subprocess.run([fakehost.PY, "-c", MODCALL, verb, arg], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def ko(name):
+    return f"{KO}/{fakehost.origin.KERNEL_MODULES[name][0]}"
+
+
+def modprobe(*args):
+    fakehost.check_safe()
+    return subprocess.run(["modprobe"] + list(args), capture_output=True, text=True)
+
+
+def module_loaded(name):
+    return os.path.exists(f"/sys/module/{name}/initstate")
+
+
+def holders(name):
+    return sorted(os.listdir(f"/sys/module/{name}/holders"))
+
+
+def refcnt(name):
+    return int(open(f"/sys/module/{name}/refcnt").read())
+
+
+def test_module_syscalls_are_trapped():
+    """The runner is under kmodtrap's filter (Seccomp 2). The kernel takes one listener per filter
+    chain: a kmodtrap inside refuses to run anything."""
+    assert fakehost.seccomp_mode() == 2
+    p = subprocess.run([fakehost.KMODTRAP, "true"], capture_output=True, text=True)
+    assert p.returncode == 127 and "already under" in p.stderr, p
+
+
+def test_the_trap_answers_eperm_outside_an_emulated_sys(host):
+    """A process whose namespace has no fakesys at /sys (a tmpfs there) gets EPERM: kmodtrap asks
+    /proc/PID/root/sys/.fakesys/marker, the caller's own /sys."""
+    script = f"mount -t tmpfs tmpfs /sys && exec {fakehost.PY} -c '{MODCALL}' delete amdgpu"
+    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, check=True).stdout
+    assert int(out) == errno.EPERM and module_loaded("amdgpu")
+    assert modcall("init", ko("amdgpu")) == errno.EEXIST       # here, fakesys's answer
+
+
+def test_unload_amdgpu_with_nobody_holding(host):
+    """delete_module runs amdgpu's exit: pci_unregister_driver unbinds the Vega (its DRM card goes,
+    with fbcon's vtcon: no framebuffer is left), the driver and module directories and kfd go."""
+    assert holders("amdgpu") == [] and refcnt("amdgpu") == 0 and char_node("/dev/kfd") == (235, 0)
+    assert modcall("delete", "amdgpu") == 0
+    assert host.driver(VEGA) is None and host.drm_cards(VEGA) == [] and host.fbcon() is None
+    assert not os.path.exists("/sys/bus/pci/drivers/amdgpu") and not os.path.exists("/sys/module/amdgpu")
+    assert not os.path.lexists("/sys/class/kfd/kfd") and not os.path.exists("/dev/kfd")
+    assert "amdgpu" not in open("/sys/.fakesys/drivers").read()
+    assert host.uevent(VEGA).get("DRIVER") is None
+    assert host.log()[-1] == fakehost.Write(".fakesys/module", "unload amdgpu", "0")
+    assert modcall("delete", "amdgpu") == errno.ENOENT         # gone now
+
+
+def test_unload_refused_while_a_node_is_open(host):
+    """open() of a node takes a reference on the module of its fops: refcnt counts each open file
+    of the DRM nodes of amdgpu's devices and of /dev/kfd; delete_module(O_NONBLOCK) is then
+    EWOULDBLOCK and nothing changes. A test can also set refcnt in BACKING."""
+    with host.hold("/dev/dri/card0"):
+        assert refcnt("amdgpu") == 1
+        assert modcall("delete", "amdgpu") == errno.EWOULDBLOCK
+        assert host.driver(VEGA) == "amdgpu" and host.drm_cards(VEGA) == ["card0"] and module_loaded("amdgpu")
+    with host.hold("/dev/kfd"), host.hold("/dev/dri/renderD128"):
+        assert refcnt("amdgpu") == 2 and modcall("delete", "amdgpu") == errno.EWOULDBLOCK
+    with open(f"{host.backing}/module/amdgpu/refcnt", "w") as f:
+        f.write("1\n")
+    assert modcall("delete", "amdgpu") == errno.EWOULDBLOCK
+    with open(f"{host.backing}/module/amdgpu/refcnt", "w") as f:
+        f.write("0\n")
+    assert refcnt("amdgpu") == 0 and modcall("delete", "amdgpu") == 0
+
+
+def test_builtin_and_unknown_modules(host):
+    """A built-in module (/module/NAME without initstate) cannot be unloaded: ENOENT, as one not
+    loaded; finit_module of a file no module on disk is named after: ENOENT; of a loaded one:
+    EEXIST; init_module (an image in memory) is not supported: ENOSYS."""
+    assert os.path.isdir("/sys/module/pcieport") and modcall("delete", "pcieport") == errno.ENOENT
+    assert modcall("delete", "efifb") == errno.ENOENT and modcall("delete", "no_such_module") == errno.ENOENT
+    assert host.driver("0000:00:03.1") == "pcieport"
+    with open(f"{fakehost.SCRATCH}/no-such-module.ko", "w") as f:
+        f.write("\x7fELF")
+    assert modcall("init", f"{fakehost.SCRATCH}/no-such-module.ko") == errno.ENOENT
+    assert modcall("init", ko("vfio_pci")) == errno.EEXIST
+    code = "import ctypes; l = ctypes.CDLL(None, use_errno=True); l.syscall(175, None, 0, b''); print(ctypes.get_errno())"
+    assert subprocess.run([fakehost.PY, "-c", code], capture_output=True, text=True).stdout.strip() == str(errno.ENOSYS)
+
+
+def test_load_amdgpu_back_binds_what_it_matches(host):
+    """finit_module: amdgpu registers its driver (bind unbind new_id remove_id uevent, module
+    link), kfd comes back and driver_attach probes the unbound Vega: bound with its DRM card and
+    fbcon's vtcon. Through libkmod (modprobe), which reads modules.dep."""
+    assert modcall("delete", "amdgpu") == 0 and host.driver(VEGA) is None
+    p = modprobe("amdgpu")
+    assert p.returncode == 0, p.stderr
+    assert module_loaded("amdgpu") and holders("amdgpu") == [] and refcnt("amdgpu") == 0
+    assert sorted(os.listdir("/sys/bus/pci/drivers/amdgpu")) == \
+        sorted([VEGA, "bind", "module", "new_id", "remove_id", "uevent", "unbind"])
+    assert host.module_drivers("amdgpu") == ["pci:amdgpu"]
+    assert host.driver(VEGA) == "amdgpu" and char_node("/dev/kfd") == (235, 0)
+    host.wait(lambda: host.drm_cards(VEGA) == ["card0"])
+    assert host.fbcon_bound() and host.card_by_path(VEGA) == "/dev/dri/card0"
+    assert "pci amdgpu 1002:687f" in open("/sys/.fakesys/drivers").read().splitlines()
+
+
+def test_load_amdgpu_leaves_a_vega_whose_override_names_another_driver(host):
+    """What keeps the GPU on vfio-pci when the hook loads amdgpu back: a device whose
+    driver_override names another driver does not match amdgpu, bound or not."""
+    move(host, VEGA, "amdgpu", "vfio-pci")
+    host.wait(lambda: host.driver(VEGA) == "vfio-pci")
+    assert modcall("delete", "amdgpu") == 0
+    assert modcall("init", ko("amdgpu")) == 0
+    assert host.driver(VEGA) == "vfio-pci" and host.drm_cards(VEGA) == []
+    assert modcall("delete", "amdgpu") == 0
+    assert host.write("bus/pci/drivers/vfio-pci/unbind", VEGA) == 0         # unbound, override kept
+    assert modcall("init", ko("amdgpu")) == 0
+    time.sleep(0.05)
+    assert host.driver(VEGA) is None and host.override(VEGA) == "vfio-pci"
+    # an override naming it is a match
+    assert modcall("delete", "amdgpu") == 0
+    assert host.write(f"bus/pci/devices/{VEGA}/driver_override", "amdgpu") == 0
+    assert modcall("init", ko("amdgpu")) == 0
+    assert host.driver(VEGA) == "amdgpu"
+
+
+def test_unload_vfio_pci_unbinds_its_functions(host):
+    """vfio-pci's exit unbinds the functions on it (their groups' nodes go, with the container);
+    held through a group node it is busy."""
+    with host.hold("/dev/vfio/18"):
+        assert refcnt("vfio_pci") == 1 and modcall("delete", "vfio_pci") == errno.EWOULDBLOCK
+    assert modcall("delete", "vfio_pci") == 0
+    assert host.driver(R5) is None and host.driver(VEGA_AUDIO) is None and os.listdir("/sys/class/vfio") == []
+    assert not os.path.exists("/dev/vfio/vfio") and not os.path.exists("/dev/vfio/18")
+    assert modcall("init", ko("vfio_pci")) == 0               # its ids (options vfio-pci ids=) bind again
+    assert host.driver(R5) == "vfio-pci" and host.driver(R5_AUDIO) == "vfio-pci"
+    assert char_node("/dev/vfio/vfio") == (10, 196)
+
+
+# ---------------------------------------------------------------- the NVIDIA variant
+
+def nvidia_nodes():
+    return sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
+
+
+@variant(gpu="nvidia", audio_driver="snd_hda_intel")
+def test_nvidia_variant_tree(host):
+    """An RTX 3080 on the proprietary driver: nvidia with nvidia_modeset, nvidia_uvm and
+    nvidia_drm (DRM card and fbcon), the bare nodes register_chrdev gives (no sysfs device), the
+    driver's /proc file while bound."""
+    assert host.driver(VEGA) == "nvidia" and host.uevent(VEGA)["PCI_ID"] == "10DE:2206"
+    assert host.driver(VEGA_AUDIO) == "snd_hda_intel" and host.uevent(VEGA_AUDIO)["PCI_ID"] == "10DE:1AEF"
+    assert host.module_drivers("nvidia") == ["pci:nvidia"] and host.module_drivers("nvidia_drm") == []
+    assert holders("nvidia") == ["nvidia_modeset", "nvidia_uvm"] and holders("nvidia_modeset") == ["nvidia_drm"]
+    assert holders("nvidia_drm") == [] and holders("nvidia_uvm") == []
+    assert host.drm_cards(VEGA) == ["card0"] and host.fbcon_bound() and not module_loaded("amdgpu")
+    assert nvidia_nodes() == ["nvidia-modeset", "nvidia-uvm", "nvidia-uvm-tools", "nvidia0", "nvidiactl"]
+    assert char_node("/dev/nvidia0") == (195, 0) and char_node("/dev/nvidiactl") == (195, 255)
+    assert char_node("/dev/nvidia-modeset") == (195, 254) and char_node("/dev/nvidia-uvm-tools") == (510, 1)
+    assert not os.path.exists("/dev/kfd")
+    info = open(f"/proc/driver/nvidia/gpus/{VEGA}/information").read()
+    keys = [line.split(":")[0] for line in info.splitlines()]
+    assert keys == ["Model", "IRQ", "GPU UUID", "Video BIOS", "Bus Type", "DMA Size", "DMA Mask", "Bus Location",
+                    "Device Minor", "GPU Excluded"], info
+    assert f"Bus Location: \t {VEGA}" in info and "Device Minor: \t 0" in info
+    out = subprocess.run(["modprobe", "-R", host.uevent(VEGA)["MODALIAS"]], capture_output=True, text=True).stdout
+    assert out.split() == ["nvidia"]
+    out = subprocess.run(["modprobe", "--show-depends", "nvidia_drm"], capture_output=True, text=True).stdout
+    assert [os.path.basename(line.split()[1]) for line in out.splitlines()] == \
+        ["nvidia.ko", "nvidia-modeset.ko", "nvidia-drm.ko"], out
+
+
+@variant(gpu="nvidia")
+def test_nvidia_unbind_waits_for_the_holder_of_its_nodes(host):
+    """nv_pci_remove waits for the GPU's usage count: an unbind blocks while /dev/nvidia0 (or a DRM
+    node) is open, and the /proc file goes with the GPU."""
+    with host.hold("/dev/nvidia0"):
+        assert refcnt("nvidia") == 1
+        w = spawn_write("bus/pci/drivers/nvidia/unbind", VEGA)
+        host.wait(lambda: host.blocked() != [])
+        time.sleep(0.1)
+        assert w.poll() is None and host.driver(VEGA) == "nvidia"
+    assert w.stdout.readline().strip() == "0"
+    w.wait(timeout=5)
+    w.stdout.close()
+    assert host.driver(VEGA) is None and host.drm_cards(VEGA) == []
+    assert not os.path.exists(f"/proc/driver/nvidia/gpus/{VEGA}")
+    assert host.write("bus/pci/drivers/nvidia/bind", VEGA) == 0
+    host.wait(lambda: host.drm_cards(VEGA) != [])
+    with host.hold(f"/dev/dri/{host.drm_cards(VEGA)[0]}"):          # a DRM node: the same wait
+        w = spawn_write("bus/pci/drivers/nvidia/unbind", VEGA)
+        host.wait(lambda: host.blocked() != [])
+        assert w.poll() is None
+    assert w.stdout.readline().strip() == "0"
+    w.wait(timeout=5)
+    w.stdout.close()
+    with host.hold("/dev/nvidiactl"):
+        assert refcnt("nvidia") == 1       # the GPU gone, the control node still holds the module
+
+
+@variant(gpu="nvidia")
+def test_nvidia_unload_in_dependency_order(host):
+    """nvidia is held by nvidia_modeset and nvidia_uvm (holders/): EWOULDBLOCK; a DRM node open is
+    nvidia_drm's reference, not nvidia's. Removed dependents first (modprobe -r's order), each
+    goes: the DRM card with nvidia_drm (and fbcon with it), the GPU unbound with nvidia, every
+    node."""
+    assert modcall("delete", "nvidia") == errno.EWOULDBLOCK and modcall("delete", "nvidia_modeset") == errno.EWOULDBLOCK
+    with host.hold("/dev/dri/card0"):
+        assert refcnt("nvidia_drm") == 1 and refcnt("nvidia") == 0
+        assert modcall("delete", "nvidia_drm") == errno.EWOULDBLOCK
+    p = modprobe("-r", "nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia")
+    assert p.returncode == 0, p.stderr
+    for mod in origin_nvidia_modules():
+        assert not os.path.exists(f"/sys/module/{mod}"), mod
+    assert host.driver(VEGA) is None and host.drm_cards(VEGA) == [] and host.fbcon() is None
+    assert nvidia_nodes() == [] and not os.path.exists("/sys/bus/pci/drivers/nvidia")
+    assert not os.path.exists("/proc/driver/nvidia")
+    unloads = [w.value for w in host.log() if w.path == ".fakesys/module" and w.result == "0"]
+    assert unloads == ["unload nvidia_drm", "unload nvidia_modeset", "unload nvidia_uvm", "unload nvidia"], host.log()
+
+
+def origin_nvidia_modules():
+    return fakehost.origin.NVIDIA_MODULES
+
+
+@variant(gpu="nvidia")
+def test_nvidia_load_brings_dependencies_first(host):
+    """finit_module of nvidia_drm without nvidia_modeset: ENOENT (unknown symbols). modprobe
+    (kmod_module_probe_insert_module) loads nvidia, nvidia_modeset, then nvidia_drm: the GPU binds
+    to nvidia at its load, its DRM card comes with nvidia_drm."""
+    assert modprobe("-r", "nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia").returncode == 0
+    host.clear_log()
+    assert modcall("init", ko("nvidia_drm")) == errno.ENOENT and not module_loaded("nvidia_drm")
+    p = modprobe("nvidia_drm")
+    assert p.returncode == 0, p.stderr
+    loads = [w.value for w in host.log() if w.path == ".fakesys/module" and w.result == "0"]
+    assert loads == ["load nvidia", "load nvidia_modeset", "load nvidia_drm"], host.log()
+    assert holders("nvidia") == ["nvidia_modeset"] and holders("nvidia_modeset") == ["nvidia_drm"]
+    assert host.driver(VEGA) == "nvidia" and os.path.exists(f"/proc/driver/nvidia/gpus/{VEGA}/information")
+    host.wait(lambda: host.drm_cards(VEGA) == ["card0"])
+    assert host.fbcon_bound()
+    assert nvidia_nodes() == ["nvidia-modeset", "nvidia0", "nvidiactl"]

@@ -66,7 +66,7 @@ def test_hugepages_raised_first_and_given_back(host):
     before = host.snapshot()
     assert before["hugepages"][2048] == {"nr": 0, "free": 0, "surplus": 0, "resv": 0}, before["hugepages"]
     plan = dry_run()
-    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 0 -> 32 (free now 0 kB)\n" in plan, plan
+    assert " 1. make 64 MiB free as 2 MiB huge pages: compact memory, nr_hugepages 0 -> 32 (free now 0 kB)\n" in plan, plan
     assert host.writes() == 0, "--dry-run wrote"
     rc, err = prepare()
     assert rc == 0, err
@@ -175,7 +175,7 @@ def test_surplus_pages_before_stay_surplus(host):
     6 - 2 free ones freed, none surplus; the 2 pages in use, let go, leave 4 free persistent
     pages, as they would have before, not 6."""
     config()
-    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 4 -> 34 (free now 8 MiB)\n" in dry_run()
+    assert " 1. make 64 MiB free as 2 MiB huge pages: compact memory, nr_hugepages 4 -> 34 (free now 8 MiB)\n" in dry_run()
     rc, err = prepare()
     assert rc == 0, err
     assert host.pool() == {"nr": 34, "free": 32, "surplus": 0, "resv": 0}, host.pool()
@@ -196,7 +196,7 @@ def test_a_pool_of_surplus_pages_ends_as_before(host):
     config()
     before = host.snapshot()
     assert before["hugepages"][2048] == {"nr": 3, "free": 0, "surplus": 3, "resv": 0}, before["hugepages"]
-    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 0 -> 35 (free now 0 kB)\n" in dry_run()
+    assert " 1. make 64 MiB free as 2 MiB huge pages: compact memory, nr_hugepages 0 -> 35 (free now 0 kB)\n" in dry_run()
     rc, err = prepare()
     assert rc == 0, err
     assert host.pool() == {"nr": 35, "free": 32, "surplus": 0, "resv": 0}, host.pool()
@@ -213,7 +213,7 @@ def test_reserved_pages_are_not_free(host):
     22 more are allocated; the hand-back frees them and keeps the reserved ones."""
     config()
     before = host.snapshot()
-    assert " 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages 40 -> 62 (free now 20 MiB)\n" in dry_run()
+    assert " 1. make 64 MiB free as 2 MiB huge pages: compact memory, nr_hugepages 40 -> 62 (free now 20 MiB)\n" in dry_run()
     rc, err = prepare()
     assert rc == 0, err
     assert host.pool() == {"nr": 62, "free": 62, "surplus": 0, "resv": 30}, host.pool()

@@ -12,7 +12,10 @@
 
 Safety: the real /sys holds this machine's disk and network. Nothing here writes to /sys
 before check_safe() has seen /sys/.fakesys/marker, a file only fakesys serves; the real /sys is
-remounted read-only inside the namespace before the emulation is mounted over it.
+remounted read-only inside the namespace before the emulation is mounted over it. Module syscalls
+(modprobe, rmmod, libkmod) must never reach this machine's kernel: everything runs under
+build/kmodtrap (tests/integration/run.sh, tests/demo.sh, tests/bench.sh), which traps them and
+has fakesys answer them; nothing runs unless this process is under a seccomp filter.
 """
 import collections
 import contextlib
@@ -28,11 +31,14 @@ import origin  # noqa: E402  (the tree builder lives beside fakesys.c)
 from origin import VEGA, VEGA_AUDIO, R5, R5_AUDIO, FOREIGN  # noqa: E402,F401
 
 FAKESYS = os.path.join(REPO, "build", "fakesys")
+KMODTRAP = os.path.join(REPO, "build", "kmodtrap")
 MARKER = "/sys/.fakesys/marker"
 # /proc/sys/vm/compact_memory is the machine's even in the namespace: the emulation's own
 # (fakesys.c) is bind-mounted over it while a Host runs, and nothing runs unless it is.
 COMPACT = "/proc/sys/vm/compact_memory"
 FAKE_COMPACT = "/sys/fakeproc/sys/vm/compact_memory"
+# /proc/driver (the nvidia driver's gpus/ADDR/information) is the emulation's too while a Host runs.
+PROC_DRIVER, FAKE_PROC_DRIVER = "/proc/driver", "/sys/fakeproc/driver"
 NS_ENV = "FAKEHOST_NAMESPACE"
 SCRATCH = "/run/fakehost"
 LIBVIRT_ETC = "/etc/libvirt"
@@ -42,10 +48,13 @@ LIBEXEC = os.environ.get("QEMU_HOOK_LIBEXECDIR", "/usr/local/libexec/qemu-hook")
 HOOK = os.path.join(REPO, os.environ.get("QEMU_HOOK", "qemu-hook"))
 PY = "/usr/bin/python3"
 
-# Fake kernel modules for libkmod: name, file, aliases (origin.KERNEL_MODULES). Enough for
-# kmod_module_new_from_lookup to map the GPUs' modaliases to their MODULES the way the real
-# modules.alias does; the drivers a module registers are in /sys/module/NAME/drivers/.
-MODULES = [(name, path, aliases) for name, (path, aliases) in origin.KERNEL_MODULES.items()]
+# Fake kernel modules for libkmod: name, file, aliases, dependencies (origin.KERNEL_MODULES and
+# MODULE_INIT). Enough for kmod_module_new_from_lookup to map the GPUs' modaliases to their
+# MODULES the way the real modules.alias does, and for kmod_module_probe_insert_module to load
+# the dependencies first (modules.dep); the drivers a module registers are in
+# /sys/module/NAME/drivers/.
+MODULES = [(name, path, aliases, origin.MODULE_INIT.get(name, {}).get("depends", []))
+           for name, (path, aliases) in origin.KERNEL_MODULES.items()]
 
 
 # The native kvm.conf of the origin's GPUs without the desktop (no D-Bus needed); tests append
@@ -76,6 +85,7 @@ def enter_namespace(dev=True, modules=True):
     fake modules for libkmod, an overlay /dev where /dev/dri/... nodes can be created."""
     if os.geteuid() != 0:
         die("must run as root (mount namespaces, FUSE)", 2)
+    check_trapped()
     outer = os.environ.get(NS_ENV)
     if not outer:
         env = dict(os.environ, **{NS_ENV: _mntns()})
@@ -131,18 +141,25 @@ def _overlay(lower, name, target):
 
 def _fake_modules():
     """/lib/modules does not exist here: give libkmod a /usr/lib/modules/$(uname -r) whose
-    modules.alias (made by depmod from tiny objects with a .modinfo section) lists our drivers."""
+    modules.alias (made by depmod from tiny objects with a .modinfo section) lists our drivers,
+    and modules.dep their dependencies. depmod finds those by symbols, as modpost's depends=
+    says them: each module exports NAME_export (__ksymtab_strings) and uses its dependencies'."""
     rel = os.uname().release
     build = f"{SCRATCH}/modbuild"
     os.makedirs(build)
     objs = []
-    for name, path, aliases in MODULES:
+    for name, path, aliases, depends in MODULES:
         src = f"{build}/{name}.c"
-        infos = [f"alias={a}" for a in aliases] + [f"name={name}", "license=GPL", "vermagic=" + rel + " SMP mod_unload "]
+        infos = [f"alias={a}" for a in aliases] + [f"depends={','.join(depends)}", f"name={name}", "license=GPL",
+                                                   "vermagic=" + rel + " SMP mod_unload "]
         with open(src, "w") as f:
             for i, s in enumerate(infos):
                 f.write(f'static const char m{i}[] __attribute__((section(".modinfo"), used, aligned(1))) = "{s}";\n')
             f.write('char this_module[64] __attribute__((section(".gnu.linkonce.this_module"))) = { 0 };\n')
+            f.write(f'static const char ks[] __attribute__((section("__ksymtab_strings"), used, aligned(1))) = '
+                    f'"{name}_export";\n')
+            for dep in depends:
+                f.write(f"extern char {dep}_export[]; char *use_{dep} = {dep}_export;\n")
         sh("gcc", "-c", "-o", f"{build}/{name}.o", src)
         objs.append((f"{build}/{name}.o", path))
     _overlay("/usr/lib", "usrlib", "/usr/lib")
@@ -152,7 +169,7 @@ def _fake_modules():
         shutil.copy(obj, f"{base}/{path}")
     # depmod wants these three
     with open(f"{base}/modules.order", "w") as f:
-        f.write("".join(path + "\n" for _, path, _ in MODULES))
+        f.write("".join(path + "\n" for _, path, _, _ in MODULES))
     with open(f"{base}/modules.builtin", "w") as f:
         f.write("kernel/drivers/pci/pcie/pcieport.ko\nkernel/drivers/video/fbdev/efifb.ko\n")
     open(f"{base}/modules.builtin.modinfo", "w").close()
@@ -195,8 +212,26 @@ def in_namespace():
 
 # ---------------------------------------------------------------- safety and running
 
+def seccomp_mode():
+    """This process's seccomp mode (/proc/self/status): 2 under a filter, kmodtrap's."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Seccomp:"):
+                return int(line.split()[1])
+    return 0
+
+
+def check_trapped():
+    """Abort (exit 99) unless module syscalls are trapped: never let a test load or unload a module
+    of this machine's kernel."""
+    if seccomp_mode() != 2:
+        die("not under a seccomp filter: module syscalls would reach this machine's kernel; run under "
+            f"{KMODTRAP} (make build/kmodtrap; tests/integration/run.sh does), refusing to run anything", 99)
+
+
 def check_safe():
     """Abort (exit 99) unless /sys is the emulation: never let a test write the real sysfs."""
+    check_trapped()
     try:
         with open(MARKER) as f:
             ok = f.read().startswith("fakesys")
@@ -305,7 +340,8 @@ Write = collections.namedtuple("Write", "path value result")
 class Host:
     """A fresh emulated host of origin/ mounted over /sys. Variant options are those of
     origin.Origin: vega_driver, secondary, secondary_driver, secondary_gpu, audio_driver,
-    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset."""
+    foreign, framebuffer, fb_parent, firmware, vfio_cdev, vendor_reset, gpu ("nvidia": an RTX 3080
+    on the proprietary driver)."""
     count = 0
 
     def __init__(self, **variant):
@@ -329,6 +365,7 @@ class Host:
                 die(f"fakesys did not mount (see {self.dir}/fakesys.stderr)", 99)
             time.sleep(0.005)
         sh("mount", "--bind", FAKE_COMPACT, COMPACT)
+        sh("mount", "--bind", FAKE_PROC_DRIVER, PROC_DRIVER)
         if not compact_is_fake():
             self.stop()
             die(f"{COMPACT}: the emulation's could not be mounted over it", 99)
@@ -336,8 +373,9 @@ class Host:
     def stop(self):
         if self.proc is None:
             return
-        while any(point == COMPACT for point, _ in _mounts()):
-            sh("umount", COMPACT)
+        for point in (COMPACT, PROC_DRIVER):
+            while any(p == point for p, _ in _mounts()):
+                sh("umount", point)
         subprocess.run(["umount", "/sys"], stderr=subprocess.DEVNULL)
         try:
             self.proc.wait(timeout=5)

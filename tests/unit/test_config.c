@@ -516,7 +516,7 @@ static void test_errors(void **state) {
                   ":4: [vm win10] handel: unknown key (expected one of: handle, cpus, timeout, user_units, hugepages, "
                   "hugepage_size, cpu_governor, bar_sizes)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\nadress = 0000:0e:00.0\n",
-                  ":3: [gpu] adress: unknown key (expected one of: address, reset_method)\n" },
+                  ":3: [gpu] adress: unknown key (expected one of: address, reset_method, unload_driver)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n[desktop]\nunit = a.service\n",
                   ":4: [desktop] unit: unknown key (expected one of: user, bus, display_manager, units, before_stop, after_start)\n" },
                 { "[gpu]\naddress=0000:0d:00.0\n\n[gpus]\n",
@@ -557,6 +557,8 @@ static void test_bus_keys(void **state) {
         static const struct { const char *text, *message; } bad[] = {
                 { "[gpu]\naddress = 0000:0d:00.0\n[host]\ninhibit_sleep = maybe\n",
                   ":4: [host] inhibit_sleep: \"maybe\" is not a boolean (expected yes or no)\n" },
+                { "[gpu]\naddress = 0000:0d:00.0\nunload_driver = 2\n",
+                  ":3: [gpu] unload_driver: \"2\" is not a boolean (expected yes or no)\n" },
                 { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\n[vm win10]\nuser_units = scream\n",
                   ":6: [vm win10] user_units: \"scream\" is not a unit name (expected names like scream.service)\n" },
                 { "[gpu]\naddress = 0000:0d:00.0\n[desktop]\nuser = liss\n[vm win10]\nuser_units = a.service a.service\n",
@@ -581,6 +583,7 @@ static void test_bus_keys(void **state) {
         /* The defaults: an inhibitor in the native format, none in the original one. */
         assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n", &c), 0);
         assert_true(c.inhibit_sleep);
+        assert_false(c.unload_driver);
         assert_null(c.before_stop[0]);
         assert_null(c.after_start[0]);
         config_free(&c);
@@ -588,6 +591,12 @@ static void test_bus_keys(void **state) {
         assert_false(c.inhibit_sleep);
         config_free(&c);
 
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nunload_driver = yes\n", &c), 0);
+        assert_true(c.unload_driver);
+        config_free(&c);
+        assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\nunload_driver =\n", &c), 0);
+        assert_false(c.unload_driver);
+        config_free(&c);
         assert_int_equal(load_text("[gpu]\naddress = 0000:0d:00.0\n[host]\ninhibit_sleep = no\n"
                                    "[desktop]\nuser = liss\n"
                                    "before_stop = /usr/bin/gnome-session-save --save  x\n"

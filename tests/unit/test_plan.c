@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "modules.h"
 #include "plan.h"
 
 #define VFIO "vfio-pci"
@@ -214,6 +215,48 @@ static void test_origin_hand_over(void **state) {
         plan_free(&p);
         assert_null(p.steps);
         assert_int_equal(p.n_steps, 0);
+}
+
+/* An NVIDIA GPU: its driver's services stop after the desktop and are not started with it (without
+ * their GPU they fail): the hand-back starts them, once the GPU is back. One not running is skipped. */
+static void test_nvidia_services(void **state) {
+        struct world w;
+        struct plan p;
+        const char *units[PLAN_DRIVER_UNITS];
+
+        origin(&w);
+        assert_int_equal(plan_driver_units(&w.h, units), 0);
+        strscpy(w.gpu[0].driver, "nvidia", NAME_LEN);
+        assert_int_equal(plan_driver_units(&w.h, units), 2);
+        assert_string_equal(units[0], "nvidia-persistenced.service");
+        assert_string_equal(units[1], "nvidia-powerd.service");
+        strscpy(w.d.driver_units[0], units[0], NAME_LEN);
+        strscpy(w.d.driver_units[1], units[1], NAME_LEN);
+        w.d.driver_unit_active[0] = true;
+        w.d.n_driver_units = 2;
+        const struct want want[] = {
+                { &step_unit, "gdm.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire.service", "active", "inactive", P },
+                { &step_user_unit, "pipewire-pulse.service", "active", "inactive", P },
+                { &step_unit, "nvidia-persistenced.service", "active", "inactive", P },
+                { &step_unit, "nvidia-powerd.service", "active", "inactive", S, "not active" },
+                { &step_vtcon, "vtcon1", "1", "0", P },
+                { &step_framebuffer, "efi-framebuffer.0", "efi-framebuffer", "", STEP_PLANNED, "on=0000:0d:00.0" },
+                { &step_holders, "0000:0d:00.0", "nvidia", "", P },
+                { &step_pci_driver, "0000:0d:00.0", "nvidia", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+                { &step_vtcon, "vtcon1", "0", "1", P },
+                { &step_cpus, "user.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "system.slice", "", ORIGIN_CPUS, P },
+                { &step_cpus, "init.scope", "", ORIGIN_CPUS, P },
+                { &step_user_unit, "pipewire-pulse.service", "inactive", "active", P },
+                { &step_user_unit, "pipewire.service", "inactive", "active", P },
+                { &step_unit, "gdm.service", "inactive", "active", P },
+        };
+        p = hand_over_ok(&w);
+        assert_plan(&p, want, ELEMENTSOF(want));
+        plan_free(&p);
 }
 
 /* A GPU whose audio is not claimed by vfio-pci: both functions are waited for and moved. */
@@ -461,6 +504,93 @@ static void test_reset_method(void **state) {
         assert_int_equal(plan_hand_over(&w.cfg, "win10", &w.h, &w.d, &p, error, sizeof(error)), -EINVAL);
         assert_string_equal(error, "[gpu] reset_method = bus: 0000:0d:00.0 has no reset_method (the kernel found no "
                                    "reset method for it)");
+}
+
+static struct kmodule kmodule(const char *name, const char *drivers, const char *devices, const char *others,
+                              const char *holders) {
+        struct kmodule m = { .loadable = true, .refcnt = 1 };
+
+        strscpy(m.name, name, sizeof(m.name));
+        strscpy(m.drivers, drivers, sizeof(m.drivers));
+        strscpy(m.devices, devices, sizeof(m.devices));
+        strscpy(m.others, others, sizeof(m.others));
+        strscpy(m.holders, holders, sizeof(m.holders));
+        return m;
+}
+
+/* [gpu] unload_driver: after the moves to vfio-pci, before the secondary GPU's move, in the order
+ * host_modules gives (the modules using one first); a module that must stay is skipped, saying why. */
+static void test_unload_driver(void **state) {
+        struct world w;
+        struct plan p = {};
+        struct kmodule nvidia[4];
+
+        origin(&w);
+        w.cfg.unload_driver = true;
+        strscpy(w.gpu[0].driver, "nvidia", NAME_LEN);
+        nvidia[0] = kmodule("nvidia_drm", "", "", "", "");
+        nvidia[1] = kmodule("nvidia_modeset", "", "", "", "nvidia_drm");
+        nvidia[2] = kmodule("nvidia_uvm", "", "", "", "");
+        nvidia[3] = kmodule("nvidia", "nvidia", "0000:0d:00.0", "", "nvidia_modeset nvidia_uvm");
+        w.h.modules = nvidia;
+        w.h.n_modules = 4;
+        p = hand_over_ok(&w);
+        const struct want all[] = {
+                { &step_pci_driver, "0000:0d:00.0", "nvidia", VFIO, P },
+                { &step_pci_driver, "0000:0d:00.1", VFIO, VFIO, S, "already on vfio-pci" },
+                { &step_module, "nvidia_drm", "loaded", "unloaded", STEP_PLANNED, "refcount 1" },
+                { &step_module, "nvidia_modeset", "loaded", "unloaded", STEP_PLANNED, "refcount 1" },
+                { &step_module, "nvidia_uvm", "loaded", "unloaded", STEP_PLANNED, "refcount 1" },
+                { &step_module, "nvidia", "loaded", "unloaded", STEP_PLANNED,
+                  "driver nvidia of 0000:0d:00.0; refcount 1" },
+                { &step_pci_driver, "0000:08:00.0", VFIO, "radeon", P },
+        };
+        struct plan part = { .steps = p.steps + 6, .n_steps = 7 };
+        assert_plan(&part, all, 7);
+        char what[256];
+        step_describe(&p.steps[11], false, what, sizeof(what));
+        assert_string_equal(what, "unload module nvidia (driver nvidia of 0000:0d:00.0; refcount 1)");
+        step_describe(&p.steps[11], true, what, sizeof(what));
+        assert_string_equal(what, "load module nvidia again");
+        plan_free(&p);
+
+        /* a module a staying one uses stays too */
+        nvidia[0].builtin = true;
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[8].note, "built into the kernel");
+        assert_string_equal(p.steps[9].note, "module nvidia_drm, which stays, uses it");
+        assert_int_equal(p.steps[10].state, STEP_PLANNED);
+        assert_string_equal(p.steps[11].note, "module nvidia_modeset, which stays, uses it");
+        assert_int_equal(p.steps[11].state, STEP_SKIPPED);
+        plan_free(&p);
+
+        /* no file to load it back from; another device on its driver; the secondary GPU's driver */
+        struct kmodule one[1] = { kmodule("amdgpu", "amdgpu", "0000:0d:00.0", "", "") };
+        strscpy(w.gpu[0].driver, "amdgpu", NAME_LEN);
+        w.h.modules = one;
+        w.h.n_modules = 1;
+        one[0].loadable = false;
+        p = hand_over_ok(&w);
+        assert_ptr_equal(p.steps[8].kind, &step_module);
+        assert_string_equal(p.steps[8].note, "no file to load it back from (not in this kernel's modules.dep)");
+        plan_free(&p);
+        one[0].loadable = true;
+        strscpy(one[0].others, "0000:03:00.0", sizeof(one[0].others));
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[8].note, "it also drives 0000:03:00.0");
+        plan_free(&p);
+        one[0].others[0] = '\0';
+        strscpy(w.h.secondary_driver, "amdgpu", NAME_LEN);
+        p = hand_over_ok(&w);
+        assert_string_equal(p.steps[8].note, "its driver amdgpu is the secondary GPU's display driver");
+        plan_free(&p);
+
+        /* off (the default): no step */
+        w.cfg.unload_driver = false;
+        p = hand_over_ok(&w);
+        for (size_t i = 0; i < p.n_steps; i++)
+                assert_ptr_not_equal(p.steps[i].kind, &step_module);
+        plan_free(&p);
 }
 
 /* [vm NAME] bar_sizes: the display function's move split around the resize; sizes checked first. */
@@ -994,6 +1124,8 @@ int main(void) {
                 cmocka_unit_test(test_inhibit_unit_name),
                 cmocka_unit_test(test_commands_units_inhibitor),
                 cmocka_unit_test(test_reset_method),
+                cmocka_unit_test(test_unload_driver),
+                cmocka_unit_test(test_nvidia_services),
                 cmocka_unit_test(test_bar_sizes),
                 cmocka_unit_test(test_parking_override_recorded),
                 cmocka_unit_test(test_audio_on_its_driver),

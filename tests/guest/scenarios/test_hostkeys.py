@@ -42,7 +42,7 @@ def hugepages_for_the_vm(t):
         d = g.run([FRONT, "--dry-run", g.DOMAIN, "prepare", "begin", "-"], timeout=60, input=g.domain_xml())
         t.section("--dry-run", d.out + d.err)
         first = d.out.splitlines()[1] if len(d.out.splitlines()) > 1 else ""
-        t.check(first.startswith(" 1. make 64 MiB free as 2 MiB huge pages: nr_hugepages %d -> %d"
+        t.check(first.startswith(" 1. make 64 MiB free as 2 MiB huge pages: compact memory, nr_hugepages %d -> %d"
                                  % (before["nr"], want)), "the plan's first step is the pool, live: %r" % first)
         if has_cpufreq():
             t.check("set the frequency governor of cpu0 to performance" in d.out, "the governor steps")
