@@ -429,15 +429,20 @@ static void uevent_driver(const char *dev, const char *driver) {
 
 /* ---------- control files ---------- */
 
-static long delay_ms(const char *what) {
-        char buf[1024], key[32];
-        long ms, ret = 0;
-        if (read_rel(".fakesys/delay", buf, sizeof(buf)) < 0)
+/* The number of the last "KEY NUMBER" line for key in the control file (relative), 0 without one. */
+static long control_value(const char *file, const char *key) {
+        char buf[1024], k[32];
+        long v, ret = 0;
+        if (read_rel(file, buf, sizeof(buf)) < 0)
                 return 0;
         for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-                if (sscanf(l, "%31s %ld", key, &ms) == 2 && strcmp(key, what) == 0)
-                        ret = ms;
+                if (sscanf(l, "%31s %ld", k, &v) == 2 && strcmp(k, key) == 0)
+                        ret = v;
         return ret;
+}
+
+static long delay_ms(const char *what) {
+        return control_value(".fakesys/delay", what);
 }
 
 /* Canonical relative form of a path named in the fail file: links resolved, as FUSE sees it. */
@@ -1648,14 +1653,7 @@ static int is_trigger(const char *base) {
 /* ---------- huge pages, compaction, cpufreq ---------- */
 
 static long memory_value(const char *key) {
-        char buf[1024], k[32];
-        long v, ret = 0;
-        if (read_rel(".fakesys/memory", buf, sizeof(buf)) < 0)
-                return 0;
-        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-                if (sscanf(l, "%31s %ld", k, &v) == 2 && !strcmp(k, key))
-                        ret = v;
-        return ret;
+        return control_value(".fakesys/memory", key);
 }
 
 static void memory_set(const char *key, long value) {
