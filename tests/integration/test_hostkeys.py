@@ -11,11 +11,11 @@ import time
 
 import fakehost
 from fakehost import VEGA
+from hookcalls import HOOK, Calls
 
-HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", "qemu-hook"))
-CONF = "/run/fakehost/hostkeys.conf"
-JOURNAL = "/run/qemu-hook/win10.state"
-XML = fakehost.domain_xml("win10", [VEGA])
+CALLS = Calls("hostkeys", fakehost.domain_xml("win10", [VEGA]))
+JOURNAL = CALLS.journal
+hook, prepare, release, dry_run = CALLS.hook, CALLS.prepare, CALLS.release, CALLS.dry_run
 NR = "kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 COMPACT = "fakeproc/sys/vm/compact_memory"
 
@@ -25,34 +25,7 @@ def governor_path(n):
 
 
 def config(vm="hugepages = 64M\n"):
-    os.makedirs(os.path.dirname(CONF), exist_ok=True)
-    with open(CONF, "w") as f:
-        f.write(fakehost.NATIVE_CONF + "[host]\ntimeout = 5s\n[vm win10]\n" + vm)
-    os.chmod(CONF, 0o644)
-    fakehost.sh("rm", "-rf", "/run/qemu-hook")
-
-
-def hook(*args, new_session=False):
-    rc, out, err, _ = fakehost.run_hook([HOOK, "--config", CONF, *args], XML, new_session=new_session)
-    return rc, out, err
-
-
-def prepare(**kw):
-    rc, out, err = hook("win10", "prepare", "begin", "-", **kw)
-    assert out == "", f"hook mode wrote to stdout: {out!r}"
-    return rc, err
-
-
-def release(**kw):
-    rc, out, err = hook("win10", "release", "end", "-", **kw)
-    assert out == "", f"hook mode wrote to stdout: {out!r}"
-    return rc, err
-
-
-def dry_run():
-    rc, out, err = hook("--dry-run", "win10", "prepare", "begin", "-")
-    assert rc == 0, f"--dry-run: exit {rc}: {err}"
-    return out
+    CALLS.write(fakehost.NATIVE_CONF + "[host]\ntimeout = 5s\n[vm win10]\n" + vm)
 
 
 def writes(host):
@@ -320,21 +293,12 @@ def test_a_failure_later_gives_the_pages_back(host):
 def killed(direction, k, mode, vm, path):
     """The hook SIGKILLed at write k (of PATH) of a hand-over or hand-back, before or after it;
     release end then restores the host exactly."""
+    def at_path(host):
+        assert writes(host)[-1][0] == path, f"write {k} is not {path}: {writes(host)}"
+
     def test(host):
         config(vm)
-        before = host.snapshot()
-        if direction == "hand-back":
-            assert prepare()[0] == 0
-        host.clear_log()
-        host.kill_at(k, mode)
-        rc, err = (prepare if direction == "hand-over" else release)(new_session=True)
-        assert rc == -9, f"not killed at write {k} {mode} it (exit {rc}): {err}"
-        assert writes(host)[-1][0] == path, f"write {k} is not {path}: {writes(host)}"
-        assert os.path.exists(JOURNAL), "killed without a journal"
-        rc, err = release()
-        assert rc == 0, f"release end after the kill: exit {rc}: {err}"
-        assert host.snapshot() == before, host.snapshot()
-        assert not os.path.exists(JOURNAL)
+        CALLS.killed_then_released(host, direction, k, mode, killed=at_path)
     return test
 
 
@@ -445,7 +409,7 @@ def test_the_harness_guards_compact_memory(host):
 
 def check_report():
     fakehost.check_safe()
-    p = subprocess.run([HOOK, "--config", CONF, "--check"], capture_output=True, text=True,
+    p = subprocess.run([HOOK, "--config", CALLS.conf, "--check"], capture_output=True, text=True,
                        env=fakehost.hook_env(), timeout=120)
     return p.returncode, p.stdout
 

@@ -7,11 +7,11 @@ import subprocess
 
 import fakehost
 from fakehost import VEGA, VEGA_AUDIO, variant
+from hookcalls import HOOK, Calls
 
-HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", "qemu-hook"))
-CONF = "/run/fakehost/pcikeys.conf"
-JOURNAL = "/run/qemu-hook/win10.state"
-XML = fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO])
+CALLS = Calls("pcikeys", fakehost.domain_xml("win10", [VEGA, VEGA_AUDIO]))
+JOURNAL = CALLS.journal
+hook, prepare, release, dry_run = CALLS.hook, CALLS.prepare, CALLS.release, CALLS.dry_run
 RESIZE0 = f"bus/pci/devices/{VEGA}/resource0_resize"
 RESIZE2 = f"bus/pci/devices/{VEGA}/resource2_resize"
 RESET = f"bus/pci/devices/{VEGA}/reset_method"
@@ -19,33 +19,10 @@ M = 1 << 20
 
 
 def config(gpu="", vm=""):
-    os.makedirs(os.path.dirname(CONF), exist_ok=True)
     text = fakehost.NATIVE_CONF.replace("[gpu]\n", "[gpu]\n" + gpu) + "[host]\ntimeout = 5s\n"
     if vm:
         text += "[vm win10]\n" + vm
-    with open(CONF, "w") as f:
-        f.write(text)
-    os.chmod(CONF, 0o644)
-    fakehost.sh("rm", "-rf", "/run/qemu-hook")
-
-
-def hook(*args, new_session=False):
-    rc, out, err, _ = fakehost.run_hook([HOOK, "--config", CONF, *args], XML, new_session=new_session)
-    return rc, out, err
-
-
-def prepare(**kw):
-    return hook("win10", "prepare", "begin", "-", **kw)
-
-
-def release(**kw):
-    return hook("win10", "release", "end", "-", **kw)
-
-
-def dry_run():
-    rc, out, err = hook("--dry-run", "win10", "prepare", "begin", "-")
-    assert rc == 0, f"--dry-run: exit {rc}: {err}"
-    return out
+    CALLS.write(text)
 
 
 def vega(host):
@@ -59,7 +36,7 @@ def test_reset_method_auto_with_vendor_reset(host):
     before = host.snapshot()
     assert vega(host) == ("amdgpu", "bus", 256 * M, 2 * M)
     assert f"set the reset method of {VEGA} to device_specific (now: bus)" in dry_run()
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 0, err
     assert vega(host) == ("vfio-pci", "device_specific", 256 * M, 2 * M)
     # set after the move to vfio-pci, undone before the move back
@@ -68,7 +45,7 @@ def test_reset_method_auto_with_vendor_reset(host):
     with open(JOURNAL) as f:
         assert "pci-reset-method" in f.read()
     host.clear_log()
-    rc, out, err = release()
+    rc, err = release()
     assert rc == 0, err
     writes = [(w.path.rsplit("/", 1)[-1], w.value) for w in host.log()]
     assert writes.index(("reset_method", "bus")) < writes.index(("unbind", VEGA)), writes
@@ -80,7 +57,7 @@ def test_reset_method_auto_without_vendor_reset_leaves_it(host):
     before = host.snapshot()
     assert "(skip) set the reset method of %s to auto (now: bus): auto: vendor-reset is not loaded" % VEGA \
         in dry_run()
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 0, err
     assert vega(host) == ("vfio-pci", "bus", 256 * M, 2 * M)
     assert not [w for w in host.log() if w.path.endswith("reset_method")]
@@ -91,12 +68,12 @@ def test_reset_method_auto_without_vendor_reset_leaves_it(host):
 def test_reset_method_the_device_lacks_is_refused_before_the_first_step(host):
     config(gpu="reset_method = flr\n")
     before = host.snapshot()
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 1 and f"{VEGA} does not support flr (its methods: bus)" in err and "nothing was changed" in err, err
     assert host.writes() == 0 and host.snapshot() == before
     # device_specific without vendor-reset: refused too, saying why
     config(gpu="reset_method = device_specific\n")
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 1 and "device_specific needs vendor-reset loaded" in err, err
     assert host.writes() == 0 and host.snapshot() == before
 
@@ -116,7 +93,7 @@ def test_reset_method_refused_by_the_kernel_rolls_back(host):
     config(gpu="reset_method = auto\n")
     before = host.snapshot()
     host.fail(RESET, "EINVAL", value="device_specific")
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 1 and "the kernel refuses it" in err and "the host was restored" in err, err
     assert host.snapshot() == before
     assert not os.path.exists(JOURNAL)
@@ -130,7 +107,7 @@ def test_bar_sizes(host):
     assert f"resize the BARs of {VEGA} from 0:256M 2:2M to 0:8G 2:256M (supported: BAR 0 256M-8G, " \
            "BAR 2 2M-256M)" in out, out
     assert f"move {VEGA} from no driver to vfio-pci" in out, out
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 0, err
     assert vega(host) == ("vfio-pci", "bus", 8192 * M, 256 * M)
     writes = [(w.path.rsplit("/", 1)[-1], w.value, w.result) for w in host.log()]
@@ -142,7 +119,7 @@ def test_bar_sizes(host):
         text = f.read()
     assert "from = 0:256M 2:2M" in text and "to = 0:8G 2:256M" in text, text
     host.clear_log()
-    rc, out, err = release()
+    rc, err = release()
     assert rc == 0, err
     writes = [(w.path.rsplit("/", 1)[-1], w.value, w.result) for w in host.log()]
     i = writes.index(("resource0_resize", "8", "0"))
@@ -167,7 +144,7 @@ def test_bar_size_not_supported_is_refused_before_the_first_step(host):
                         ("bar_sizes = 2:128M 0:128M\n", f"BAR 0 of {VEGA} cannot be 128M (it supports 256M-8G)"),
                         ("bar_sizes = 5:1G\n", f"BAR 5 of {VEGA} is not resizable (no resource5_resize)")):
         config(vm=vm)
-        rc, out, err = prepare()
+        rc, err = prepare()
         assert rc == 1 and message in err and "nothing was changed" in err, err
         assert host.writes() == 0 and host.snapshot() == before
 
@@ -177,7 +154,7 @@ def test_bar_resize_failing_rolls_back(host):
     before = host.snapshot()
     # BAR 0 resized, BAR 2 refused (no room in the bridge's window): BAR 0 back, amdgpu back
     host.fail(RESIZE2, "ENOSPC", value="8")
-    rc, out, err = prepare()
+    rc, err = prepare()
     assert rc == 1 and "resizing BAR 2" in err and "the host was restored" in err, err
     assert host.snapshot() == before
     assert not os.path.exists(JOURNAL)
@@ -193,7 +170,7 @@ def test_a_refused_unbind_in_the_hand_back_keeps_the_bars_and_the_move_back_wait
     assert prepare()[0] == 0
     host.clear_log()
     host.fail("bus/pci/drivers/vfio-pci/unbind", "EBUSY", count=1, value=VEGA)
-    rc, out, err = release()
+    rc, err = release()
     assert rc == 1 and "3 steps could not be undone" in err, err
     assert vega(host) == ("vfio-pci", "bus", 8192 * M, 256 * M), host.snapshot()["pci"][VEGA]
     assert not [w for w in host.log() if "resize" in w.path or w.path.endswith("amdgpu/bind")], host.log()
@@ -214,16 +191,7 @@ def killed(k, mode, direction):
     """Killed at the k-th write of the BAR-resizing hand-over (or hand-back): release end restores."""
     def test(host):
         config(gpu="reset_method = auto\n", vm="bar_sizes = 0:8G 2:256M\n")
-        before = host.snapshot()
-        if direction == "hand-back":
-            assert prepare()[0] == 0
-        host.kill_at(k, mode)
-        rc, out, err = (prepare if direction == "hand-over" else release)(new_session=True)
-        assert rc == -9, f"not killed at write {k} {mode} it (exit {rc}): {err}"
-        rc, out, err = release()
-        assert rc == 0, f"release end after the kill: exit {rc}: {err}"
-        assert host.snapshot() == before, host.snapshot()
-        assert not os.path.exists(JOURNAL)
+        CALLS.killed_then_released(host, direction, k, mode)
     return test
 
 
@@ -250,7 +218,7 @@ def test_the_points_are_these(host):
 
 def check(*opts):
     fakehost.check_safe()
-    p = subprocess.run([HOOK, "--config", CONF, "--check", *opts], capture_output=True, text=True,
+    p = subprocess.run([HOOK, "--config", CALLS.conf, "--check", *opts], capture_output=True, text=True,
                        env=fakehost.hook_env(), timeout=120)
     return p.returncode, p.stdout, p.stderr
 
@@ -293,7 +261,7 @@ def test_hand_back_without_journal_restores_the_kernels_default(host):
     os.unlink(JOURNAL)
     out = hook("--dry-run", "win10", "release", "end", "-")[1]
     assert f"restore the reset method of {VEGA} to default" in out, out
-    rc, out, err = release()
+    rc, err = release()
     assert rc == 0, err
     assert vega(host) == ("amdgpu", "device_specific bus", 8192 * M, 2 * M)
 
@@ -306,6 +274,6 @@ def test_reset_methods_all_disabled_come_back_disabled(host):
     assert "(now: none enabled)" in dry_run()
     assert prepare()[0] == 0
     assert vega(host)[1] == "device_specific"
-    rc, out, err = release()
+    rc, err = release()
     assert rc == 0, err
     assert vega(host)[1] == "" and host.snapshot() == before

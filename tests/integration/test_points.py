@@ -13,11 +13,11 @@ import os
 
 import fakehost
 from fakehost import R5, VEGA
+from hookcalls import Calls
 
-HOOK = os.path.abspath(os.environ.get("QEMU_HOOK", "qemu-hook"))
-CONF = "/run/fakehost/points.conf"
-JOURNAL = "/run/qemu-hook/win10.state"
-XML = fakehost.domain_xml("win10", [VEGA])
+CALLS = Calls("points", fakehost.domain_xml("win10", [VEGA]))
+JOURNAL = CALLS.journal
+prepare, release = CALLS.prepare, CALLS.release
 
 # Each write of the origin's host, in order, as (sysfs path, value): fbcon's unbind, the Vega's
 # move, the R5's move; and back. Every pair is written once per direction, so a fail line with
@@ -35,25 +35,7 @@ STEP_OF = {R5: "move 0000:08:00.0", VEGA: "move 0000:0d:00.0"}
 
 
 def config():
-    os.makedirs(os.path.dirname(CONF), exist_ok=True)
-    with open(CONF, "w") as f:
-        f.write(fakehost.NATIVE_CONF + "[host]\ntimeout = 5s\n")
-    os.chmod(CONF, 0o644)
-    fakehost.sh("rm", "-rf", "/run/qemu-hook")
-
-
-def hook(*args, new_session=False):
-    rc, out, err, _ = fakehost.run_hook([HOOK, "--config", CONF, *args], XML, new_session=new_session)
-    assert out == "", f"hook mode wrote to stdout: {out!r}"
-    return rc, err
-
-
-def prepare(**kw):
-    return hook("win10", "prepare", "begin", "-", **kw)
-
-
-def release(**kw):
-    return hook("win10", "release", "end", "-", **kw)
+    CALLS.write(fakehost.NATIVE_CONF + "[host]\ntimeout = 5s\n")
 
 
 def writes(host):
@@ -126,7 +108,8 @@ def failed_hand_back(k):
         # Every other step was undone: the other GPU is back where it was.
         other = VEGA if func_of(point) == R5 else R5
         assert bound(host.snapshot(), other) == bound(before, other), host.snapshot()
-        rc, err = hook("--recover", "win10")
+        rc, out, err = CALLS.hook("--recover", "win10")
+        assert out == "", f"--recover wrote to stdout: {out!r}"
         assert rc == 0, f"--recover: exit {rc}: {err}"
         assert unnumbered(host.snapshot()) == unnumbered(before), host.snapshot()
         assert not os.path.exists(JOURNAL)
@@ -142,17 +125,7 @@ def killed(direction, k, mode, park_override=None):
         config()
         if park_override:
             assert host.write(f"bus/pci/devices/{R5}/driver_override", park_override) == 0
-        before = host.snapshot()
-        if direction == "hand-back":
-            assert prepare()[0] == 0
-        host.kill_at(k, mode)
-        rc, err = (prepare if direction == "hand-over" else release)(new_session=True)
-        assert rc == -9, f"not killed at write {k} {mode} it (exit {rc}): {err}"
-        assert os.path.exists(JOURNAL), "killed without a journal"
-        rc, err = release()
-        assert rc == 0, f"release end after the kill: exit {rc}: {err}"
-        assert host.snapshot() == before, host.snapshot()
-        assert not os.path.exists(JOURNAL)
+        CALLS.killed_then_released(host, direction, k, mode)
     return test
 
 
