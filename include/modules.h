@@ -26,6 +26,9 @@ int host_modules(struct host *h);
  * module holds it; waits until deadline for its last users (open files) to let go. 0 when it is
  * not loaded. */
 int module_unload(const char *name, usec_t deadline);
+/* Loads the first module name stands for (a module name or alias, "vfio-pci") that loads, with its
+ * dependencies, as module_load does; its name into loaded. Negative errno, not logged. */
+int module_load_lookup(const char *name, char *loaded, size_t size);
 /* Loads the module with its dependencies (libkmod, modules.dep and modprobe.d's options); 0 when it
  * is loaded already. Logs what failed. */
 int module_load(const char *name);

@@ -415,7 +415,6 @@ int bus_service_result(sd_bus *bus, const char *unit, char *result, size_t size,
         return strscpy(result, res, size);
 }
 
-
 int bus_reset_failed(sd_bus *bus, const char *unit, sd_bus_error *error) {
         int r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "ResetFailedUnit", error, NULL, "s", unit);
 

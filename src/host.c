@@ -16,6 +16,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "modules.h"
 #include "sysfs.h"
 
 static void udev_unrefp(struct udev **u) { if (*u) udev_unref(*u); }
@@ -580,30 +581,6 @@ static int module_pci_driver(const char *module, char *buf, size_t size) {
         return found[0] ? strscpy(buf, found, size) : -ENOENT;
 }
 
-static int load_module(const char *name, char *loaded, size_t size) {
-        _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
-        _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
-        struct kmod_list *l;
-        int r;
-
-        if (!ctx)
-                return -ENOMEM;
-        r = kmod_module_new_from_lookup(ctx, name, &list);
-        if (r < 0)
-                return r;
-        r = -ENOENT;
-        kmod_list_foreach(l, list) {
-                struct kmod_module *m = kmod_module_get_module(l);
-                r = kmod_module_probe_insert_module(m, 0, NULL, NULL, NULL, NULL);
-                if (r >= 0)
-                        r = strscpy(loaded, kmod_module_get_name(m), size);
-                kmod_module_unref(m);
-                if (r >= 0)
-                        return 0;
-        }
-        return r;
-}
-
 int host_load_default_driver(const char *func) {
         struct pci_func f;
         char module[NAME_LEN], path[PATH_MAX], loaded[NAME_LEN];
@@ -617,7 +594,7 @@ int host_load_default_driver(const char *func) {
         snprintf(path, sizeof(path), "module/%s", module);
         if (sysfs_exists(path))
                 return 0;
-        r = load_module(module, loaded, sizeof(loaded));
+        r = module_load_lookup(module, loaded, sizeof(loaded));
         if (r < 0)
                 return log_warning_errno(r, "%s: loading module %s, its driver by the kernel's aliases, failed: %m",
                                          func, module);
@@ -635,7 +612,7 @@ int host_pci_driver(const char *name, bool load, char *buf, size_t size) {
         r = module_pci_driver(name, buf, size);
         if (r != -ENOENT || !load)
                 return r;
-        r = load_module(name, module, sizeof(module));
+        r = module_load_lookup(name, module, sizeof(module));
         if (r < 0)
                 return log_error_errno(r, "%s is no registered PCI driver, and loading it as a module failed: %m", name);
         r = module_pci_driver(module, buf, size);

@@ -237,6 +237,34 @@ int module_unload(const char *name, usec_t deadline) {
         return 0;
 }
 
+/* modprobe.d's options and soft dependencies apply; its install commands would need a shell: the
+ * module itself is loaded instead. */
+static int insert(struct kmod_module *mod) {
+        return kmod_module_probe_insert_module(mod, KMOD_PROBE_IGNORE_COMMAND, NULL, NULL, NULL, NULL);
+}
+
+int module_load_lookup(const char *name, char *loaded, size_t size) {
+        _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
+        _cleanup_(kmod_list_unrefp) struct kmod_list *list = NULL;
+        struct kmod_list *l;
+        int r;
+
+        if (!ctx)
+                return -ENOMEM;
+        r = kmod_module_new_from_lookup(ctx, name, &list);
+        if (r < 0)
+                return r;
+        r = -ENOENT;
+        kmod_list_foreach(l, list) {
+                _cleanup_(kmod_module_unrefp) struct kmod_module *m = kmod_module_get_module(l);
+
+                r = insert(m);
+                if (r >= 0)
+                        return strscpy(loaded, kmod_module_get_name(m), size);
+        }
+        return r;
+}
+
 int module_load(const char *name) {
         _cleanup_(kmod_unrefp) struct kmod_ctx *ctx = kmod_new(NULL, NULL);
         _cleanup_(kmod_module_unrefp) struct kmod_module *mod = NULL;
@@ -247,9 +275,7 @@ int module_load(const char *name) {
         r = kmod_module_new_from_name(ctx, name, &mod);
         if (r < 0)
                 return log_error_errno(r, "loading module %s: %m", name);
-        /* modprobe.d's options and soft dependencies apply; its install commands would need a shell:
-         * the module itself is loaded instead. */
-        r = kmod_module_probe_insert_module(mod, KMOD_PROBE_IGNORE_COMMAND, NULL, NULL, NULL, NULL);
+        r = insert(mod);
         if (r == -ENOENT && !kmod_module_get_path(mod))
                 return log_error_errno(r, "loading module %s failed: this kernel's modules.dep has no file for it "
                                        "(were the running kernel's modules removed by an upgrade?)", name);

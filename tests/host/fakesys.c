@@ -2128,13 +2128,7 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
 }
 
 /* The module syscall kmodtrap trapped, "unload NAME" or "load NAME": its errno is the write's. */
-static int module_write(const char *buf, size_t size) {
-        char value[256];
-        if (size >= sizeof(value))
-                return -EINVAL;
-        memcpy(value, buf, size);
-        value[size] = '\0';
-        strip_nl(value);
+static int module_write(const char *value, size_t size) {
         pthread_mutex_lock(&lock);
         int r = store_module(value);
         log_write(".fakesys/module", value, -r);
@@ -2149,9 +2143,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         int r;
 
         full(p, path);
-        if (is_module_ctl(path))
-                return module_write(buf, size);
-        if (is_control(path)) {         /* control files are plain files */
+        if (is_control(path) && !is_module_ctl(path)) {         /* control files are plain files */
                 pthread_mutex_lock(&lock);
                 /* an appending writer's offset may come from a stale size: append here */
                 int fd = open(p, O_WRONLY | (fi->flags & O_APPEND));
@@ -2168,6 +2160,8 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
         memcpy(value, buf, size);
         value[size] = '\0';
         strip_nl(value);
+        if (is_module_ctl(path))
+                return module_write(value, size);
         pthread_mutex_lock(&lock);
         int kill_at = kill_point();
         if (kill_at == 1) {
